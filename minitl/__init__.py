@@ -1,0 +1,21 @@
+"""minitl: transfer learning from first principles (autograd, models, kernels)."""
+
+from minitl import dtypes
+from minitl.autograd_state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from minitl.creation import (arange, as_tensor, empty, eye, from_numpy, full, full_like,
+                             linspace, manual_seed, ones, ones_like, rand, randint, randn,
+                             randn_like, randperm, tensor, tril, triu, zeros, zeros_like)
+from minitl.dtypes import (bool_, double, float16, float32, float64, half, int8, int16, int32,
+                           int64, long, uint8)
+from minitl.tensor import Device, Tensor, get_default_dtype, set_default_dtype
+from minitl.tensor import _install_methods as _install
+
+_install()
+del _install
+
+from minitl.functional import (cat, chunk, clamp, exp, gather, log, logsumexp,  # noqa: E402
+                               matmul, maximum, mean, minimum, relu, sigmoid, softmax, split,
+                               sqrt, stack, sum, tanh, where)
+from minitl.io import load, save  # noqa: E402
+
+__version__ = "0.1.0"

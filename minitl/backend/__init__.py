@@ -1,0 +1,108 @@
+"""Kernel selection: the ONE place that decides which implementation runs.
+
+`get_backend(device)` returns a `Backend` whose attributes are the kernels ops
+may call (`gemm`, `lora_linear_fwd`, ...) plus `xp`, the array module (numpy or
+CuPy). Each kernel has a numpy reference in `reference.py`; native versions
+(C++ through `minitl._C`, numba) replace a reference only when they are built
+and selected. `MINITL_KERNELS=reference` forces the references everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+
+from minitl.backend import reference
+
+# Kernels a backend provides; each has a reference implementation of the same name.
+KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd", "im2col", "col2im")
+
+
+class Backend:
+    """A device's array module plus the chosen implementation of each kernel."""
+
+    def __init__(self, device: str, xp: ModuleType, kernels: dict[str, Callable[..., Any]],
+                 paths: dict[str, str]) -> None:
+        self.device = device
+        self.xp = xp
+        self.paths = paths  # kernel name -> "reference" | "native" | "numba" | "cupy"
+        for name, fn in kernels.items():
+            setattr(self, name, fn)
+
+    def __repr__(self) -> str:
+        return f"Backend(device={self.device!r}, paths={self.paths})"
+
+
+_cache: dict[str, Backend] = {}
+
+
+def kernel_mode() -> str:
+    """`reference` forces numpy references; `auto` (default) picks the fastest built path;
+    `native` also selects native kernels that are not yet faster than numpy (for study)."""
+    mode = os.environ.get("MINITL_KERNELS", "auto").lower()
+    if mode not in ("auto", "reference", "native"):
+        raise ValueError(f"MINITL_KERNELS must be auto, reference or native, got {mode!r}")
+    return mode
+
+
+def _cpu_backend() -> Backend:
+    kernels = {name: getattr(reference, name) for name in KERNELS}
+    paths = {name: "reference" for name in KERNELS}
+    mode = kernel_mode()
+    if mode == "native":
+        # The C++ GEMM is correct but not yet tuned past OpenBLAS; numpy's matmul stays
+        # the default until it is, and `native` selects it explicitly.
+        from minitl.backend import cpu
+
+        if cpu.native_available():
+            kernels["gemm"] = cpu.gemm
+            paths["gemm"] = "native"
+    return Backend("cpu", np, kernels, paths)
+
+
+def _cuda_backend() -> Backend:
+    try:
+        import cupy  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        raise RuntimeError(
+            "device 'cuda' needs CuPy and an NVIDIA GPU: pip install 'minitl[cuda]'"
+        ) from e
+    raise RuntimeError("the CUDA backend is not built yet in this version of minitl")
+
+
+def get_backend(device: str = "cpu") -> Backend:
+    key = str(device)
+    backend = _cache.get(key)
+    if backend is None:
+        if key == "cpu":
+            backend = _cpu_backend()
+        elif key.startswith("cuda"):
+            backend = _cuda_backend()
+        else:
+            raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+        _cache[key] = backend
+    return backend
+
+
+def reset_backends() -> None:
+    """Forget chosen kernels (after changing MINITL_KERNELS in tests)."""
+    _cache.clear()
+
+
+def array_module(arr: Any) -> ModuleType:
+    """numpy for numpy arrays, cupy for CuPy arrays."""
+    if isinstance(arr, np.ndarray) or np.isscalar(arr):
+        return np
+    mod = type(arr).__module__
+    if mod.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def device_of(arr: Any) -> str:
+    return "cpu" if array_module(arr) is np else "cuda"

@@ -1,0 +1,101 @@
+"""Function and Context: the unit of differentiation.
+
+An op is one `Function` subclass whose `forward` and `backward` sit side by side.
+`forward` receives raw arrays (numpy on the CPU, CuPy on the GPU) for every Tensor
+argument and plain Python values for everything else; `backward` receives the
+gradient of the output and returns one gradient per positional argument of
+`forward` (None where there is none). `Function.apply` does the bookkeeping that
+every op shares: device checks, graph recording and un-broadcasting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minitl import autograd_state
+from minitl.backend import Backend, get_backend
+
+Array = Any  # numpy.ndarray or cupy.ndarray
+
+
+class Context:
+    """Per-call scratch space handed to forward and backward."""
+
+    def __init__(self, backend: Backend, needs_input_grad: tuple[bool, ...]) -> None:
+        self.backend = backend
+        self.xp = backend.xp
+        self.needs_input_grad = needs_input_grad
+        self.saved: tuple[Any, ...] = ()
+        # Filled in by Function.apply when the call is recorded in the graph.
+        self.fn: type[Function] | None = None
+        self.parents: tuple[Any, ...] = ()  # (position, Tensor) for each Tensor input
+        self.input_shapes: tuple[tuple[int, ...], ...] = ()
+        self.released = False
+
+    def save_for_backward(self, *values: Any) -> None:
+        self.saved = values
+
+    def release(self) -> None:
+        """Drop saved arrays and parent links so memory is returned after backward."""
+        self.saved = ()
+        self.parents = ()
+        self.released = True
+
+
+def unbroadcast(xp: Any, grad: Array, shape: tuple[int, ...]) -> Array:
+    """Sum `grad` down to `shape`: the adjoint of numpy broadcasting."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    if grad.shape != shape:
+        raise RuntimeError(f"internal error: cannot unbroadcast gradient {grad.shape} to {shape}")
+    return grad
+
+
+class Function:
+    """Base class of every differentiable op."""
+
+    @staticmethod
+    def forward(ctx: Context, *args: Any, **kwargs: Any) -> Array:
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        from minitl.tensor import Tensor  # tensor.py imports ops lazily; avoid a cycle
+
+        device = None
+        for a in args:
+            if isinstance(a, Tensor):
+                if device is None:
+                    device = a.device
+                elif a.device != device:
+                    raise RuntimeError(
+                        f"{cls.__name__}: expected all tensors on the same device, "
+                        f"got {device} and {a.device}"
+                    )
+        if device is None:
+            raise TypeError(f"{cls.__name__}: expected at least one Tensor argument")
+
+        record = autograd_state.is_grad_enabled() and any(
+            isinstance(a, Tensor) and a.requires_grad for a in args
+        )
+        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        ctx = Context(get_backend(device), needs)
+        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        out = cls.forward(ctx, *raw, **kwargs)
+        result = Tensor._wrap(out, requires_grad=record)
+        if record:
+            ctx.fn = cls
+            ctx.parents = tuple((i, a) for i, a in enumerate(args) if isinstance(a, Tensor))
+            ctx.input_shapes = tuple(a.shape for _, a in ctx.parents)
+            result._ctx = ctx
+        return result

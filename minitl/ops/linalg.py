@@ -1,0 +1,104 @@
+"""Matrix products: batched broadcasting `matmul` and the fused `linear` layer op.
+
+2-D float products go through `backend.gemm`, the kernel the native backends
+replace; batched products use the array module's matmul.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minitl.function import Context, Function
+from minitl.tensor import Tensor, _operand
+
+Array = Any
+
+
+class MatMul(Function):
+    """z = a @ b over broadcast batch dims;  da = g b^T, db = a^T g."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Array, b: Array) -> Array:
+        if a.shape[-1] != b.shape[-2]:
+            raise RuntimeError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot "
+                               f"be multiplied ({a.shape[-1]} != {b.shape[-2]})")
+        ctx.save_for_backward(a, b)
+        if a.ndim == 2 and b.ndim == 2:
+            return ctx.backend.gemm(a, b)
+        return ctx.xp.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, Array | None]:
+        a, b = ctx.saved
+        na, nb = ctx.needs_input_grad
+        if a.ndim == 2 and b.ndim == 2:
+            gemm = ctx.backend.gemm
+            return (gemm(g, b, trans_b=True) if na else None,
+                    gemm(a, g, trans_a=True) if nb else None)
+        xp = ctx.xp
+        ga = xp.matmul(g, xp.swapaxes(b, -1, -2)) if na else None
+        gb = xp.matmul(xp.swapaxes(a, -1, -2), g) if nb else None
+        return ga, gb
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    """PyTorch's matmul rules, including 1-D operands (promoted, then squeezed)."""
+    if not isinstance(a, Tensor):
+        a = _operand(a, b)
+    if not isinstance(b, Tensor):
+        b = _operand(b, a)
+    if a.ndim == 0 or b.ndim == 0:
+        raise RuntimeError(f"matmul: both arguments need at least 1 dim, got shapes "
+                           f"{a.shape} and {b.shape}")
+    squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
+    if squeeze_a:
+        a = a.unsqueeze(0)
+    if squeeze_b:
+        b = b.unsqueeze(-1)
+    out = MatMul.apply(a, b)
+    if squeeze_a and squeeze_b:
+        return out.reshape(out.shape[:-2])
+    if squeeze_a:
+        return out.squeeze(-2)
+    if squeeze_b:
+        return out.squeeze(-1)
+    return out
+
+
+class Linear(Function):
+    """y = x W^T + b over any leading dims;  dx = g W, dW = g^T x, db = sum g."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, w: Array, b: Array | None = None) -> Array:
+        if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
+            raise RuntimeError(f"linear: input of shape {tuple(x.shape)} does not match weight "
+                               f"of shape {tuple(w.shape)} (expected last dim {w.shape[-1]})")
+        if b is not None and b.shape != (w.shape[0],):
+            raise RuntimeError(f"linear: bias of shape {tuple(b.shape)} does not match weight "
+                               f"of shape {tuple(w.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        y = ctx.backend.gemm(x2, w, trans_b=True)  # (N, out)
+        if b is not None:
+            y += b
+        ctx.save_for_backward(x2, w)
+        ctx.lead = lead
+        return y.reshape(*lead, w.shape[0])
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
+        x2, w = ctx.saved
+        nx, nw, nb = (ctx.needs_input_grad + (False,))[:3]
+        g2 = g.reshape(-1, w.shape[0])  # (N, out)
+        gemm = ctx.backend.gemm
+        dx = gemm(g2, w).reshape(*ctx.lead, w.shape[1]) if nx else None
+        dw = gemm(g2, x2, trans_a=True) if nw else None
+        db = g2.sum(axis=0) if nb else None
+        return dx, dw, db
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    if bias is None:
+        return Linear.apply(x, weight)
+    return Linear.apply(x, weight, bias)
+

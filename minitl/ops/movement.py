@@ -1,0 +1,374 @@
+"""Movement and indexing: reshape/view, permute/transpose, expand, squeeze/unsqueeze,
+flatten, cat, stack, split/chunk, pad, gather, and `__getitem__` with slices and
+integer arrays (whose gradient is a scatter-add, so repeated indices accumulate).
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, Sequence
+
+import numpy as np
+
+from minitl.function import Context, Function
+from minitl.tensor import Tensor, _as_sequence
+
+Array = Any
+
+
+def _resolve_shape(shape: tuple[int, ...], numel: int, op: str, src: tuple[int, ...]) -> tuple:
+    if shape.count(-1) > 1:
+        raise RuntimeError(f"{op}: only one dimension can be -1, got {shape}")
+    known = 1
+    for s in shape:
+        if s != -1:
+            if s < 0:
+                raise RuntimeError(f"{op}: invalid size {s} in shape {shape}")
+            known *= s
+    if -1 in shape:
+        if known == 0 or numel % known:
+            raise RuntimeError(f"{op}: shape {shape} is invalid for input of shape {src}")
+        shape = tuple(numel // known if s == -1 else s for s in shape)
+    elif known != numel:
+        raise RuntimeError(f"{op}: shape {shape} is invalid for input of shape {src} "
+                           f"({numel} elements)")
+    return shape
+
+
+class Reshape(Function):
+    """z = x viewed with a new shape;  dx = g reshaped back."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, shape: tuple[int, ...]) -> Array:
+        ctx.shape = x.shape
+        return x.reshape(_resolve_shape(shape, x.size, "reshape", tuple(x.shape)))
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None]:
+        return g.reshape(ctx.shape), None
+
+
+class Permute(Function):
+    """z = x with axes reordered;  dx = g with the inverse permutation."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, dims: tuple[int, ...]) -> Array:
+        if len(dims) != x.ndim or sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(
+                range(x.ndim)):
+            raise RuntimeError(f"permute: dims {dims} are not a permutation of the "
+                               f"{x.ndim} dims of shape {tuple(x.shape)}")
+        dims = tuple(d % x.ndim for d in dims)
+        ctx.inverse = tuple(np.argsort(dims))
+        return x.transpose(dims)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None]:
+        return g.transpose(ctx.inverse), None
+
+
+class Expand(Function):
+    """z = x broadcast to a larger shape;  dx = g summed over the broadcast axes."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, shape: tuple[int, ...]) -> Array:
+        lead = len(shape) - x.ndim
+        if lead < 0:
+            raise RuntimeError(f"expand: target shape {shape} has fewer dims than the "
+                               f"input {tuple(x.shape)}")
+        target = tuple(x.shape[i - lead] if (s == -1 and i >= lead) else s
+                       for i, s in enumerate(shape))
+        for i, s in enumerate(x.shape):
+            if s != 1 and s != target[i + lead]:
+                raise RuntimeError(f"expand: the size {s} of dim {i} of shape "
+                                   f"{tuple(x.shape)} must match {target[i + lead]} in {shape}")
+        return ctx.xp.broadcast_to(x, target)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None]:
+        return g, None  # summed back to x's shape by unbroadcast
+
+
+def _has_advanced(index: tuple[Any, ...]) -> bool:
+    return any(not isinstance(i, (int, np.integer, slice, type(None), type(Ellipsis)))
+               for i in index)
+
+
+class GetItem(Function):
+    """z = x[index];  dx = zeros with g scattered (added) at index."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, index: tuple[Any, ...]) -> Array:
+        ctx.shape, ctx.dtype, ctx.index = x.shape, x.dtype, index
+        try:
+            return x[index]
+        except IndexError as e:
+            raise IndexError(f"index {index} is invalid for a tensor of shape "
+                             f"{tuple(x.shape)}: {e}") from None
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None]:
+        xp = ctx.xp
+        out = xp.zeros(ctx.shape, dtype=g.dtype)
+        if _has_advanced(ctx.index):
+            if xp is np:
+                np.add.at(out, ctx.index, g)
+            else:  # pragma: no cover - GPU only
+                import cupyx
+
+                cupyx.scatter_add(out, ctx.index, g)
+        else:
+            out[ctx.index] = g
+        return out, None
+
+
+def _normalize_index(index: Any) -> tuple[Any, ...]:
+    if not isinstance(index, tuple):
+        index = (index,)
+    out = []
+    for i in index:
+        if isinstance(i, Tensor):
+            i = i.data
+        elif isinstance(i, list):
+            i = np.asarray(i)
+        if hasattr(i, "dtype") and getattr(i, "ndim", 0) >= 0 and not isinstance(i, np.generic):
+            if i.dtype.kind == "f":
+                raise IndexError(f"tensors used as indices must be integer or bool, got {i.dtype}")
+        out.append(i)
+    return tuple(out)
+
+
+def getitem(x: Tensor, index: Any) -> Tensor:
+    return GetItem.apply(x, _normalize_index(index))
+
+
+class Cat(Function):
+    """z = concatenate(xs, dim);  each dx_i = the matching slice of g."""
+
+    @staticmethod
+    def forward(ctx: Context, dim: int, *xs: Array) -> Array:
+        ref = xs[0]
+        axis = dim % builtins.max(ref.ndim, 1)
+        for x in xs[1:]:
+            if x.ndim != ref.ndim or any(a != b for i, (a, b) in enumerate(zip(x.shape, ref.shape))
+                                         if i != axis):
+                raise RuntimeError(f"cat: shapes {tuple(ref.shape)} and {tuple(x.shape)} "
+                                   f"differ outside dim {dim}")
+        ctx.axis = axis
+        ctx.bounds = np.cumsum([x.shape[axis] for x in xs])[:-1]
+        return ctx.xp.concatenate(xs, axis=axis)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Any, ...]:
+        return (None, *ctx.xp.split(g, ctx.bounds, axis=ctx.axis))
+
+
+class Stack(Function):
+    """z = stack(xs, dim);  each dx_i = g indexed at i along dim."""
+
+    @staticmethod
+    def forward(ctx: Context, dim: int, *xs: Array) -> Array:
+        for x in xs[1:]:
+            if x.shape != xs[0].shape:
+                raise RuntimeError(f"stack: expects each tensor to be equal size, got "
+                                   f"{tuple(xs[0].shape)} and {tuple(x.shape)}")
+        axis = dim % (xs[0].ndim + 1)
+        ctx.axis = axis
+        return ctx.xp.stack(xs, axis=axis)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Any, ...]:
+        return (None, *(ctx.xp.take(g, i, axis=ctx.axis) for i in range(g.shape[ctx.axis])))
+
+
+class Pad(Function):
+    """Constant padding; pad = (last_lo, last_hi, prev_lo, prev_hi, ...) as in F.pad."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, pad: tuple[int, ...], value: float) -> Array:
+        if len(pad) % 2 or len(pad) // 2 > x.ndim:
+            raise RuntimeError(f"pad: padding {pad} does not fit a tensor of shape "
+                               f"{tuple(x.shape)}")
+        if builtins.min(pad, default=0) < 0:
+            raise RuntimeError(f"pad: negative padding {pad} is not supported")
+        widths = [(0, 0)] * x.ndim
+        for i in range(len(pad) // 2):
+            widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+        ctx.slices = tuple(slice(lo, lo + s) for (lo, _), s in zip(widths, x.shape))
+        return ctx.xp.pad(x, widths, constant_values=value)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None, None]:
+        return g[ctx.slices], None, None
+
+
+class Gather(Function):
+    """z[i][j] = x[i][index[i][j]] along dim;  dx = scatter-add of g at index."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, dim: int, index: Array) -> Array:
+        if index.dtype.kind not in "iu":
+            raise RuntimeError(f"gather: index must be an integer tensor, got {index.dtype}")
+        if index.ndim != x.ndim:
+            raise RuntimeError(f"gather: index {tuple(index.shape)} and input "
+                               f"{tuple(x.shape)} must have the same number of dims")
+        ctx.shape, ctx.axis, ctx.index = x.shape, dim % x.ndim, index
+        return ctx.xp.take_along_axis(x, index, axis=ctx.axis)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None, None]:
+        xp = ctx.xp
+        out = xp.zeros(ctx.shape, dtype=g.dtype)
+        grid = list(xp.indices(ctx.index.shape, sparse=True))
+        grid[ctx.axis] = ctx.index
+        if xp is np:
+            np.add.at(out, tuple(grid), g)
+        else:  # pragma: no cover - GPU only
+            import cupyx
+
+            cupyx.scatter_add(out, tuple(grid), g)
+        return out, None, None
+
+
+# ---- Tensor methods and functional forms ------------------------------------------------
+
+
+def reshape(self: Tensor, *shape: Any) -> Tensor:
+    return Reshape.apply(self, _as_sequence(shape))
+
+
+view = reshape
+
+
+def contiguous(self: Tensor) -> Tensor:
+    return self  # numpy arrays are re-laid out by the ops that need contiguity
+
+
+def view_as(self: Tensor, other: Tensor) -> Tensor:
+    return Reshape.apply(self, other.shape)
+
+
+def permute(self: Tensor, *dims: Any) -> Tensor:
+    return Permute.apply(self, _as_sequence(dims))
+
+
+def transpose(self: Tensor, dim0: int, dim1: int) -> Tensor:
+    n = self.ndim
+    for d in (dim0, dim1):
+        if not -builtins.max(n, 1) <= d < builtins.max(n, 1):
+            raise IndexError(f"transpose: dim {d} is out of range for shape {self.shape}")
+    if n < 2:
+        return self
+    dims = list(range(n))
+    dims[dim0 % n], dims[dim1 % n] = dims[dim1 % n], dims[dim0 % n]
+    return Permute.apply(self, tuple(dims))
+
+
+def t(self: Tensor) -> Tensor:
+    if self.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dims, got shape {self.shape}")
+    return transpose(self, 0, 1) if self.ndim == 2 else self
+
+
+def expand(self: Tensor, *shape: Any) -> Tensor:
+    return Expand.apply(self, _as_sequence(shape))
+
+
+def expand_as(self: Tensor, other: Tensor) -> Tensor:
+    return Expand.apply(self, other.shape)
+
+
+def unsqueeze(self: Tensor, dim: int) -> Tensor:
+    n = self.ndim + 1
+    if not -n <= dim < n:
+        raise IndexError(f"unsqueeze: dim {dim} is out of range for shape {self.shape}")
+    dim %= n
+    return Reshape.apply(self, self.shape[:dim] + (1,) + self.shape[dim:])
+
+
+def squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
+    if dim is None:
+        shape = tuple(s for s in self.shape if s != 1)
+    else:
+        dims = {d % builtins.max(self.ndim, 1) for d in ((dim,) if isinstance(dim, int) else dim)}
+        shape = tuple(s for i, s in enumerate(self.shape) if not (i in dims and s == 1))
+    return Reshape.apply(self, shape)
+
+
+def flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    if self.ndim == 0:
+        return Reshape.apply(self, (1,))
+    s, e = start_dim % self.ndim, end_dim % self.ndim
+    if s > e:
+        raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    n = 1
+    for d in self.shape[s:e + 1]:
+        n *= d
+    return Reshape.apply(self, self.shape[:s] + (n,) + self.shape[e + 1:])
+
+
+def split(self: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> tuple:
+    size = self.shape[dim]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        if step <= 0:
+            raise ValueError(f"split: split_size must be positive, got {step}")
+        sections = [builtins.min(step, size - i) for i in range(0, size, step)] or [0]
+    else:
+        sections = list(split_size_or_sections)
+        if builtins.sum(sections) != size:
+            raise RuntimeError(f"split: sections {sections} do not add up to {size}, the size "
+                               f"of dim {dim}")
+    out, start = [], 0
+    lead = (slice(None),) * (dim % self.ndim)
+    for n in sections:
+        out.append(self[lead + (slice(start, start + n),)])
+        start += n
+    return tuple(out)
+
+
+def chunk(self: Tensor, chunks: int, dim: int = 0) -> tuple:
+    size = self.shape[dim]
+    return split(self, -(-size // chunks) if size else 1, dim)
+
+
+def gather(self: Tensor, dim: int, index: Tensor) -> Tensor:
+    return Gather.apply(self, dim, index.data if isinstance(index, Tensor) else index)
+
+
+def index_select(self: Tensor, dim: int, index: Tensor) -> Tensor:
+    return self[(slice(None),) * (dim % self.ndim) + (index,)]
+
+
+def repeat(self: Tensor, *sizes: Any) -> Tensor:
+    reps = _as_sequence(sizes)
+    x = self.reshape((1,) * (len(reps) - self.ndim) + self.shape)
+    out = x
+    for d, r in enumerate(reps):
+        if r != 1:
+            out = cat([out] * r, dim=d)
+    return out
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("cat: expected a non-empty list of tensors")
+    return Cat.apply(dim, *tensors)
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack: expected a non-empty list of tensors")
+    return Stack.apply(dim, *tensors)
+
+
+def pad(x: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
+    if mode != "constant":
+        raise NotImplementedError(f"pad: mode {mode!r} is not supported (only 'constant')")
+    return Pad.apply(x, tuple(pad), value)
+
+
+TENSOR_METHODS = ("reshape", "view", "contiguous", "view_as", "permute", "transpose", "t",
+                  "expand", "expand_as", "unsqueeze", "squeeze", "flatten", "split", "chunk",
+                  "gather", "index_select", "repeat")

@@ -1,0 +1,523 @@
+"""Tensor: an array plus the autograd graph that produced it.
+
+`Tensor.data` is a numpy array (CuPy on the GPU). Every differentiable operation
+is a `Function` (minitl/function.py); the Tensor methods below are one-line
+wrappers over them. `backward()` walks the recorded graph in reverse
+topological order with an explicit stack (no recursion, so a 10,000-op chain is
+fine) and releases each node's saved arrays as soon as they are used.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from minitl import autograd_state
+from minitl.backend import array_module, device_of
+
+Array = Any
+
+from minitl.dtypes import bool_, float32, float64, int64
+
+_default_dtype = float32
+
+
+def get_default_dtype() -> np.dtype:
+    return _default_dtype
+
+
+def set_default_dtype(dtype: Any) -> None:
+    global _default_dtype
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"set_default_dtype: only floating point dtypes are allowed, got {dt}")
+    _default_dtype = dt
+
+
+class Device(str):
+    """A device name that compares equal to its string ("cpu", "cuda")."""
+
+    @property
+    def type(self) -> str:
+        return self.split(":")[0]
+
+
+CPU = Device("cpu")
+
+
+def _check_grad_dtype(dtype: np.dtype, what: str = "tensor") -> None:
+    if dtype.kind not in "fc":
+        raise RuntimeError(
+            f"only floating point tensors can require gradients; this {what} has dtype {dtype}"
+        )
+
+
+class Tensor:
+    """An n-dimensional array with reverse-mode automatic differentiation."""
+
+    __slots__ = ("data", "_grad", "_requires_grad", "_ctx", "__weakref__", "__dict__")
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        if not hasattr(data, "__array_interface__") and array_module(data) is np:
+            data = np.asarray(data)
+        self.data = data
+        self._grad: Tensor | None = None
+        self._ctx: Any = None
+        self._requires_grad = False
+        if requires_grad:
+            self.requires_grad = True
+
+    @classmethod
+    def _wrap(cls, data: Array, requires_grad: bool = False) -> Tensor:
+        t = Tensor.__new__(Tensor)
+        t.data = data
+        t._grad = None
+        t._ctx = None
+        t._requires_grad = requires_grad
+        return t
+
+    # ---- attributes ---------------------------------------------------------------
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value:
+            _check_grad_dtype(self.data.dtype)
+        elif self._ctx is not None:
+            raise RuntimeError(
+                "you can only change requires_grad of leaf tensors; use .detach() instead"
+            )
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def grad(self) -> Tensor | None:
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"grad must be a Tensor or None, got {type(value).__name__}")
+            if value.shape != self.shape:
+                raise RuntimeError(
+                    f"assigned grad has shape {value.shape} but the tensor has shape {self.shape}"
+                )
+        self._grad = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def device(self) -> Device:
+        return CPU if isinstance(self.data, np.ndarray) else Device(device_of(self.data))
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def grad_fn(self) -> str | None:
+        return None if self._ctx is None else f"{self._ctx.fn.__name__}Backward"
+
+    @property
+    def T(self) -> Tensor:
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def mT(self) -> Tensor:
+        return self.transpose(-2, -1)
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for i in range(len(self)):
+            yield self[i]
+
+    __hash__ = object.__hash__
+
+    # ---- conversion -----------------------------------------------------------------
+
+    def numpy(self) -> np.ndarray:
+        if not isinstance(self.data, np.ndarray):
+            raise TypeError(f"can't convert a {self.device} tensor to numpy; call .cpu() first")
+        return self.data
+
+    def item(self) -> Any:
+        if self.data.size != 1:
+            raise ValueError(f"item(): a Tensor with {self.data.size} elements cannot be "
+                             "converted to a Python scalar")
+        return self.data.reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a Tensor with {self.data.size} elements "
+                               "is ambiguous")
+        return bool(self.item())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def detach(self) -> Tensor:
+        return Tensor._wrap(self.data)
+
+    def detach_(self) -> Tensor:
+        self._ctx = None
+        self._requires_grad = False
+        return self
+
+    def clone(self) -> Tensor:
+        from minitl.ops.elementwise import Clone
+        return Clone.apply(self)
+
+    def to(self, *args: Any, **kwargs: Any) -> Tensor:
+        """`.to(device)`, `.to(dtype)` or `.to(device, dtype)`; a no-op when nothing changes."""
+        from minitl.ops.elementwise import Cast, ToDevice
+        device = kwargs.pop("device", None)
+        dtype = kwargs.pop("dtype", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, str):
+                device = a
+            elif isinstance(a, Tensor):
+                device, dtype = a.device, a.dtype
+            else:
+                dtype = a
+        out = self
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            out = Cast.apply(out, np.dtype(dtype))
+        if device is not None and Device(str(device)).type != self.device.type:
+            out = ToDevice.apply(out, str(device))
+        return out
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self) -> Tensor:
+        return self.to("cuda")
+
+    def float(self) -> Tensor:
+        return self.to(float32)
+
+    def double(self) -> Tensor:
+        return self.to(float64)
+
+    def long(self) -> Tensor:
+        return self.to(int64)
+
+    def bool(self) -> Tensor:
+        return self.to(bool_)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
+
+    # ---- in-place (outside the graph) ----------------------------------------------
+
+    def _check_inplace(self, op: str) -> None:
+        if autograd_state.is_grad_enabled() and (self._requires_grad or self._ctx is not None):
+            raise RuntimeError(
+                f"{op}: in-place change of a tensor that requires grad; "
+                "wrap it in `with mt.no_grad():` or use the out-of-place op"
+            )
+
+    def zero_(self) -> Tensor:
+        self._check_inplace("zero_")
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value: float) -> Tensor:
+        self._check_inplace("fill_")
+        self.data[...] = value
+        return self
+
+    def copy_(self, src: Any) -> Tensor:
+        self._check_inplace("copy_")
+        src_data = src.data if isinstance(src, Tensor) else src
+        xp = array_module(self.data)
+        src_data = xp.asarray(src_data)
+        try:
+            self.data[...] = xp.broadcast_to(src_data, self.shape)
+        except ValueError as e:
+            raise RuntimeError(f"copy_: source shape {tuple(src_data.shape)} does not "
+                               f"broadcast to {self.shape}") from e
+        return self
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._check_inplace("__setitem__")
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        self.data[index] = value.data if isinstance(value, Tensor) else value
+
+    # ---- autograd -------------------------------------------------------------------
+
+    def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into `leaf.grad` for every leaf that requires grad."""
+        if not self._requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad and has no "
+                               "grad_fn (did you call it under no_grad or on a detached tensor?)")
+        xp = array_module(self.data)
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward(): grad can be created implicitly only for scalar outputs; "
+                    f"this output has shape {self.shape}, pass gradient= explicitly"
+                )
+            g = xp.ones_like(self.data)
+        else:
+            g = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
+            if tuple(g.shape) != self.shape:
+                raise RuntimeError(f"backward(): gradient has shape {tuple(g.shape)} but the "
+                                   f"output has shape {self.shape}")
+            g = g.astype(self.dtype, copy=False)
+        from minitl.function import unbroadcast
+
+        order = _topological_order(self)
+        grads: dict[int, Array] = {id(self): g}
+        for node in order:
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            ctx = node._ctx
+            if ctx is None:  # a leaf
+                if node._requires_grad:
+                    g = g.astype(node.dtype, copy=False)
+                    if node._grad is None:
+                        node._grad = Tensor._wrap(g.copy())
+                    else:
+                        node._grad = Tensor._wrap(node._grad.data + g)
+                continue
+            if ctx.released:
+                raise RuntimeError(
+                    "backward(): trying to backward through the graph a second time; "
+                    "pass retain_graph=True to the first backward() call"
+                )
+            in_grads = ctx.fn.backward(ctx, g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for (pos, parent), shape in zip(ctx.parents, ctx.input_shapes):
+                if not parent._requires_grad or pos >= len(in_grads):
+                    continue
+                pg = in_grads[pos]
+                if pg is None:
+                    continue
+                pg = unbroadcast(ctx.xp, pg, shape)
+                key = id(parent)
+                prev = grads.get(key)
+                grads[key] = pg if prev is None else prev + pg
+            if not retain_graph:
+                ctx.release()
+
+    # ---- operators ------------------------------------------------------------------
+
+    def __add__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Add
+        return Add.apply(self, _operand(o, self))
+
+    def __radd__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Add
+        return Add.apply(_operand(o, self), self)
+
+    def __sub__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Sub
+        return Sub.apply(self, _operand(o, self))
+
+    def __rsub__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Sub
+        return Sub.apply(_operand(o, self), self)
+
+    def __mul__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Mul
+        return Mul.apply(self, _operand(o, self))
+
+    def __rmul__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Mul
+        return Mul.apply(_operand(o, self), self)
+
+    def __truediv__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Div
+        return Div.apply(self, _operand(o, self))
+
+    def __rtruediv__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Div
+        return Div.apply(_operand(o, self), self)
+
+    def __pow__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Pow
+        return Pow.apply(self, _operand(o, self))
+
+    def __rpow__(self, o: Any) -> Tensor:
+        from minitl.ops.elementwise import Pow
+        return Pow.apply(_operand(o, self), self)
+
+    def __matmul__(self, o: Any) -> Tensor:
+        from minitl.ops.linalg import matmul
+        return matmul(self, o)
+
+    def __rmatmul__(self, o: Any) -> Tensor:
+        from minitl.ops.linalg import matmul
+        return matmul(o, self)
+
+    def __neg__(self) -> Tensor:
+        from minitl.ops.elementwise import Neg
+        return Neg.apply(self)
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __abs__(self) -> Tensor:
+        return self.abs()
+
+    def _compare(self, o: Any, op: str) -> Tensor:
+        other = o.data if isinstance(o, Tensor) else o
+        return Tensor._wrap(getattr(self.data, op)(other))
+
+    def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(o, "__eq__")
+
+    def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(o, "__ne__")
+
+    def __lt__(self, o: Any) -> Tensor:
+        return self._compare(o, "__lt__")
+
+    def __le__(self, o: Any) -> Tensor:
+        return self._compare(o, "__le__")
+
+    def __gt__(self, o: Any) -> Tensor:
+        return self._compare(o, "__gt__")
+
+    def __ge__(self, o: Any) -> Tensor:
+        return self._compare(o, "__ge__")
+
+    def __invert__(self) -> Tensor:
+        return Tensor._wrap(~self.data)
+
+    def __and__(self, o: Any) -> Tensor:
+        return self._compare(o, "__and__")
+
+    def __or__(self, o: Any) -> Tensor:
+        return self._compare(o, "__or__")
+
+    def __xor__(self, o: Any) -> Tensor:
+        return self._compare(o, "__xor__")
+
+    def __getitem__(self, index: Any) -> Tensor:
+        from minitl.ops.movement import getitem
+        return getitem(self, index)
+
+    def __repr__(self) -> str:
+        body = np.array2string(np.asarray(self.data) if self.device == "cpu" else
+                               self.data.get(), separator=", ", precision=4, prefix="tensor(")
+        extra = []
+        if self.dtype not in (_default_dtype, int64, bool_):
+            extra.append(f"dtype=minitl.{self.dtype}")
+        if self.device != "cpu":
+            extra.append(f"device='{self.device}'")
+        if self._ctx is not None:
+            extra.append(f"grad_fn=<{self.grad_fn}>")
+        elif self._requires_grad:
+            extra.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extra) + ")"
+
+
+def _operand(o: Any, like: Tensor) -> Any:
+    """Python scalars stay scalars (numpy treats them as weakly typed); arrays become Tensors."""
+    if isinstance(o, Tensor) or isinstance(o, (int, float, bool)):
+        return o
+    xp = array_module(like.data)
+    return Tensor._wrap(xp.asarray(o))
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors reachable from `root`, each after every tensor that depends on it."""
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        ctx = node._ctx
+        if ctx is not None:
+            for _, parent in ctx.parents:
+                if parent._requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+# ---- methods that are thin wrappers over ops -----------------------------------------
+# Attached here so tensor.py stays the one place that lists the Tensor API.
+
+def _install_methods() -> None:
+    from minitl.ops import elementwise as ew
+    from minitl.ops import linalg, movement, reduce
+
+    simple = {
+        "exp": ew.Exp, "log": ew.Log, "sqrt": ew.Sqrt, "tanh": ew.Tanh, "sigmoid": ew.Sigmoid,
+        "relu": ew.Relu, "abs": ew.Abs, "sin": ew.Sin, "cos": ew.Cos, "rsqrt": ew.Rsqrt,
+        "log1p": ew.Log1p, "square": ew.Square, "erf": ew.Erf,
+    }
+    for name, fn in simple.items():
+        setattr(Tensor, name, (lambda f: lambda self: f.apply(self))(fn))
+    for name in ("add", "sub", "mul", "div", "pow"):
+        setattr(Tensor, name, getattr(Tensor, f"__{name if name != 'div' else 'truediv'}__"))
+    Tensor.neg = Tensor.__neg__  # type: ignore[attr-defined]
+    Tensor.matmul = Tensor.__matmul__  # type: ignore[attr-defined]
+    for mod in (ew, reduce, movement, linalg):
+        for name in getattr(mod, "TENSOR_METHODS", ()):
+            setattr(Tensor, name, getattr(mod, name))
+
+
+def _as_sequence(shape: Sequence[Any]) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(int(s) for s in shape[0])
+    return tuple(int(s) for s in shape)
