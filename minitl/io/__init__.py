@@ -17,7 +17,7 @@ from minitl.io.safetensors import load_file, load_metadata, read_header, save_fi
 if TYPE_CHECKING:
     from minitl.tensor import Tensor
 
-__all__ = ["save", "load", "save_file", "load_file", "load_metadata", "read_header"]
+__all__ = ["load", "load_file", "load_metadata", "read_header", "save", "save_file"]
 
 
 def save(state_dict: Mapping[str, Any], path: str | os.PathLike[str],

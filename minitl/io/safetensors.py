@@ -26,6 +26,7 @@ pattern becomes the high half of a 32-bit float. They cannot be written back as 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -35,7 +36,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["save_file", "load_file", "load_metadata", "read_header", "MAX_HEADER_SIZE"]
+__all__ = ["MAX_HEADER_SIZE", "load_file", "load_metadata", "read_header", "save_file"]
 
 # Same cap as the reference reader: no real header comes close, and it bounds the memory a
 # hostile length field can make us allocate before anything else is checked.
@@ -102,6 +103,13 @@ def _dtype_name(key: str, arr: np.ndarray) -> str:
     return name
 
 
+def _check_utf8(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates cannot go into a UTF-8 header
+        raise ValueError(f"{what} is not encodable as UTF-8") from None
+
+
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str] | None:
     if metadata is None:
         return None
@@ -112,6 +120,8 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str] | None
             raise ValueError(f"metadata key {k!r} is not a str")
         if not isinstance(v, str):
             raise ValueError(f"metadata value for key {k!r} is not a str ({type(v).__name__})")
+        _check_utf8(k, f"metadata key {k!r}")
+        _check_utf8(v, f"metadata value for key {k!r}")
     return dict(metadata)
 
 
@@ -125,6 +135,7 @@ def _prepare(arrays: Mapping[str, np.ndarray]) -> list[tuple[str, str, np.ndarra
             raise ValueError(f"tensor name {key!r} is not a str")
         if key == _METADATA_KEY:
             raise ValueError(f"tensor name {key!r} is reserved for the metadata")
+        _check_utf8(key, f"tensor name {key!r}")
         if isinstance(value, np.generic):
             value = np.asarray(value)
         if not isinstance(value, np.ndarray):
@@ -326,11 +337,12 @@ def _parse(f: IO[bytes], file_size: int) -> tuple[dict[str, Any], list[_Entry], 
                for name, info in header.items() if name != _METADATA_KEY]
     # Overlap check on the non-empty ranges, in file order (empty ranges hold no bytes).
     prev: _Entry | None = None
-    for e in sorted((e for e in entries if e.end > e.begin), key=lambda e: e.begin):
-        if prev is not None and e.begin < prev.end:
+    for ent in sorted((x for x in entries if x.end > x.begin), key=lambda x: x.begin):
+        if prev is not None and ent.begin < prev.end:
             raise _Corrupt(f"entries {prev.name!r} [{prev.begin}, {prev.end}] and "
-                           f"{e.name!r} [{e.begin}, {e.end}] have overlapping data_offsets")
-        prev = e
+                           f"{ent.name!r} [{ent.begin}, {ent.end}] have overlapping "
+                           "data_offsets")
+        prev = ent
     return header, entries, data_start
 
 
@@ -342,7 +354,7 @@ def _open_and_parse(path: str | os.PathLike[str], f: IO[bytes]
         raise ValueError(f"{os.fspath(path)}: invalid safetensors file: {e}") from None
 
 
-def _read_entry(f: IO[bytes], e: _Entry, data_start: int, path: str) -> np.ndarray:
+def _read_entry(f: io.BufferedReader, e: _Entry, data_start: int, path: str) -> np.ndarray:
     stored = _DTYPES[e.dtype]
     try:
         arr = np.empty(e.shape, dtype=stored)
@@ -350,7 +362,7 @@ def _read_entry(f: IO[bytes], e: _Entry, data_start: int, path: str) -> np.ndarr
         raise ValueError(f"{path}: invalid safetensors file: entry {e.name!r} shape "
                          f"{_short(list(e.shape))} cannot be allocated ({err})") from None
     if arr.size:
-        buf = memoryview(arr.reshape(-1).view(np.uint8))
+        buf = arr.reshape(-1).view(np.uint8).data
         f.seek(data_start + e.begin)
         got = 0
         while got < len(buf):  # readinto may return short counts

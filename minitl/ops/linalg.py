@@ -22,6 +22,9 @@ class MatMul(Function):
         if a.shape[-1] != b.shape[-2]:
             raise RuntimeError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot "
                                f"be multiplied ({a.shape[-1]} != {b.shape[-2]})")
+        if a.dtype != b.dtype:
+            raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
+                               f"{a.dtype} and {b.dtype}")
         ctx.save_for_backward(a, b)
         if a.ndim == 2 and b.ndim == 2:
             return ctx.backend.gemm(a, b)
@@ -76,6 +79,9 @@ class Linear(Function):
         if b is not None and b.shape != (w.shape[0],):
             raise RuntimeError(f"linear: bias of shape {tuple(b.shape)} does not match weight "
                                f"of shape {tuple(w.shape)}")
+        if x.dtype != w.dtype:
+            raise RuntimeError(f"linear: input dtype {x.dtype} does not match weight dtype "
+                               f"{w.dtype}")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])  # (N, in)
         y = ctx.backend.gemm(x2, w, trans_b=True)  # (N, out)

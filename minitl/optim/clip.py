@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from minitl.backend import array_module
 from minitl.tensor import Tensor
 
-TensorOrTensors = Union[Tensor, Iterable[Tensor]]
+TensorOrTensors = Tensor | Iterable[Tensor]
 
 
 def _grads(parameters: TensorOrTensors) -> list[Any]:
@@ -36,7 +36,7 @@ def _vector_norm(x: Any, norm_type: float) -> Any:
     elif norm_type == -math.inf:
         out = a.min()
     elif norm_type == 0:
-        out = xp.count_nonzero(x).astype(x.dtype)
+        out = xp.count_nonzero(x)  # an int in numpy, a 0-d array in CuPy
     elif norm_type == 1:
         out = a.sum()
     elif norm_type == 2:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from minitl.backend import array_module
 from minitl.tensor import Tensor
 
 # What optimizers accept: Tensors, (name, Tensor) pairs, or dicts {"params": ..., **hparams}.
-ParamsT = Union[Iterable[Tensor], Iterable[tuple[str, Tensor]], Iterable[dict[str, Any]]]
+ParamsT = Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
 
 
 class Optimizer:
@@ -47,11 +47,10 @@ class Optimizer:
         if isinstance(params, (set, frozenset)):
             raise ValueError("params must be an ordered collection (list, tuple, generator), "
                              "not a set: state_dict indices depend on the order")
-        groups = list(params)
-        if len(groups) == 0:
+        items: list[Any] = list(params)
+        if len(items) == 0:
             raise ValueError("optimizer got an empty parameter list")
-        if not isinstance(groups[0], dict):
-            groups = [{"params": groups}]
+        groups = items if isinstance(items[0], dict) else [{"params": items}]
         for group in groups:
             self.add_param_group(group)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from minitl.backend import array_module
 from minitl.optim.optimizer import Optimizer, ParamsT, check_nonnegative
 
 
@@ -59,7 +60,9 @@ class SGD(Optimizer):
                     state = self.state[p]
                     buf = state.get("momentum_buffer")
                     if buf is None:
-                        buf = grad.copy()
+                        # xp.array, not grad.copy(): arithmetic on a 0-d array returns a
+                        # scalar, and the buffer must stay an array to be updated in place.
+                        buf = array_module(param).array(grad, copy=True)
                         state["momentum_buffer"] = buf
                     else:
                         buf *= momentum
