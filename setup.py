@@ -1,0 +1,59 @@
+"""Builds minitl's native CPU extension, minitl._C, from csrc/ with pybind11.
+
+Every csrc/cpu/*.cpp is compiled into the one module, so a new kernel file needs no change
+here. Flags: -O3, C++17, OpenMP. Never -march=native: the binary must run on any x86-64, so
+wider SIMD paths are chosen at run time inside the kernels.
+
+Build in place for development:  python setup.py build_ext --inplace
+"""
+
+import shutil
+import sys
+from glob import glob
+from pathlib import Path
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+
+# Apple's clang has no -fopenmp; the kernels then run on one thread (see csrc/cpu/common.h).
+OPENMP = [] if sys.platform == "darwin" else ["-fopenmp"]
+
+
+class BuildExt(build_ext):
+    """build_ext that also drops the built module into the source tree.
+
+    `pip install .` followed by `python -m pytest` in the checkout imports minitl from the
+    checkout (the current directory comes first on sys.path), not from site-packages; the copy
+    lets that import find minitl._C too, as `build_ext --inplace` would.
+    """
+
+    def run(self) -> None:
+        super().run()
+        if self.inplace:
+            return
+        for ext in self.extensions:
+            built = Path(self.get_ext_fullpath(ext.name))
+            target = ROOT / self.get_ext_filename(ext.name)
+            if not target.parent.is_dir():
+                continue
+            try:
+                shutil.copyfile(built, target)
+            except OSError as err:  # a read-only checkout still installs
+                print(f"note: could not copy {built.name} into {target.parent}: {err}")
+
+
+ext_modules = [
+    Pybind11Extension(
+        "minitl._C",
+        sources=["csrc/bindings.cpp", *sorted(glob("csrc/cpu/*.cpp"))],
+        include_dirs=["csrc"],
+        depends=sorted(glob("csrc/**/*.h", recursive=True)),
+        cxx_std=17,
+        extra_compile_args=["-O3", *OPENMP],
+        extra_link_args=OPENMP,
+    ),
+]
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})
