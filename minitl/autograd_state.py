@@ -36,6 +36,14 @@ class _GradModeContext:
 
     enabled: bool
 
+    def __new__(cls, func: Any = None) -> Any:
+        self = super().__new__(cls)
+        # `@mt.no_grad` without parentheses decorates the function directly.
+        return self(func) if callable(func) else self
+
+    def __init__(self, func: Any = None) -> None:
+        pass
+
     def __enter__(self) -> None:
         self._prev = _mode.grad_enabled
         _mode.grad_enabled = self.enabled

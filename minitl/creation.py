@@ -37,8 +37,8 @@ def tensor(data: Any, dtype: Any = None, device: Any = None,
     dtype), Python ints int64, bools bool; numpy arrays keep their dtype."""
     if isinstance(data, Tensor):
         data = data.data
-    if isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
-        arr = data.copy()
+    if isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__"):
+        arr = data.copy() if not isinstance(data, np.generic) else np.asarray(data)
     else:
         arr = np.array(data)
         if arr.dtype.kind == "f" and dtype is None:

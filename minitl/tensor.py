@@ -61,8 +61,12 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
             data = data.data
-        if not hasattr(data, "__array_interface__") and array_module(data) is np:
+        elif isinstance(data, np.generic):
             data = np.asarray(data)
+        elif not isinstance(data, np.ndarray) and array_module(data) is np:
+            data = np.asarray(data)
+            if data.dtype.kind == "f":  # Python floats take the default dtype, as in PyTorch
+                data = data.astype(_default_dtype)
         self.data = data
         self._grad: Tensor | None = None
         self._ctx: Any = None
@@ -73,7 +77,8 @@ class Tensor:
     @classmethod
     def _wrap(cls, data: Array, requires_grad: bool = False) -> Tensor:
         t = Tensor.__new__(Tensor)
-        t.data = data
+        # numpy reductions and indexing return scalars for 0-d results; keep arrays throughout.
+        t.data = np.asarray(data) if isinstance(data, np.generic) else data
         t._grad = None
         t._ctx = None
         t._requires_grad = requires_grad
@@ -354,43 +359,43 @@ class Tensor:
 
     def __add__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Add
-        return Add.apply(self, _operand(o, self))
+        return Add.apply(*_promote(self, _operand(o, self)))
 
     def __radd__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Add
-        return Add.apply(_operand(o, self), self)
+        return Add.apply(*_promote(_operand(o, self), self))
 
     def __sub__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Sub
-        return Sub.apply(self, _operand(o, self))
+        return Sub.apply(*_promote(self, _operand(o, self)))
 
     def __rsub__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Sub
-        return Sub.apply(_operand(o, self), self)
+        return Sub.apply(*_promote(_operand(o, self), self))
 
     def __mul__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Mul
-        return Mul.apply(self, _operand(o, self))
+        return Mul.apply(*_promote(self, _operand(o, self)))
 
     def __rmul__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Mul
-        return Mul.apply(_operand(o, self), self)
+        return Mul.apply(*_promote(_operand(o, self), self))
 
     def __truediv__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Div
-        return Div.apply(self, _operand(o, self))
+        return Div.apply(*_true_div_operands(self, _operand(o, self)))
 
     def __rtruediv__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Div
-        return Div.apply(_operand(o, self), self)
+        return Div.apply(*_true_div_operands(_operand(o, self), self))
 
     def __pow__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Pow
-        return Pow.apply(self, _operand(o, self))
+        return Pow.apply(*_promote(self, _operand(o, self)))
 
     def __rpow__(self, o: Any) -> Tensor:
         from minitl.ops.elementwise import Pow
-        return Pow.apply(_operand(o, self), self)
+        return Pow.apply(*_promote(_operand(o, self), self))
 
     def __matmul__(self, o: Any) -> Tensor:
         from minitl.ops.linalg import matmul
@@ -461,6 +466,38 @@ class Tensor:
         elif self._requires_grad:
             extra.append("requires_grad=True")
         return "tensor(" + ", ".join([body] + extra) + ")"
+
+
+def _promote(a: Any, b: Any) -> tuple[Any, Any]:
+    """PyTorch's promotion where it differs from numpy's: an integer or bool tensor meeting a
+    floating operand (a float tensor or a Python float) becomes that float dtype, so
+    `int64_tensor * 0.5` is float32 rather than numpy's float64."""
+    fa = _float_kind(a)
+    fb = _float_kind(b)
+    if fa is not None and fb is None and isinstance(b, Tensor):
+        b = b.to(fa)
+    elif fb is not None and fa is None and isinstance(a, Tensor):
+        a = a.to(fb)
+    return a, b
+
+
+def _true_div_operands(a: Any, b: Any) -> tuple[Any, Any]:
+    """True division of integers gives the default float dtype (numpy would give float64)."""
+    a, b = _promote(a, b)
+    if _float_kind(a) is None and _float_kind(b) is None:
+        if isinstance(a, Tensor):
+            a = a.to(_default_dtype)
+        if isinstance(b, Tensor):
+            b = b.to(_default_dtype)
+    return a, b
+
+
+def _float_kind(v: Any) -> Any:
+    if isinstance(v, Tensor):
+        return v.dtype if v.dtype.kind == "f" else None
+    if isinstance(v, float):
+        return _default_dtype
+    return None
 
 
 def _operand(o: Any, like: Tensor) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from minitl.function import Context, Function
-from minitl.tensor import Tensor
+from minitl.tensor import Tensor, get_default_dtype
 
 Array = Any
 
@@ -343,6 +343,8 @@ def _move(x: Array, device: str) -> Array:
 def clamp(self: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
+    if self.dtype.kind in "iub" and any(isinstance(v, float) for v in (min, max)):
+        self = self.to(get_default_dtype())  # as in PyTorch: float bounds promote
     return Clamp.apply(self, min, max)
 
 

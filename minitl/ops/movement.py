@@ -16,6 +16,15 @@ from minitl.tensor import Tensor, _as_sequence
 Array = Any
 
 
+def wrap_dim(dim: int, ndim: int, op: str) -> int:
+    """A non-negative axis for `dim`, or PyTorch's IndexError when it is out of range."""
+    n = builtins.max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{op}: dim {dim} is out of range (expected to be in range "
+                         f"[{-n}, {n - 1}])")
+    return dim % n
+
+
 def _resolve_shape(shape: tuple[int, ...], numel: int, op: str, src: tuple[int, ...]) -> tuple:
     if shape.count(-1) > 1:
         raise RuntimeError(f"{op}: only one dimension can be -1, got {shape}")
@@ -53,11 +62,12 @@ class Permute(Function):
 
     @staticmethod
     def forward(ctx: Context, x: Array, dims: tuple[int, ...]) -> Array:
-        if len(dims) != x.ndim or sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(
-                range(x.ndim)):
-            raise RuntimeError(f"permute: dims {dims} are not a permutation of the "
-                               f"{x.ndim} dims of shape {tuple(x.shape)}")
-        dims = tuple(d % x.ndim for d in dims)
+        if len(dims) != x.ndim:
+            raise RuntimeError(f"permute: dims {dims} do not match the {x.ndim} dims of "
+                               f"shape {tuple(x.shape)}")
+        dims = tuple(wrap_dim(d, x.ndim, "permute") for d in dims)
+        if len(set(dims)) != len(dims):
+            raise RuntimeError(f"permute: dims {dims} repeat an axis")
         ctx.inverse = tuple(np.argsort(dims))
         return x.transpose(dims)
 
@@ -77,6 +87,9 @@ class Expand(Function):
                                f"input {tuple(x.shape)}")
         target = tuple(x.shape[i - lead] if (s == -1 and i >= lead) else s
                        for i, s in enumerate(shape))
+        if builtins.min(target, default=0) < 0:
+            raise RuntimeError(f"expand: -1 is not allowed in a new leading dim: expanding "
+                               f"{tuple(x.shape)} to {shape}")
         for i, s in enumerate(x.shape):
             if s != 1 and s != target[i + lead]:
                 raise RuntimeError(f"expand: the size {s} of dim {i} of shape "
@@ -147,7 +160,7 @@ class Cat(Function):
     @staticmethod
     def forward(ctx: Context, dim: int, *xs: Array) -> Array:
         ref = xs[0]
-        axis = dim % builtins.max(ref.ndim, 1)
+        axis = wrap_dim(dim, ref.ndim, "cat")
         for x in xs[1:]:
             if x.ndim != ref.ndim or any(a != b for i, (a, b) in enumerate(zip(x.shape, ref.shape))
                                          if i != axis):
@@ -171,7 +184,7 @@ class Stack(Function):
             if x.shape != xs[0].shape:
                 raise RuntimeError(f"stack: expects each tensor to be equal size, got "
                                    f"{tuple(xs[0].shape)} and {tuple(x.shape)}")
-        axis = dim % (xs[0].ndim + 1)
+        axis = wrap_dim(dim, xs[0].ndim + 1, "stack")
         ctx.axis = axis
         return ctx.xp.stack(xs, axis=axis)
 
@@ -211,21 +224,30 @@ class Gather(Function):
         if index.ndim != x.ndim:
             raise RuntimeError(f"gather: index {tuple(index.shape)} and input "
                                f"{tuple(x.shape)} must have the same number of dims")
-        ctx.shape, ctx.axis, ctx.index = x.shape, dim % x.ndim, index
-        return ctx.xp.take_along_axis(x, index, axis=ctx.axis)
+        axis = wrap_dim(dim, x.ndim, "gather")
+        for d, (n_idx, n_x) in enumerate(zip(index.shape, x.shape)):
+            if d != axis and n_idx > n_x:
+                raise RuntimeError(f"gather: index {tuple(index.shape)} is larger than input "
+                                   f"{tuple(x.shape)} in dim {d}")
+        if index.size and (index.min() < -x.shape[axis] or index.max() >= x.shape[axis]):
+            raise IndexError(f"gather: index out of range for dim {dim} of size "
+                             f"{x.shape[axis]}")
+        # PyTorch's gather reads only the leading index.shape block of the other dims.
+        grid = list(ctx.xp.indices(index.shape, sparse=True))
+        grid[axis] = index
+        ctx.shape, ctx.grid = x.shape, tuple(grid)
+        return x[ctx.grid]
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array, None, None]:
         xp = ctx.xp
         out = xp.zeros(ctx.shape, dtype=g.dtype)
-        grid = list(xp.indices(ctx.index.shape, sparse=True))
-        grid[ctx.axis] = ctx.index
         if xp is np:
-            np.add.at(out, tuple(grid), g)
+            np.add.at(out, ctx.grid, g)
         else:  # pragma: no cover - GPU only
             import cupyx
 
-            cupyx.scatter_add(out, tuple(grid), g)
+            cupyx.scatter_add(out, ctx.grid, g)
         return out, None, None
 
 
@@ -289,7 +311,8 @@ def squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
     if dim is None:
         shape = tuple(s for s in self.shape if s != 1)
     else:
-        dims = {d % builtins.max(self.ndim, 1) for d in ((dim,) if isinstance(dim, int) else dim)}
+        dims = {wrap_dim(d, self.ndim, "squeeze")
+                for d in ((dim,) if isinstance(dim, int) else dim)}
         shape = tuple(s for i, s in enumerate(self.shape) if not (i in dims and s == 1))
     return Reshape.apply(self, shape)
 
@@ -297,7 +320,7 @@ def squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
 def flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     if self.ndim == 0:
         return Reshape.apply(self, (1,))
-    s, e = start_dim % self.ndim, end_dim % self.ndim
+    s, e = wrap_dim(start_dim, self.ndim, "flatten"), wrap_dim(end_dim, self.ndim, "flatten")
     if s > e:
         raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     n = 1
@@ -307,6 +330,7 @@ def flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 
 def split(self: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> tuple:
+    dim = wrap_dim(dim, self.ndim, "split")
     size = self.shape[dim]
     if isinstance(split_size_or_sections, int):
         step = split_size_or_sections
@@ -319,7 +343,7 @@ def split(self: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 
             raise RuntimeError(f"split: sections {sections} do not add up to {size}, the size "
                                f"of dim {dim}")
     out, start = [], 0
-    lead = (slice(None),) * (dim % self.ndim)
+    lead = (slice(None),) * dim
     for n in sections:
         out.append(self[lead + (slice(start, start + n),)])
         start += n
@@ -327,7 +351,9 @@ def split(self: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 
 
 
 def chunk(self: Tensor, chunks: int, dim: int = 0) -> tuple:
-    size = self.shape[dim]
+    if chunks <= 0:
+        raise RuntimeError(f"chunk: chunks must be positive, got {chunks}")
+    size = self.shape[wrap_dim(dim, self.ndim, "chunk")]
     return split(self, -(-size // chunks) if size else 1, dim)
 
 
@@ -336,11 +362,14 @@ def gather(self: Tensor, dim: int, index: Tensor) -> Tensor:
 
 
 def index_select(self: Tensor, dim: int, index: Tensor) -> Tensor:
-    return self[(slice(None),) * (dim % self.ndim) + (index,)]
+    return self[(slice(None),) * wrap_dim(dim, self.ndim, "index_select") + (index,)]
 
 
 def repeat(self: Tensor, *sizes: Any) -> Tensor:
     reps = _as_sequence(sizes)
+    if len(reps) < self.ndim:
+        raise RuntimeError(f"repeat: {len(reps)} repeat sizes given for a tensor with "
+                           f"{self.ndim} dims; give at least one per dim")
     x = self.reshape((1,) * (len(reps) - self.ndim) + self.shape)
     out = x
     for d, r in enumerate(reps):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import builtins
 from typing import Any, NamedTuple, Sequence
 
+import numpy as np
+
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
 
@@ -94,6 +96,34 @@ class Var(Function):
         return 2 * g * centered / ctx.denom, None, None, None
 
 
+class Std(Function):
+    """z = sqrt(var(x));  dx = g (x - mean) / ((n - correction) z), and 0 where z = 0."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, dim: Dim = None, correction: int = 1,
+                keepdim: bool = False) -> Array:
+        xp = ctx.xp
+        axes = normalize_dims(dim, x.ndim, "std")
+        n = 1
+        for a in axes:
+            n *= x.shape[a]
+        centered = x - x.mean(axis=axes, keepdims=True)
+        denom = builtins.max(n - correction, 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = xp.sqrt((centered * centered).sum(axis=axes, keepdims=True) / denom)
+        ctx.save_for_backward(centered, z)
+        ctx.axes, ctx.denom = axes, denom
+        return z if keepdim else z.reshape([s for i, s in enumerate(x.shape) if i not in axes])
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None, None, None]:
+        centered, z = ctx.saved
+        xp = ctx.xp
+        g = g.reshape(z.shape)
+        safe = xp.where(z == 0, 1, z)
+        return xp.where(z == 0, 0, g * centered / (ctx.denom * safe)), None, None, None
+
+
 class Amax(Function):
     """z = max over axes;  dx = g split evenly among the maximal elements."""
 
@@ -152,7 +182,8 @@ class LogSumExp(Function):
         axes = normalize_dims(dim, x.ndim, "logsumexp")
         m = x.max(axis=axes, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)
-        z = xp.log(xp.exp(x - m).sum(axis=axes, keepdims=True)) + m
+        with np.errstate(divide="ignore"):  # an all -inf slice has logsumexp -inf
+            z = xp.log(xp.exp(x - m).sum(axis=axes, keepdims=True)) + m
         ctx.save_for_backward(x, z)
         ctx.axes, ctx.keepdim = axes, keepdim
         return z if keepdim else z.reshape([s for i, s in enumerate(x.shape) if i not in axes])
@@ -192,7 +223,9 @@ def var(self: Tensor, dim: Dim = None, unbiased: bool | None = None, keepdim: bo
 
 def std(self: Tensor, dim: Dim = None, unbiased: bool | None = None, keepdim: bool = False,
         correction: int | None = None) -> Tensor:
-    return var(self, dim, unbiased, keepdim, correction).sqrt()
+    if correction is None:
+        correction = 0 if unbiased is False else 1
+    return Std.apply(self, dim, correction, keepdim)
 
 
 def _max_or_min(self: Tensor, dim: int | None, keepdim: bool, largest: bool) -> Any:
@@ -232,7 +265,8 @@ def logsumexp(self: Tensor, dim: Dim, keepdim: bool = False) -> Tensor:
 def argmax(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     """Index of the largest element (flattened when dim is None); not differentiable."""
     if dim is None:
-        return Tensor._wrap(self.data.argmax().astype("int64"))
+        idx = self.data.argmax().astype("int64")
+        return Tensor._wrap(idx.reshape((1,) * self.ndim) if keepdim else idx)
     axis = normalize_dims(dim, self.ndim, "argmax")[0]
     idx = self.data.argmax(axis=axis, keepdims=keepdim)
     return Tensor._wrap(idx.astype("int64"))
@@ -241,7 +275,8 @@ def argmax(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tenso
 def argmin(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     """Index of the smallest element (flattened when dim is None); not differentiable."""
     if dim is None:
-        return Tensor._wrap(self.data.argmin().astype("int64"))
+        idx = self.data.argmin().astype("int64")
+        return Tensor._wrap(idx.reshape((1,) * self.ndim) if keepdim else idx)
     axis = normalize_dims(dim, self.ndim, "argmin")[0]
     idx = self.data.argmin(axis=axis, keepdims=keepdim)
     return Tensor._wrap(idx.astype("int64"))

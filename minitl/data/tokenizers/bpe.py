@@ -112,6 +112,8 @@ class ByteBPETokenizer:
         pattern: str = GPT2_SPLIT_PATTERN,
     ) -> None:
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
+        if "" in self.special_tokens:
+            raise ValueError("a special token cannot be the empty string")
         self.encoder: dict[str, int] = dict(vocab)
         ids = list(self.encoder.values()) + list(self.special_tokens.values())
         if len(set(ids)) != len(ids):
@@ -127,7 +129,7 @@ class ByteBPETokenizer:
         self._id_token.update((i, t) for t, i in self.special_tokens.items())
         self._byte_ids = [self.encoder[_BYTE_ENCODER[b]] for b in range(256)]
         # (left id, right id) -> (rank, merged id); a lower rank merges first.
-        self.merges: list[tuple[str, str]] = [tuple(m) for m in merges]  # type: ignore[misc]
+        self.merges: list[tuple[str, str]] = [(a, b) for a, b in merges]
         self._ranks: dict[tuple[int, int], tuple[int, int]] = {}
         for rank, (a, b) in enumerate(self.merges):
             try:
@@ -163,6 +165,8 @@ class ByteBPETokenizer:
         training is deterministic.
         """
         specials = list(dict.fromkeys(special_tokens))
+        if "" in specials:
+            raise ValueError("a special token cannot be the empty string")
         n_base = len(specials) + 256
         if vocab_size < n_base:
             raise ValueError(f"vocab_size {vocab_size} < {n_base} (special tokens + 256 bytes)")
@@ -319,10 +323,13 @@ class ByteBPETokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ByteBPETokenizer:
         doc = read_json(path, _KIND)
-        merges = [tuple(m.split(" ")) for m in doc["merges"]]
-        if any(len(m) != 2 for m in merges):
-            raise ValueError(f"{os.fspath(path)}: a merge is not two space-separated tokens")
-        return cls(doc["vocab"], merges, doc["special_tokens"], doc["pattern"])  # type: ignore[arg-type]
+        merges: list[tuple[str, str]] = []
+        for m in doc["merges"]:
+            a, sep, b = m.partition(" ")
+            if not sep or not a or not b or " " in b:
+                raise ValueError(f"{os.fspath(path)}: merge {m!r} is not two tokens")
+            merges.append((a, b))
+        return cls(doc["vocab"], merges, doc["special_tokens"], doc["pattern"])
 
     def __repr__(self) -> str:
         return (f"ByteBPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
