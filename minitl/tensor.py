@@ -535,8 +535,8 @@ def _topological_order(root: Tensor) -> list[Tensor]:
 # Attached here so tensor.py stays the one place that lists the Tensor API.
 
 def _install_methods() -> None:
+    from minitl.ops import activation, linalg, movement, reduce
     from minitl.ops import elementwise as ew
-    from minitl.ops import linalg, movement, reduce
 
     simple = {
         "exp": ew.Exp, "log": ew.Log, "sqrt": ew.Sqrt, "tanh": ew.Tanh, "sigmoid": ew.Sigmoid,
@@ -549,7 +549,7 @@ def _install_methods() -> None:
         setattr(Tensor, name, getattr(Tensor, f"__{name if name != 'div' else 'truediv'}__"))
     Tensor.neg = Tensor.__neg__  # type: ignore[attr-defined]
     Tensor.matmul = Tensor.__matmul__  # type: ignore[attr-defined]
-    for mod in (ew, reduce, movement, linalg):
+    for mod in (ew, reduce, movement, linalg, activation):
         for name in getattr(mod, "TENSOR_METHODS", ()):
             setattr(Tensor, name, getattr(mod, name))
 

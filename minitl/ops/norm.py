@@ -1,0 +1,300 @@
+"""Normalization: LayerNorm (arXiv:1607.06450), BatchNorm (arXiv:1502.03167), GroupNorm
+(arXiv:1803.08494) and Lp `normalize`, each one fused Function with an analytic backward.
+
+All three share one identity: with xhat = (x - mean) * rstd over the normalized axes and
+dxhat = g * weight,
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+`layernorm_fwd` / `layernorm_bwd` are kernel-shaped helpers ((M, D) rows, array methods only,
+so they run on numpy and CuPy) that a backend can later replace with native code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from minitl.function import Context, Function
+from minitl.tensor import Tensor
+
+Array = Any
+
+
+def _stats(x: Array, axes: Any, eps: float) -> tuple[Array, Array, Array]:
+    """(mean, biased var, 1/sqrt(var + eps)) over `axes`, keepdims."""
+    mean = x.mean(axis=axes, keepdims=True)
+    c = x - mean
+    var = (c * c).mean(axis=axes, keepdims=True)
+    return mean, var, (var + eps) ** -0.5
+
+
+def _input_grad(dxhat: Array, xhat: Array, rstd: Array, axes: Any) -> Array:
+    return rstd * (dxhat - dxhat.mean(axis=axes, keepdims=True)
+                   - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+
+
+def layernorm_fwd(x: Array, weight: Array | None, bias: Array | None, eps: float
+                  ) -> tuple[Array, Array, Array]:
+    """x (M, D) -> (y (M, D), mean (M, 1), rstd (M, 1)); weight/bias (D,) or None."""
+    mean, _, rstd = _stats(x, -1, eps)
+    y = (x - mean) * rstd
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype, copy=False), mean, rstd
+
+
+def layernorm_bwd(g: Array, x: Array, mean: Array, rstd: Array, weight: Array | None,
+                  needs: tuple[bool, ...]) -> tuple[Array | None, ...]:
+    """Gradients (dx (M, D), dweight (D,), dbias (D,)); `needs` says which to compute."""
+    xhat = (x - mean) * rstd
+    dx = dw = db = None
+    if needs[0]:
+        dxhat = g if weight is None else g * weight
+        dx = _input_grad(dxhat, xhat, rstd, -1)
+    if needs[1]:
+        dw = (g * xhat).sum(axis=0)
+    if needs[2]:
+        db = g.sum(axis=0)
+    return dx, dw, db
+
+
+def _check_dtypes(op: str, x: Array, *others: Array | None) -> None:
+    for o in others:
+        if o is not None and o.dtype != x.dtype:
+            raise TypeError(f"{op}: parameter dtype {o.dtype} differs from input dtype "
+                            f"{x.dtype}")
+
+
+class LayerNorm(Function):
+    """y = (x - mean) rstd w + b over the last dims;
+    dx = rstd (g w - mean(g w) - xhat mean(g w xhat)), dw = sum g xhat, db = sum g."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, weight: Array | None, bias: Array | None,
+                normalized_shape: tuple[int, ...], eps: float = 1e-5) -> Array:
+        k = len(normalized_shape)
+        if k == 0 or tuple(x.shape[x.ndim - k:]) != normalized_shape or x.ndim < k:
+            raise ValueError(f"layer_norm: normalized_shape {list(normalized_shape)} does not "
+                             f"match the trailing dims of input of shape {tuple(x.shape)}")
+        for name, p in (("weight", weight), ("bias", bias)):
+            if p is not None and tuple(p.shape) != normalized_shape:
+                raise ValueError(f"layer_norm: {name} of shape {tuple(p.shape)} does not "
+                                 f"match normalized_shape {list(normalized_shape)}")
+        _check_dtypes("layer_norm", x, weight, bias)
+        d = math.prod(normalized_shape)
+        x2 = x.reshape(-1, d)  # (M, D)
+        w2 = None if weight is None else weight.reshape(d)
+        b2 = None if bias is None else bias.reshape(d)
+        y, mean, rstd = layernorm_fwd(x2, w2, b2, eps)
+        ctx.save_for_backward(x2, mean, rstd, w2)
+        ctx.x_shape, ctx.norm_shape = x.shape, normalized_shape
+        return y.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
+        x2, mean, rstd, w2 = ctx.saved
+        needs = (ctx.needs_input_grad + (False, False))[:3]
+        dx, dw, db = layernorm_bwd(g.reshape(x2.shape), x2, mean, rstd, w2, needs)
+        return (None if dx is None else dx.reshape(ctx.x_shape),
+                None if dw is None else dw.reshape(ctx.norm_shape),
+                None if db is None else db.reshape(ctx.norm_shape), None, None)
+
+
+class BatchNorm(Function):
+    """y = (x - mean_c) rstd_c w_c + b_c over (N, *spatial) per channel c;
+    training: dx = rstd (g w - mean(g w) - xhat mean(g w xhat)); eval: dx = g w rstd_running."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, weight: Array | None, bias: Array | None, *,
+                running_mean: Array | None, running_var: Array | None, training: bool,
+                momentum: float, eps: float) -> Array:
+        if x.ndim < 2:
+            raise ValueError(f"batch_norm: expected input of shape (N, C, ...), got "
+                             f"{tuple(x.shape)}")
+        c = x.shape[1]
+        for name, p in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                        ("running_var", running_var)):
+            if p is not None and tuple(p.shape) != (c,):
+                raise ValueError(f"batch_norm: {name} of shape {tuple(p.shape)} does not "
+                                 f"match {c} channels of input {tuple(x.shape)}")
+        _check_dtypes("batch_norm", x, weight, bias)
+        axes = (0,) + tuple(range(2, x.ndim))
+        bshape = (1, c) + (1,) * (x.ndim - 2)  # broadcasts a (C,) vector over x
+        if training:
+            n = x.size // max(c, 1)
+            if n <= 1:
+                raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                                 f"training, got input of shape {tuple(x.shape)}")
+            mean, var, rstd = _stats(x, axes, eps)
+            if running_mean is not None and running_var is not None:
+                # PyTorch tracks the unbiased variance but normalizes with the biased one.
+                running_mean[...] = (1 - momentum) * running_mean + momentum * mean.reshape(c)
+                running_var[...] = ((1 - momentum) * running_var
+                                    + momentum * var.reshape(c) * (n / (n - 1)))
+        else:
+            if running_mean is None or running_var is None:
+                raise ValueError("batch_norm: running_mean and running_var are required "
+                                 "when training=False")
+            mean = running_mean.reshape(bshape)
+            rstd = (running_var.reshape(bshape) + eps) ** -0.5
+        xhat = (x - mean) * rstd
+        y = xhat
+        if weight is not None:
+            y = y * weight.reshape(bshape)
+        if bias is not None:
+            y = y + bias.reshape(bshape)
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.axes, ctx.bshape, ctx.training = axes, bshape, training
+        return y.astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
+        xhat, rstd, weight = ctx.saved
+        nx, nw, nb = (ctx.needs_input_grad + (False, False))[:3]
+        dx = dw = db = None
+        if nx:
+            dxhat = g if weight is None else g * weight.reshape(ctx.bshape)
+            dx = _input_grad(dxhat, xhat, rstd, ctx.axes) if ctx.training else dxhat * rstd
+            dx = dx.astype(g.dtype, copy=False)
+        if nw:
+            dw = (g * xhat).sum(axis=ctx.axes)
+        if nb:
+            db = g.sum(axis=ctx.axes)
+        return dx, dw, db
+
+
+class GroupNorm(Function):
+    """y = (x - mean) rstd w_c + b_c with stats over each group of channels and all positions;
+    dx = rstd (g w - mean(g w) - xhat mean(g w xhat)) within each group."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, weight: Array | None, bias: Array | None,
+                num_groups: int, eps: float = 1e-5) -> Array:
+        if x.ndim < 2 or num_groups <= 0 or x.shape[1] % num_groups:
+            raise ValueError(f"group_norm: {x.shape[1] if x.ndim > 1 else '?'} channels of "
+                             f"input {tuple(x.shape)} are not divisible into {num_groups} "
+                             f"groups")
+        c = x.shape[1]
+        for name, p in (("weight", weight), ("bias", bias)):
+            if p is not None and tuple(p.shape) != (c,):
+                raise ValueError(f"group_norm: {name} of shape {tuple(p.shape)} does not "
+                                 f"match {c} channels")
+        _check_dtypes("group_norm", x, weight, bias)
+        xg = x.reshape(x.shape[0], num_groups, -1)  # (N, G, C/G * spatial)
+        mean, _, rstd = _stats(xg, -1, eps)
+        xhat = ((xg - mean) * rstd).reshape(x.shape)
+        bshape = (1, c) + (1,) * (x.ndim - 2)
+        y = xhat
+        if weight is not None:
+            y = y * weight.reshape(bshape)
+        if bias is not None:
+            y = y + bias.reshape(bshape)
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.bshape, ctx.groups = bshape, num_groups
+        return y.astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
+        xhat, rstd, weight = ctx.saved
+        nx, nw, nb = (ctx.needs_input_grad + (False, False))[:3]
+        axes = (0,) + tuple(range(2, g.ndim))
+        dx = dw = db = None
+        if nx:
+            dxhat = g if weight is None else g * weight.reshape(ctx.bshape)
+            grouped = (g.shape[0], ctx.groups, -1)
+            dx = _input_grad(dxhat.reshape(grouped), xhat.reshape(grouped), rstd, -1)
+            dx = dx.reshape(g.shape).astype(g.dtype, copy=False)
+        if nw:
+            dw = (g * xhat).sum(axis=axes)
+        if nb:
+            db = g.sum(axis=axes)
+        return dx, dw, db, None, None
+
+
+class Normalize(Function):
+    """y = x / max(||x||_p, eps) along dim;
+    dx = g / d - [n >= eps] (dn/dx) sum(g x) / d^2 with d = max(n, eps)."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, p: float, dim: int, eps: float) -> Array:
+        xp = ctx.xp
+        a = xp.abs(x)
+        if math.isinf(p):
+            n = a.max(axis=dim, keepdims=True)
+        elif p == 2:
+            n = xp.sqrt((x * x).sum(axis=dim, keepdims=True))
+        else:
+            n = (a ** p).sum(axis=dim, keepdims=True) ** (1.0 / p)
+        d = xp.maximum(n, eps)
+        ctx.save_for_backward(x, n, d)
+        ctx.p, ctx.dim, ctx.eps = p, dim, eps
+        return (x / d).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None, None, None]:
+        xp = ctx.xp
+        x, n, d = ctx.saved
+        p, dim = ctx.p, ctx.dim
+        n_safe = xp.where(n > 0, n, 1)  # n = 0 only reaches here masked out
+        if math.isinf(p):
+            hit = xp.abs(x) == n
+            dn = xp.sign(x) * hit / hit.sum(axis=dim, keepdims=True)
+        elif p == 2:
+            dn = x / n_safe
+        else:
+            dn = xp.sign(x) * xp.abs(x) ** (p - 1) / n_safe ** (p - 1)
+        through_norm = (n >= ctx.eps) & (n > 0)
+        dx = g / d - through_norm * dn * (g * x).sum(axis=dim, keepdims=True) / (d * d)
+        return dx.astype(g.dtype, copy=False), None, None, None
+
+
+# ---- functional forms (torch.nn.functional signatures) ----------------------------------
+
+
+def _shape_tuple(shape: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+
+
+def layer_norm(input: Tensor, normalized_shape: int | Sequence[int],
+               weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalize over the trailing `normalized_shape` dims, then scale and shift."""
+    return LayerNorm.apply(input, weight, bias, _shape_tuple(normalized_shape), float(eps))
+
+
+def _array(t: Any) -> Any:
+    return t.data if isinstance(t, Tensor) else t
+
+
+def batch_norm(input: Tensor, running_mean: Any, running_var: Any,
+               weight: Tensor | None = None, bias: Tensor | None = None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Per-channel normalization of (N, C, ...). In training the batch statistics are used
+    and running_mean/running_var (Tensors or arrays, updated in place, outside the graph)
+    move towards them with `momentum`; in eval the running statistics are used."""
+    return BatchNorm.apply(input, weight, bias, running_mean=_array(running_mean),
+                           running_var=_array(running_var), training=bool(training),
+                           momentum=float(momentum), eps=float(eps))
+
+
+def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalize (N, C, ...) over groups of C/num_groups channels, then scale per channel."""
+    return GroupNorm.apply(input, weight, bias, int(num_groups), float(eps))
+
+
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12,
+              out: Any = None) -> Tensor:
+    """x / max(||x||_p, eps) along `dim` (unit-norm embeddings for contrastive losses)."""
+    if out is not None:
+        raise NotImplementedError("normalize: out= is not supported")
+    if input.dtype.kind != "f":
+        raise TypeError(f"normalize: expected a floating point tensor, got {input.dtype}")
+    if p <= 0:
+        raise ValueError(f"normalize: p must be positive, got {p}")
+    n = max(input.ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"normalize: dim {dim} is out of range for shape {input.shape}")
+    return Normalize.apply(input, float(p), dim % n, float(eps))
