@@ -83,6 +83,11 @@ def test_cross_entropy_prob_targets_gradcheck(n: int, c: int, extra: tuple[int, 
               [_rand(shape), _probs(shape, n), w], wrt=[0, 1])
 
 
+def _cases(*axes: list) -> list:
+    """Every combination of the option axes, as a list (pytest wants a collection)."""
+    return list(itertools.product(*axes))
+
+
 CE_CASES = list(itertools.product(REDUCTIONS, [0.0, 0.1], [False, True], [(), (3,), (2, 3)]))
 
 
@@ -98,7 +103,7 @@ def test_cross_entropy_class_targets_match_torch(reduction: str, smoothing: floa
              lambda x, t: _tf().cross_entropy(x, t, _const(w, "torch"), **kw), [x, t])
 
 
-@pytest.mark.parametrize("reduction,smoothing,weighted", itertools.product(
+@pytest.mark.parametrize("reduction,smoothing,weighted", _cases(
     REDUCTIONS, [0.0, 0.25], [False, True]))
 def test_cross_entropy_prob_targets_match_torch(reduction: str, smoothing: float,
                                                 weighted: bool) -> None:
@@ -180,7 +185,7 @@ def test_nll_loss_gradcheck(n: int, c: int, extra: tuple[int, ...], reduction: s
               [_rand((n, c) + extra), t, w], wrt=[0])
 
 
-@pytest.mark.parametrize("reduction,weighted", itertools.product(REDUCTIONS, [False, True]))
+@pytest.mark.parametrize("reduction,weighted", _cases(REDUCTIONS, [False, True]))
 def test_nll_loss_matches_torch(reduction: str, weighted: bool) -> None:
     x = np.log(_probs((5, 4, 2), 1))
     t, w = _targets(5, 4, (2,), 2, ignore=True), np.arange(1.0, 5.0) if weighted else None
@@ -259,7 +264,7 @@ def test_bce_with_logits_gradcheck(shape: tuple[int, ...], reduction: str, weigh
     gradcheck(fn, [_rand(shape, scale=3), t, w, pw])
 
 
-@pytest.mark.parametrize("reduction,weighted,pos", itertools.product(
+@pytest.mark.parametrize("reduction,weighted,pos", _cases(
     REDUCTIONS, [False, True], [False, True]))
 def test_bce_with_logits_matches_torch(reduction: str, weighted: bool, pos: bool) -> None:
     x = np.concatenate([_rand((4, 3), scale=3), [[80.0, -80.0, 0.0]]])
@@ -274,7 +279,7 @@ def test_bce_with_logits_matches_torch(reduction: str, weighted: bool, pos: bool
     check_op(lambda x, t: call(F, "mt", x, t), lambda x, t: call(_tf(), "torch", x, t), [x, t])
 
 
-@pytest.mark.parametrize("reduction,weighted", itertools.product(REDUCTIONS, [False, True]))
+@pytest.mark.parametrize("reduction,weighted", _cases(REDUCTIONS, [False, True]))
 def test_binary_cross_entropy_matches_torch(reduction: str, weighted: bool) -> None:
     p = np.random.default_rng(0).uniform(0.05, 0.95, (4, 3))
     t = np.random.default_rng(1).random((4, 3))
