@@ -1,0 +1,25 @@
+"""Training: the Trainer loop, callbacks (early stopping, checkpoints), metrics and
+progress display / logging."""
+
+from minitl.train.callbacks import Callback, Checkpoint, EarlyStopping, LambdaCallback
+from minitl.train.checkpoint import load_state, model_state_dict, save_state
+from minitl.train.metrics import (
+                                  Accuracy,
+                                  MacroF1,
+                                  Metric,
+                                  Perplexity,
+                                  accuracy,
+                                  confusion_matrix,
+                                  get_metric,
+                                  macro_f1,
+                                  perplexity,
+)
+from minitl.train.progress import MetricsLog, ProgressDisplay, plot_loss, read_jsonl
+from minitl.train.trainer import Trainer
+
+__all__ = [
+    "Accuracy", "Callback", "Checkpoint", "EarlyStopping", "LambdaCallback", "MacroF1",
+    "Metric", "MetricsLog", "Perplexity", "ProgressDisplay", "Trainer", "accuracy",
+    "confusion_matrix", "get_metric", "load_state", "macro_f1", "model_state_dict",
+    "perplexity", "plot_loss", "read_jsonl", "save_state",
+]
