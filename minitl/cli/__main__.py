@@ -1,0 +1,5 @@
+import sys
+
+from minitl.cli import main
+
+sys.exit(main())
