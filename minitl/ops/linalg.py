@@ -14,6 +14,15 @@ from minitl.tensor import Tensor, _operand
 Array = Any
 
 
+def _batched_operand(xp: Any, x: Array) -> Array:
+    """numpy's batched matmul calls BLAS only when each matrix is a plain or transposed
+    contiguous block; a permuted view (attention heads split from (B, T, h, hs)) would take a
+    scalar loop ~20x slower, so such views are copied once."""
+    if x.flags.c_contiguous or xp.swapaxes(x, -1, -2).flags.c_contiguous:
+        return x
+    return xp.ascontiguousarray(x)
+
+
 class MatMul(Function):
     """z = a @ b over broadcast batch dims;  da = g b^T, db = a^T g."""
 
@@ -28,7 +37,10 @@ class MatMul(Function):
         ctx.save_for_backward(a, b)
         if a.ndim == 2 and b.ndim == 2:
             return ctx.backend.gemm(a, b)
-        return ctx.xp.matmul(a, b)
+        xp = ctx.xp
+        a, b = _batched_operand(xp, a), _batched_operand(xp, b)
+        ctx.save_for_backward(a, b)
+        return xp.matmul(a, b)
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array | None, Array | None]:
