@@ -1,0 +1,23 @@
+"""Models: a BERT-style encoder, a GPT-style decoder and a ResNet-style CNN, with heads.
+
+Each model file holds the modules and nothing about training; the `@dataclass` configs
+with their named sizes live in `minitl.models.configs`.
+"""
+
+from minitl.models.bert import (
+    Bert,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    encode_sentences,
+    mean_pool,
+)
+from minitl.models.configs import BertConfig, GPTConfig, ResNetConfig
+from minitl.models.gpt import GPT, KVCache
+from minitl.models.resnet import BasicBlock, ResNet
+
+__all__ = [
+    "GPT", "BasicBlock", "Bert", "BertConfig", "BertForMaskedLM",
+    "BertForSequenceClassification", "BertForTokenClassification", "GPTConfig", "KVCache",
+    "ResNet", "ResNetConfig", "encode_sentences", "mean_pool",
+]
