@@ -13,6 +13,15 @@ import numpy as np
 _erf_impl: Callable[..., Any] | None = None
 
 
+def provided_kernels() -> tuple[str, ...]:
+    """Names of backend kernels (see backend.KERNELS) implemented here, when numba imports."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return ()
+    return ()
+
+
 def _build_erf() -> Callable[..., Any]:
     try:
         import numba
