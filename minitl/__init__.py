@@ -17,6 +17,6 @@ from minitl.functional import (cat, chunk, clamp, exp, gather, log, logsumexp,  
                                matmul, maximum, mean, minimum, relu, sigmoid, softmax, split,
                                sqrt, stack, sum, tanh, where)
 from minitl.io import load, save  # noqa: E402
-from minitl import assets, data, models, nn, optim, pretrain, train  # noqa: E402
+from minitl import assets, data, models, nn, optim, pretrain, train, transfer  # noqa: E402
 
 __version__ = "0.1.0"

@@ -51,15 +51,22 @@ def kernel_mode() -> str:
 def _cpu_backend() -> Backend:
     kernels = {name: getattr(reference, name) for name in KERNELS}
     paths = {name: "reference" for name in KERNELS}
-    mode = kernel_mode()
-    if mode == "native":
-        # The C++ GEMM is correct but not yet tuned past OpenBLAS; numpy's matmul stays
-        # the default until it is, and `native` selects it explicitly.
+    if kernel_mode() != "reference":
+        # The C++ kernels (csrc/cpu) run wherever minitl._C is built and each has passed its
+        # self-check against the reference; their wrappers send float64 and non-2-D operands
+        # to the reference, so this choice never changes an answer.
         from minitl.backend import cpu
 
-        if cpu.native_available():
-            kernels["gemm"] = cpu.gemm
-            paths["gemm"] = "native"
+        for name in cpu.native_kernels():
+            kernels[name] = getattr(cpu, name)
+            paths[name] = "native"
+        # numba kernels fill in what C++ does not provide; they compile lazily on first call.
+        from minitl.backend import numba_kernels
+
+        for name in numba_kernels.provided_kernels():
+            if paths.get(name) == "reference":
+                kernels[name] = getattr(numba_kernels, name)
+                paths[name] = "numba"
     return Backend("cpu", np, kernels, paths)
 
 
