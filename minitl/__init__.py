@@ -8,11 +8,6 @@ from minitl.creation import (arange, as_tensor, empty, eye, from_numpy, full, fu
 from minitl.dtypes import (bool_, double, float16, float32, float64, half, int8, int16, int32,
                            int64, long, uint8)
 from minitl.tensor import Device, Tensor, get_default_dtype, set_default_dtype
-from minitl.tensor import _install_methods as _install
-
-_install()
-del _install
-
 from minitl.functional import (cat, chunk, clamp, exp, gather, log, logsumexp,  # noqa: E402
                                matmul, maximum, mean, minimum, relu, sigmoid, softmax, split,
                                sqrt, stack, sum, tanh, where)

@@ -19,6 +19,7 @@ from minitl.backend import array_module, device_of
 Array = Any
 
 from minitl.dtypes import bool_, float32, float64, int64
+from minitl.tensor_methods import TensorMethods
 
 _default_dtype = float32
 
@@ -53,7 +54,7 @@ def _check_grad_dtype(dtype: np.dtype, what: str = "tensor") -> None:
         )
 
 
-class Tensor:
+class Tensor(TensorMethods):
     """An n-dimensional array with reverse-mode automatic differentiation."""
 
     __slots__ = ("data", "_grad", "_requires_grad", "_ctx", "__weakref__", "__dict__")
@@ -529,29 +530,6 @@ def _topological_order(root: Tensor) -> list[Tensor]:
                     stack.append((parent, False))
     order.reverse()
     return order
-
-
-# ---- methods that are thin wrappers over ops -----------------------------------------
-# Attached here so tensor.py stays the one place that lists the Tensor API.
-
-def _install_methods() -> None:
-    from minitl.ops import activation, linalg, movement, reduce
-    from minitl.ops import elementwise as ew
-
-    simple = {
-        "exp": ew.Exp, "log": ew.Log, "sqrt": ew.Sqrt, "tanh": ew.Tanh, "sigmoid": ew.Sigmoid,
-        "relu": ew.Relu, "abs": ew.Abs, "sin": ew.Sin, "cos": ew.Cos, "rsqrt": ew.Rsqrt,
-        "log1p": ew.Log1p, "square": ew.Square, "erf": ew.Erf,
-    }
-    for name, fn in simple.items():
-        setattr(Tensor, name, (lambda f: lambda self: f.apply(self))(fn))
-    for name in ("add", "sub", "mul", "div", "pow"):
-        setattr(Tensor, name, getattr(Tensor, f"__{name if name != 'div' else 'truediv'}__"))
-    Tensor.neg = Tensor.__neg__  # type: ignore[attr-defined]
-    Tensor.matmul = Tensor.__matmul__  # type: ignore[attr-defined]
-    for mod in (ew, reduce, movement, linalg, activation):
-        for name in getattr(mod, "TENSOR_METHODS", ()):
-            setattr(Tensor, name, getattr(mod, name))
 
 
 def _as_sequence(shape: Sequence[Any]) -> tuple[int, ...]:
