@@ -10,7 +10,7 @@ every op shares: device checks, graph recording and un-broadcasting.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from minitl import autograd_state
 from minitl.backend import Backend, get_backend
@@ -31,6 +31,11 @@ class Context:
         self.parents: tuple[Any, ...] = ()  # (position, Tensor) for each Tensor input
         self.input_shapes: tuple[tuple[int, ...], ...] = ()
         self.released = False
+
+    if TYPE_CHECKING:
+        # ops keep arbitrary per-call values on ctx (ctx.axes, ctx.shape, ...), as in PyTorch.
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def save_for_backward(self, *values: Any) -> None:
         self.saved = values

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
+import builtins
+
 import numpy as np
 
 from minitl import autograd_state
@@ -58,6 +60,7 @@ class Tensor(TensorMethods):
     """An n-dimensional array with reverse-mode automatic differentiation."""
 
     __slots__ = ("data", "_grad", "_requires_grad", "_ctx", "__weakref__", "__dict__")
+    data: Any  # numpy.ndarray on the CPU, cupy.ndarray on the GPU
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
@@ -272,7 +275,7 @@ class Tensor(TensorMethods):
         self.data[...] = 0
         return self
 
-    def fill_(self, value: float) -> Tensor:
+    def fill_(self, value: builtins.float) -> Tensor:
         self._check_inplace("fill_")
         self.data[...] = value
         return self
@@ -299,7 +302,7 @@ class Tensor(TensorMethods):
 
     # ---- autograd -------------------------------------------------------------------
 
-    def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
+    def backward(self, gradient: Tensor | None = None, retain_graph: builtins.bool = False) -> None:
         """Accumulate d(self)/d(leaf) into `leaf.grad` for every leaf that requires grad."""
         if not self._requires_grad:
             raise RuntimeError("backward(): this tensor does not require grad and has no "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -31,6 +31,10 @@ class Backend:
         self.paths = paths  # kernel name -> "reference" | "native" | "numba" | "cupy"
         for name, fn in kernels.items():
             setattr(self, name, fn)
+
+    if TYPE_CHECKING:
+        # One attribute per name in KERNELS, set in __init__.
+        def __getattr__(self, name: str) -> Callable[..., Any]: ...
 
     def __repr__(self) -> str:
         return f"Backend(device={self.device!r}, paths={self.paths})"

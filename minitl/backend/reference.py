@@ -46,7 +46,7 @@ def lora_linear_bwd(g: Array, x: Array, w: Array, a: Array, bm: Array, xa: Array
     dB = s g^T (x A^T),  dA = s (g B)^T x,  dx = g W + s (g B) A,  dW = g^T x,  db = sum g.
     """
     need_x, need_w, need_b, need_a, need_bm = needs
-    gb = g @ bm if (need_x or need_a) else None  # (N, r)
+    gb = g @ bm  # (N, r); cheap next to the (N, D) products
     dx = g @ w + scale * (gb @ a) if need_x else None
     dw = g.T @ x if need_w else None
     db = g.sum(axis=0) if need_b else None
