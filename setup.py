@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -44,6 +45,18 @@ class BuildExt(build_ext):
                 print(f"note: could not copy {built.name} into {target.parent}: {err}")
 
 
+class BuildPy(build_py):
+    """build_py that also ships csrc/cuda (*.cu, *.cuh) as minitl/cuda_kernels: CuPy compiles
+    those sources at run time, so the installed package must carry them."""
+
+    def run(self) -> None:
+        super().run()
+        dest = Path(self.build_lib) / "minitl" / "cuda_kernels"
+        dest.mkdir(parents=True, exist_ok=True)
+        for src in sorted(glob("csrc/cuda/*.cu") + glob("csrc/cuda/*.cuh")):
+            self.copy_file(src, str(dest / Path(src).name))
+
+
 ext_modules = [
     Pybind11Extension(
         "minitl._C",
@@ -56,4 +69,4 @@ ext_modules = [
     ),
 ]
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt, "build_py": BuildPy})
