@@ -6,10 +6,14 @@
 // instead of being copied and converted behind the caller's back. Kernels run without the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>  // std::optional: b=None
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/lora.h"
 
 namespace py = pybind11;
 
@@ -37,7 +41,7 @@ const char* bool_str(bool v) { return v ? "True" : "False"; }
 void check_float32(const char* op, const char* name, const py::array& x) {
     if (!x.dtype().equal(py::dtype::of<float>()))
         throw py::value_error(std::string(op) + ": expected float32, got " + dtype_str(x) +
-                              " for " + name);
+                              " for " + name + " with shape " + shape_str(x));
 }
 
 void check_c_contiguous(const char* op, const char* name, const py::array& x) {
@@ -78,6 +82,93 @@ py::array gemm(const py::array& a, const py::array& b, bool trans_a, bool trans_
     return std::move(c);
 }
 
+// ---------------------------------------------------------------------------------------------
+// lora_linear
+
+const float* fdata(const py::array& x) { return static_cast<const float*>(x.data()); }
+
+void check_operand(const char* op, const char* name, const py::array& x, py::ssize_t ndim) {
+    check_float32(op, name, x);
+    check_c_contiguous(op, name, x);
+    if (x.ndim() != ndim)
+        throw py::value_error(std::string(op) + ": expected " + name + " to be " +
+                              std::to_string(ndim) + "-D, got shape " + shape_str(x));
+}
+
+// Every shape in one message, so a caller sees at once which operand disagrees.
+[[noreturn]] void lora_shape_error(const char* op, const std::string& shapes) {
+    throw py::value_error(std::string(op) + ": shapes do not fit: " + shapes +
+                          " (need x (N, Din), w (Dout, Din), b (Dout,), a (r, Din), "
+                          "bm (Dout, r), g (N, Dout), xa (N, r))");
+}
+
+py::tuple lora_linear_fwd(const py::array& x, const py::array& w,
+                          const std::optional<py::array>& b, const py::array& a,
+                          const py::array& bm, double scale) {
+    const char* op = "lora_linear_fwd";
+    check_operand(op, "x", x, 2);
+    check_operand(op, "w", w, 2);
+    if (b) check_operand(op, "b", *b, 1);
+    check_operand(op, "a", a, 2);
+    check_operand(op, "bm", bm, 2);
+    const py::ssize_t n = x.shape(0), din = x.shape(1), dout = w.shape(0), r = a.shape(0);
+    if (w.shape(1) != din || a.shape(1) != din || bm.shape(0) != dout || bm.shape(1) != r ||
+        (b && b->shape(0) != dout))
+        lora_shape_error(op, "x " + shape_str(x) + ", w " + shape_str(w) + ", b " +
+                                 (b ? shape_str(*b) : std::string("None")) + ", a " +
+                                 shape_str(a) + ", bm " + shape_str(bm));
+
+    py::array_t<float> y({n, dout});
+    py::array_t<float> xa({n, r});
+    const float* pb = b ? fdata(*b) : nullptr;
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::lora_linear_fwd(fdata(x), fdata(w), pb, fdata(a), fdata(bm), float(scale),
+                                     n, din, dout, r, y.mutable_data(), xa.mutable_data());
+    }
+    return py::make_tuple(std::move(y), std::move(xa));
+}
+
+py::tuple lora_linear_bwd(const py::array& g, const py::array& x, const py::array& w,
+                          const py::array& a, const py::array& bm, const py::array& xa,
+                          double scale, const py::sequence& needs) {
+    const char* op = "lora_linear_bwd";
+    check_operand(op, "g", g, 2);
+    check_operand(op, "x", x, 2);
+    check_operand(op, "w", w, 2);
+    check_operand(op, "a", a, 2);
+    check_operand(op, "bm", bm, 2);
+    check_operand(op, "xa", xa, 2);
+    if (py::len(needs) != 5)
+        throw py::value_error(std::string(op) + ": needs must hold 5 flags (dx, dw, db, da, "
+                              "dbm), got " + std::to_string(py::len(needs)));
+    bool need[5];
+    for (int i = 0; i < 5; ++i) need[i] = py::bool_(needs[i]);
+    const py::ssize_t n = x.shape(0), din = x.shape(1), dout = w.shape(0), r = a.shape(0);
+    if (w.shape(1) != din || a.shape(1) != din || bm.shape(0) != dout || bm.shape(1) != r ||
+        g.shape(0) != n || g.shape(1) != dout || xa.shape(0) != n || xa.shape(1) != r)
+        lora_shape_error(op, "g " + shape_str(g) + ", x " + shape_str(x) + ", w " +
+                                 shape_str(w) + ", a " + shape_str(a) + ", bm " + shape_str(bm) +
+                                 ", xa " + shape_str(xa));
+
+    std::optional<py::array_t<float>> dx, dw, db, da, dbm;
+    minitl::cpu::LoraGrads out;
+    if (need[0]) out.dx = dx.emplace(std::vector<py::ssize_t>{n, din}).mutable_data();
+    if (need[1]) out.dw = dw.emplace(std::vector<py::ssize_t>{dout, din}).mutable_data();
+    if (need[2]) out.db = db.emplace(std::vector<py::ssize_t>{dout}).mutable_data();
+    if (need[3]) out.da = da.emplace(std::vector<py::ssize_t>{r, din}).mutable_data();
+    if (need[4]) out.dbm = dbm.emplace(std::vector<py::ssize_t>{dout, r}).mutable_data();
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::lora_linear_bwd(fdata(g), fdata(x), fdata(w), fdata(a), fdata(bm),
+                                     fdata(xa), float(scale), n, din, dout, r, out);
+    }
+    auto or_none = [](std::optional<py::array_t<float>>& v) -> py::object {
+        return v ? py::object(std::move(*v)) : py::none();
+    };
+    return py::make_tuple(or_none(dx), or_none(dw), or_none(db), or_none(da), or_none(dbm));
+}
+
 py::dict cpu_features() {
     const minitl::cpu::CpuFeatures f = minitl::cpu::cpu_features();
     py::dict d;
@@ -92,7 +183,7 @@ py::dict cpu_features() {
 void set_gemm_path(const std::string& name) {
     if (!minitl::cpu::set_gemm_path(name))
         throw py::value_error("set_gemm_path: unknown or unsupported path '" + name +
-                              "' (expected 'auto', 'generic' or 'avx2' where the CPU has it)");
+                              "' (expected 'auto', 'generic', 'generic_12x32', 'avx2' or 'avx512' where the CPU has it)");
 }
 
 }  // namespace
@@ -107,8 +198,19 @@ PYBIND11_MODULE(_C, m) {
           py::arg("trans_b") = false,
           "C = op(a) @ op(b) for 2-D C-contiguous float32 arrays; op transposes when its flag "
           "is set. Reference: minitl/backend/reference.py: gemm.");
+    m.def("lora_linear_fwd", &lora_linear_fwd, py::arg("x"), py::arg("w"), py::arg("b"),
+          py::arg("a"), py::arg("bm"), py::arg("scale"),
+          "(y, xa): y = x w^T + b + scale * (x a^T) bm^T and xa = x a^T, for C-contiguous "
+          "float32 x (N, Din), w (Dout, Din), b (Dout,) or None, a (r, Din), bm (Dout, r). "
+          "Reference: minitl/backend/reference.py: lora_linear_fwd.");
+    m.def("lora_linear_bwd", &lora_linear_bwd, py::arg("g"), py::arg("x"), py::arg("w"),
+          py::arg("a"), py::arg("bm"), py::arg("xa"), py::arg("scale"), py::arg("needs"),
+          "(dx, dw, db, da, dbm) of lora_linear_fwd given g = dL/dy (N, Dout) and its xa; "
+          "needs holds 5 flags, and a gradient not needed is None and costs nothing. "
+          "Reference: minitl/backend/reference.py: lora_linear_bwd.");
     m.def("cpu_features", &cpu_features,
           "dict: avx2, fma, avx512f (bool), openmp_threads (int), gemm_path (str)");
     m.def("set_gemm_path", &set_gemm_path, py::arg("name"),
-          "Force the GEMM micro-kernel: 'auto' (default), 'generic' or 'avx2'.");
+          "Force the GEMM micro-kernel: 'auto' (default), 'generic', 'avx2', 'avx512', or "
+          "'generic_12x32' (portable code in the AVX-512 kernel's shape, for tests).");
 }

@@ -1,18 +1,22 @@
 """The C++ GEMM (minitl._C.gemm, csrc/cpu/gemm.cpp) against its numpy reference.
 
-Every size that cuts a block or a micro-tile (1, 7, 129, 1025, K past KC, N past NC), every
-transpose combination, every micro-kernel path this CPU has, and every argument the binding
-must refuse. Skipped only when the extension was never built; with MINITL_REQUIRE_NATIVE=1
-(CI) a missing build is a failure.
+Every size that cuts a block or a micro-tile (1, 7, 129, 1025, K past KC, N past NC), both
+ways of cutting C between threads (row blocks; column blocks when M is one tile), every
+transpose combination, every micro-kernel path this CPU has (AVX-512 where the CPU has it),
+and every argument the binding must refuse. Skipped only when the extension was never built;
+with MINITL_REQUIRE_NATIVE=1 (CI) a missing build is a failure.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 try:
-    import minitl._C as _C
+    import minitl._C as _C  # noqa: PLR0402 - a submodule mypy cannot see before the build
     _IMPORT_ERROR: ImportError | None = None
 except ImportError as err:  # a source tree without a build
     _C = None  # type: ignore[assignment]
@@ -48,8 +52,11 @@ def test_native_extension_imports() -> None:
 def _paths() -> list[str]:
     if _C is None:
         return ["generic"]
-    return ["avx2", "generic"] if _C.cpu_features()["avx2"] and _C.cpu_features()["fma"] \
-        else ["generic"]
+    f = _C.cpu_features()
+    # generic_12x32 runs the AVX-512 path's blocking with portable code, so the driver for
+    # that tile shape is tested on CPUs without AVX-512 too.
+    return (["avx512"] if f["avx512f"] else []) + (["avx2"] if f["avx2"] and f["fma"] else []) \
+        + ["generic", "generic_12x32"]
 
 
 @pytest.fixture(params=_paths())
@@ -92,7 +99,8 @@ def assert_gemm_close(c: np.ndarray, a: np.ndarray, b: np.ndarray, trans_a: bool
 TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
 
 # (M, N, K): unit and odd sizes, single rows/columns, more than one MC block (144),
-# K past one KC slice (256), N past one NC slice (4080).
+# K past one KC slice (256 / 192), N past one NC slice (4096); the last three are big enough
+# to run on every thread, the first two of them split along N (M is a single micro-tile).
 SIZES = [
     (1, 1, 1),
     (7, 7, 7),
@@ -105,6 +113,9 @@ SIZES = [
     (37, 23, 600),
     (3, 4100, 20),
     (300, 17, 5),
+    (1, 4100, 300),
+    (5, 1000, 600),
+    (301, 250, 70),
 ]
 
 
@@ -128,9 +139,10 @@ def test_gemm_1025_cube(trans_a: bool, trans_b: bool) -> None:
 
 
 @needs_native
-def test_gemm_1025_generic_path() -> None:
+@pytest.mark.parametrize("name", _paths())
+def test_gemm_1025_every_path(name: str) -> None:
     a, b = _operands(1025, 130, 1025, False, True, seed=2)
-    _C.set_gemm_path("generic")
+    _C.set_gemm_path(name)
     try:
         c = _C.gemm(a, b, trans_b=True)
     finally:
@@ -203,6 +215,20 @@ def test_gemm_releases_gil_and_is_thread_safe() -> None:
         assert_gemm_close(c, a, b, False, False)
 
 
+@needs_native
+def test_gemm_when_openmp_grants_fewer_threads() -> None:
+    # The work is cut for the threads asked for; a smaller team (here a thread limit of 1)
+    # must still give the right answer, on one thread, rather than skip work or hang.
+    code = ("import numpy as np, minitl._C as C; rng = np.random.default_rng(0); "
+            "a = rng.standard_normal((300, 200), dtype=np.float32); "
+            "b = rng.standard_normal((200, 250), dtype=np.float32); "
+            "print(float(np.abs(C.gemm(a, b) - a @ b).max()))")
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OMP_THREAD_LIMIT": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1], check=True)
+    assert float(out.stdout) < 1e-3
+
+
 # ---- argument checks: ValueError before any pointer is touched -----------------------------
 
 
@@ -264,7 +290,22 @@ def test_gemm_rejects_non_contiguous() -> None:
 def test_set_gemm_path_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown or unsupported path"):
         _C.set_gemm_path("avx9000")
-    assert _C.cpu_features()["gemm_path"] in ("avx2_fma_6x16", "generic_6x16")
+    assert _C.cpu_features()["gemm_path"] in ("avx512f_12x32", "avx2_fma_6x16", "generic_6x16")
+
+
+@needs_native
+def test_set_gemm_path_refuses_what_the_cpu_lacks() -> None:
+    f = _C.cpu_features()
+    for name, has in (("avx512", f["avx512f"]), ("avx2", f["avx2"] and f["fma"])):
+        if has:
+            _C.set_gemm_path(name)
+            _C.set_gemm_path("auto")
+        else:
+            with pytest.raises(ValueError, match="unknown or unsupported path"):
+                _C.set_gemm_path(name)
+    assert _C.cpu_features()["gemm_path"] == (
+        "avx512f_12x32" if f["avx512f"] else "avx2_fma_6x16" if f["avx2"] and f["fma"]
+        else "generic_6x16")
 
 
 @needs_native

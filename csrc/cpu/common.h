@@ -3,14 +3,18 @@
 // Kernels see contiguous float32 buffers and sizes; Python owns shapes, strides and dtypes
 // (csrc/bindings.cpp checks them before any pointer is touched). This header holds only what
 // every kernel needs: the index type, the ISA guard, OpenMP wrappers that degrade to one
-// thread without OpenMP, and 64-byte aligned scratch buffers for packed panels.
+// thread without OpenMP, a barrier that yields, and 64-byte aligned scratch buffers for packed
+// panels.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <thread>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -45,6 +49,15 @@ inline int max_threads() {
 #endif
 }
 
+// Threads in the current team: 1 outside a parallel region or without OpenMP.
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 inline int thread_id() {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -52,6 +65,42 @@ inline int thread_id() {
     return 0;
 #endif
 }
+
+// A barrier for the threads of one parallel region that polls for a while, then yields its
+// core. libgomp's barrier spins for hundreds of thousands of pauses (milliseconds) before it
+// sleeps: on a machine with more runnable threads than cores, a thread spinning there burns
+// the very time slice its preempted partner needs to arrive. Yielding at once is no better:
+// the scheduler may hand the core to another process for a whole tick (4 ms) although the
+// partner arrives microseconds later. So: poll for kSpin, which covers the usual imbalance
+// between threads, and yield only when the partner is clearly not running.
+class YieldingBarrier {
+public:
+    explicit YieldingBarrier(int nthreads) : nthreads_(nthreads) {}
+
+    void wait() {
+        if (nthreads_ <= 1) return;
+        const unsigned gen = generation_.load(std::memory_order_acquire);
+        if (arrived_.fetch_add(1, std::memory_order_acq_rel) == nthreads_ - 1) {
+            arrived_.store(0, std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);  // publishes all writes
+            return;
+        }
+        const auto start = std::chrono::steady_clock::now();
+        for (unsigned polls = 1; generation_.load(std::memory_order_acquire) == gen; ++polls) {
+#if MINITL_X86_64
+            __builtin_ia32_pause();
+#endif
+            if (polls % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin)
+                std::this_thread::yield();
+        }
+    }
+
+private:
+    static constexpr std::chrono::microseconds kSpin{200};
+    const int nthreads_;
+    std::atomic<int> arrived_{0};
+    std::atomic<unsigned> generation_{0};
+};
 
 // ---------------------------------------------------------------------------------------------
 // aligned scratch: packed panels are read with aligned vector loads

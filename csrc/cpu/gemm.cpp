@@ -1,25 +1,38 @@
-// csrc/cpu/gemm.cpp — cache-blocked float32 GEMM, C = op(A) @ op(B), op = identity | transpose.
+// csrc/cpu/gemm.cpp — cache-blocked float32 GEMM, C = op(A) @ op(B), op = identity | transpose,
+// with an optional fused low-rank update (the LoRA layer's kernel, see gemm.h: LowRank).
 //
 // Reference: minitl/backend/reference.py: gemm, i.e. (a.T if trans_a else a) @ (b.T if trans_b
-// else b).
+// else b); the fused form is checked against reference.lora_linear_fwd / _bwd.
 //
 // Structure (Goto / BLIS): the N dimension is cut into NC-wide blocks, K into KC-deep slices,
 // M into MC-tall blocks. Each KC x NC slice of op(B) is packed once into NR-wide micro-panels
 // (stays in L3), each MC x KC block of op(A) into MR-tall micro-panels (stays in L2), and an
 // MR x NR register-blocked micro-kernel streams one A micro-panel against one B micro-panel
 // (in L1), so the inner loop reads only contiguous, aligned memory whatever the transposes.
-// OpenMP splits the MC blocks (and, when there are fewer blocks than threads, the NR panels)
-// across threads; B packing is shared, A packing is per thread.
 //
-// Napkin math: 2*M*N*K flops. One core with AVX2+FMA retires 2 FMA x 8 lanes = 32 flop/cycle,
-// ~100 GFLOP/s at 3 GHz; the 6x16 kernel needs 2 vector loads + 6 broadcasts per 12 FMAs, so it
-// can approach that bound. The baseline SSE2 path has a 4-lane ceiling (~1/4 of it). Memory
-// traffic after packing is ~4*(M*K*ceil(N/NC) + K*N + 2*M*N*ceil(K/KC)) bytes: compute-bound
-// once M, N, K are past ~64.
+// Threads: C is cut into a static tm x tn grid of rectangles of whole micro-tiles, one per
+// thread, as equal as the tile counts allow (a dynamic schedule over MC blocks left one thread
+// a whole extra block at 1024^3, ~10% idle). All threads pack a share of each B slice into one
+// shared buffer and meet at one barrier per slice; two B buffers alternate, so a thread that
+// finishes a slice early packs the next one instead of waiting for the slow thread to be done
+// reading. A is packed per thread. The barrier yields its core after a short spin (common.h:
+// YieldingBarrier), so on a machine with more runnable threads than cores a waiting thread
+// does not burn the time slice its partner needs.
+//
+// Packing walks each operand in its storage order (see pack_a): the skinny products of the
+// LoRA backward pass (16 x 1024 x 4096) are bound by it.
+//
+// Napkin math: 2*M*N*K flops. One Zen 3 / Haswell-class core retires 2 FMA x 8 lanes = 32
+// flop/cycle, ~93 GFLOP/s at 2.9 GHz; the 6x16 kernel issues 2 loads + 6 broadcasts per 12
+// FMAs, so it runs at that bound once the panels sit in cache. Memory traffic after packing is
+// ~4*(M*K*ceil(N/NC) + K*N + 2*M*N*ceil(K/KC)) bytes: compute-bound once M, N, K pass ~100.
 //
 // Paths, chosen at run time (the binary targets baseline x86-64, never -march=native):
-//   generic      portable loops the compiler vectorises for the baseline ISA (SSE2, NEON, ...)
-//   avx2_fma     AVX2 + FMA intrinsics in __attribute__((target)) functions, x86-64 only
+//   generic      6x16, portable loops the compiler vectorises for the baseline ISA
+//   avx2_fma     6x16, AVX2 + FMA intrinsics in __attribute__((target)) functions, x86-64 only
+//   avx512f      12x32, AVX-512F intrinsics, x86-64 only
+//   generic_12x32  the portable kernel in the AVX-512 path's shape and blocking, only when
+//                forced: it runs that path's driver (MR, NR, KC) on CPUs without AVX-512
 #include "gemm.h"
 
 #include <algorithm>
@@ -33,28 +46,17 @@
 namespace minitl::cpu {
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// blocking
-
-constexpr index_t MR = 6;     // micro-tile rows: 6 x 2 ymm accumulators + 2 B + 1 A = 15 of 16
-constexpr index_t NR = 16;    // micro-tile columns: two 8-float vectors
-constexpr index_t MC = 144;   // A block 144 x 256 x 4 B = 144 KiB, fits L2
-constexpr index_t KC = 256;   // B micro-panel 256 x 16 x 4 B = 16 KiB, fits L1
-constexpr index_t NC = 4080;  // B slice 256 x 4080 x 4 B = 4 MiB, fits L3
-static_assert(MC % MR == 0 && NC % NR == 0, "blocks hold whole micro-tiles");
-
 // Below this many flops one thread is faster than waking the team.
 constexpr double kParallelFlops = 2.0 * 96 * 96 * 96;
 
-// c (MR x NR, leading dimension ldc) = (accumulate ? c : 0) + a_panel @ b_panel, where
-// a_panel is kc x MR (k-major) and b_panel is kc x NR (k-major), both packed and aligned.
-using MicroKernel = void (*)(index_t kc, const float* a, const float* b, float* c, index_t ldc,
-                             bool accumulate);
-
 // ---------------------------------------------------------------------------------------------
 // micro-kernels
+//
+// c (MR x NR, leading dimension ldc) = (accumulate ? c : 0) + a_panel @ b_panel, where
+// a_panel is kc x MR (k-major) and b_panel is kc x NR (k-major), both packed and aligned.
 
 // Portable: fixed trip counts let the compiler keep acc in vector registers on any ISA.
+template <index_t MR, index_t NR>
 void ukernel_generic(index_t kc, const float* __restrict a, const float* __restrict b,
                      float* __restrict c, index_t ldc, bool accumulate) {
     float acc[MR][NR] = {};
@@ -66,165 +68,461 @@ void ukernel_generic(index_t kc, const float* __restrict a, const float* __restr
         a += MR;
         b += NR;
     }
-    for (index_t i = 0; i < MR; ++i) {
-        float* row = c + i * ldc;
-        if (accumulate) {
-            for (index_t j = 0; j < NR; ++j) row[j] += acc[i][j];
-        } else {
-            for (index_t j = 0; j < NR; ++j) row[j] = acc[i][j];
-        }
-    }
+    for (index_t i = 0; i < MR; ++i)
+        for (index_t j = 0; j < NR; ++j)
+            c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + acc[i][j];
 }
 
 #if MINITL_X86_64
-// One row of the tile: broadcast a[i], two FMAs against the 16 columns of b.
-#define MINITL_FMA_ROW(i)                              \
-    do {                                               \
-        const __m256 ai = _mm256_broadcast_ss(a + (i)); \
-        c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);    \
-        c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);    \
+// One row i of the tile, for vector type V with intrinsics P##_... (_mm256 or _mm512) and W
+// lanes. Accumulators are named variables, a pair per row, rather than an array: GCC keeps
+// arrays of vectors on the stack and reloads them every k step.
+#define MINITL_ROWS_6(X, ...) \
+    X(0, __VA_ARGS__); X(1, __VA_ARGS__); X(2, __VA_ARGS__); X(3, __VA_ARGS__); \
+    X(4, __VA_ARGS__); X(5, __VA_ARGS__)
+#define MINITL_ROWS_12(X, ...) \
+    MINITL_ROWS_6(X, __VA_ARGS__); X(6, __VA_ARGS__); X(7, __VA_ARGS__); X(8, __VA_ARGS__); \
+    X(9, __VA_ARGS__); X(10, __VA_ARGS__); X(11, __VA_ARGS__)
+#define MINITL_DECLARE(i, V, P, W) V c##i##_0 = P##_setzero_ps(), c##i##_1 = P##_setzero_ps()
+// The C tile is loaded only after the k loop, too late for out-of-order execution to hide an
+// L3 miss; touching its rows first lets the loads land while the FMAs run.
+#define MINITL_PREFETCH(i, V, P, W)                                                   \
+    _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc), _MM_HINT_T0);          \
+    _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc + 2 * (W) - 1), _MM_HINT_T0)
+#define MINITL_FMA(i, V, P, W)                  \
+    do {                                        \
+        const V ai = P##_set1_ps(a[i]);         \
+        c##i##_0 = P##_fmadd_ps(ai, b0, c##i##_0); \
+        c##i##_1 = P##_fmadd_ps(ai, b1, c##i##_1); \
+    } while (0)
+#define MINITL_STORE(i, V, P, W)                                     \
+    do {                                                             \
+        float* row = c + (i) * ldc;                                  \
+        if (accumulate) {                                            \
+            c##i##_0 = P##_add_ps(c##i##_0, P##_loadu_ps(row));      \
+            c##i##_1 = P##_add_ps(c##i##_1, P##_loadu_ps(row + (W))); \
+        }                                                            \
+        P##_storeu_ps(row, c##i##_0);                                \
+        P##_storeu_ps(row + (W), c##i##_1);                          \
     } while (0)
 
-#define MINITL_STORE_ROW(i)                                                          \
-    do {                                                                             \
-        float* row = c + (i) * ldc;                                                  \
-        if (accumulate) {                                                            \
-            c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(row));                  \
-            c##i##1 = _mm256_add_ps(c##i##1, _mm256_loadu_ps(row + 8));              \
-        }                                                                            \
-        _mm256_storeu_ps(row, c##i##0);                                              \
-        _mm256_storeu_ps(row + 8, c##i##1);                                          \
-    } while (0)
-
+// 6 x 16: 12 ymm accumulators + 2 for B + 1 broadcast = 15 of 16 registers. Per k step:
+// 2 aligned loads of B, 6 broadcasts of A, 12 FMAs (6 cycles on two FMA pipes).
 __attribute__((target("avx2,fma"))) void ukernel_avx2(index_t kc, const float* __restrict a,
                                                       const float* __restrict b,
                                                       float* __restrict c, index_t ldc,
                                                       bool accumulate) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    MINITL_ROWS_6(MINITL_PREFETCH, __m256, _mm256, 8);
+    MINITL_ROWS_6(MINITL_DECLARE, __m256, _mm256, 8);
     for (index_t p = 0; p < kc; ++p) {
-        const __m256 b0 = _mm256_load_ps(b);
-        const __m256 b1 = _mm256_load_ps(b + 8);
-        MINITL_FMA_ROW(0);
-        MINITL_FMA_ROW(1);
-        MINITL_FMA_ROW(2);
-        MINITL_FMA_ROW(3);
-        MINITL_FMA_ROW(4);
-        MINITL_FMA_ROW(5);
-        a += MR;
-        b += NR;
+        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        MINITL_ROWS_6(MINITL_FMA, __m256, _mm256, 8);
+        a += 6;
+        b += 16;
     }
-    MINITL_STORE_ROW(0);
-    MINITL_STORE_ROW(1);
-    MINITL_STORE_ROW(2);
-    MINITL_STORE_ROW(3);
-    MINITL_STORE_ROW(4);
-    MINITL_STORE_ROW(5);
+    MINITL_ROWS_6(MINITL_STORE, __m256, _mm256, 8);
 }
-#undef MINITL_FMA_ROW
-#undef MINITL_STORE_ROW
+
+// 12 x 32: 24 zmm accumulators + 2 for B + 1 broadcast = 27 of 32 registers. Per k step:
+// 2 aligned loads of B, 12 broadcasts of A, 24 FMAs.
+__attribute__((target("avx512f"))) void ukernel_avx512(index_t kc, const float* __restrict a,
+                                                       const float* __restrict b,
+                                                       float* __restrict c, index_t ldc,
+                                                       bool accumulate) {
+    MINITL_ROWS_12(MINITL_PREFETCH, __m512, _mm512, 16);
+    MINITL_ROWS_12(MINITL_DECLARE, __m512, _mm512, 16);
+    for (index_t p = 0; p < kc; ++p) {
+        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        MINITL_ROWS_12(MINITL_FMA, __m512, _mm512, 16);
+        a += 12;
+        b += 32;
+    }
+    MINITL_ROWS_12(MINITL_STORE, __m512, _mm512, 16);
+}
+#undef MINITL_ROWS_6
+#undef MINITL_ROWS_12
+#undef MINITL_DECLARE
+#undef MINITL_PREFETCH
+#undef MINITL_FMA
+#undef MINITL_STORE
 #endif  // MINITL_X86_64
 
 // ---------------------------------------------------------------------------------------------
-// run-time dispatch
+// kernel shapes and their cache blocking
+//
+// MC x KC of A should fill about a quarter of L2 and KC x NR of B about half of L1, so the
+// streamed A micro-panels and C tiles do not evict it; NC x KC of B lives in L3.
 
-enum class Path : int { Auto = 0, Generic = 1, Avx2 = 2 };
+struct Generic {
+    static constexpr index_t MR = 6, NR = 16, MC = 144, KC = 256, NC = 4096;
+    static constexpr auto kernel = ukernel_generic<MR, NR>;
+};
 
-std::atomic<int> g_forced_path{static_cast<int>(Path::Auto)};
+struct GenericWide {  // Avx512's tile and blocking, portable code
+    static constexpr index_t MR = 12, NR = 32, MC = 144, KC = 192, NC = 4096;
+    static constexpr auto kernel = ukernel_generic<MR, NR>;
+};
 
-bool cpu_has_avx2_fma() {
 #if MINITL_X86_64
-    // libgcc's probe also checks that the OS saves the ymm state (XGETBV).
-    static const bool has = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }();
-    return has;
-#else
-    return false;
+struct Avx2 {  // B micro-panel 256 x 16 x 4 B = 16 KiB of L1; A block 144 KiB of L2
+    static constexpr index_t MR = 6, NR = 16, MC = 144, KC = 256, NC = 4096;
+    static constexpr auto kernel = ukernel_avx2;
+};
+
+struct Avx512 {  // B micro-panel 192 x 32 x 4 B = 24 KiB of L1
+    static constexpr index_t MR = 12, NR = 32, MC = 144, KC = 192, NC = 4096;
+    static constexpr auto kernel = ukernel_avx512;
+};
 #endif
-}
-
-Path active_path() {
-    const auto forced = static_cast<Path>(g_forced_path.load(std::memory_order_relaxed));
-    if (forced != Path::Auto) return forced;
-    return cpu_has_avx2_fma() ? Path::Avx2 : Path::Generic;
-}
-
-MicroKernel kernel_for(Path path) {
-#if MINITL_X86_64
-    if (path == Path::Avx2) return ukernel_avx2;
-#endif
-    (void)path;
-    return ukernel_generic;
-}
-
-const char* path_name(Path path) {
-    return path == Path::Avx2 ? "avx2_fma_6x16" : "generic_6x16";
-}
 
 // ---------------------------------------------------------------------------------------------
 // packing
 
-// op(A)[i0 : i0+mc, p0 : p0+kc] -> ceil(mc/MR) micro-panels, each kc x MR (k-major); rows past
-// mc are zero so the micro-kernel never branches. A is stored (m, k), or (k, m) when trans.
+// Both operands are packed in the order their storage runs: where storage holds step p of
+// several micro-panels side by side (a transposed A, an untransposed B), the packing walks it
+// row by row. Walking one micro-panel at a time would read kc rows that lie ld apart a few
+// floats at a time, and rows 4 KiB apart share a handful of cache sets, so each line came back
+// from L3 once for every micro-panel it feeds (the skinny LoRA products ran 20% slower).
+
+// op(A)[i0 : i0+mc, p0 : p0+kc] -> ceil(mc/MR) micro-panels, each kc x MR (k-major) and
+// `panel` floats apart; rows past mc are zero so the micro-kernel never branches.
+// A is stored (m, k), or (k, m) when trans.
+template <index_t MR>
 void pack_a(const float* a, index_t lda, bool trans, index_t i0, index_t p0, index_t mc,
-            index_t kc, float* __restrict out) {
-    for (index_t ir = 0; ir < mc; ir += MR) {
-        const index_t mr = std::min(MR, mc - ir);
-        float* dst = out + ir * kc;
-        if (trans) {  // op(A)(i, p) = a[p * lda + i]: MR contiguous floats per p
-            for (index_t p = 0; p < kc; ++p) {
-                const float* src = a + (p0 + p) * lda + i0 + ir;
-                for (index_t i = 0; i < mr; ++i) dst[p * MR + i] = src[i];
-                for (index_t i = mr; i < MR; ++i) dst[p * MR + i] = 0.0f;
-            }
-        } else if (mr == MR) {  // op(A)(i, p) = a[i * lda + p]: MR rows streamed side by side
+            index_t kc, index_t panel, float* __restrict out) {
+    const index_t full = mc / MR * MR;  // rows in whole micro-panels
+    if (trans) {  // op(A)(i, p) = a[p * lda + i]: stored row p is step p of every micro-panel
+        for (index_t p = 0; p < kc; ++p) {
+            const float* src = a + (p0 + p) * lda + i0;
+            for (index_t ir = 0; ir < full; ir += MR)
+                for (index_t i = 0; i < MR; ++i) out[(ir / MR) * panel + p * MR + i] = src[ir + i];
+        }
+    } else {  // op(A)(i, p) = a[i * lda + p]: MR stored rows streamed side by side
+        for (index_t ir = 0; ir < full; ir += MR) {
             const float* src = a + (i0 + ir) * lda + p0;
+            float* dst = out + (ir / MR) * panel;
             for (index_t p = 0; p < kc; ++p)
                 for (index_t i = 0; i < MR; ++i) dst[p * MR + i] = src[i * lda + p];
-        } else {
-            for (index_t p = 0; p < kc; ++p) {
-                for (index_t i = 0; i < mr; ++i) dst[p * MR + i] = a[(i0 + ir + i) * lda + p0 + p];
-                for (index_t i = mr; i < MR; ++i) dst[p * MR + i] = 0.0f;
+        }
+    }
+    if (full == mc) return;
+    const index_t mr = mc - full;  // the last, partial micro-panel, zero-padded
+    float* dst = out + (full / MR) * panel;
+    for (index_t p = 0; p < kc; ++p)
+        for (index_t i = 0; i < MR; ++i) {
+            const index_t at = trans ? (p0 + p) * lda + i0 + full + i
+                                     : (i0 + full + i) * lda + p0 + p;
+            dst[p * MR + i] = i < mr ? a[at] : 0.0f;
+        }
+}
+
+// op(B)[p0 : p0+kc, j0 : j0 + count*NR] -> `count` whole micro-panels, each kc x NR (k-major)
+// and `panel` floats apart. B is stored (k, n), or (n, k) when trans.
+template <index_t NR>
+void pack_b_panels(const float* b, index_t ldb, bool trans, index_t p0, index_t j0, index_t kc,
+                   index_t count, index_t panel, float* __restrict out) {
+    if (trans) {  // op(B)(p, j) = b[j * ldb + p]: each stored row is one column of a panel
+        for (index_t jp = 0; jp < count; ++jp)
+            for (index_t j = 0; j < NR; ++j) {
+                const float* src = b + (j0 + jp * NR + j) * ldb + p0;
+                for (index_t p = 0; p < kc; ++p) out[jp * panel + p * NR + j] = src[p];
+            }
+    } else {  // op(B)(p, j) = b[p * ldb + j]: stored row p is step p of every panel
+        for (index_t p = 0; p < kc; ++p) {
+            const float* src = b + (p0 + p) * ldb + j0;
+            for (index_t jp = 0; jp < count; ++jp)
+                for (index_t j = 0; j < NR; ++j) out[jp * panel + p * NR + j] = src[jp * NR + j];
+        }
+    }
+}
+
+// op(B)[p0 : p0+kc, j0 : j0+nr] -> one micro-panel kc x NR, columns past nr zero (nr <= NR).
+template <index_t NR>
+void pack_b_panel(const float* b, index_t ldb, bool trans, index_t p0, index_t j0, index_t kc,
+                  index_t nr, float* __restrict dst) {
+    for (index_t p = 0; p < kc; ++p)
+        for (index_t j = 0; j < NR; ++j)
+            dst[p * NR + j] = j >= nr ? 0.0f : trans ? b[(j0 + j) * ldb + p0 + p]
+                                                     : b[(p0 + p) * ldb + j0 + j];
+}
+
+// One mr x nr tile of C from packed panels: the kernel straight into C, or, where the matrix
+// edge cuts the tile, into a scratch tile whose valid part is copied out.
+template <class K>
+void c_tile(index_t kc, const float* a, const float* b, float* c, index_t ldc, index_t mr,
+            index_t nr, bool accumulate) {
+    if (mr == K::MR && nr == K::NR) {
+        K::kernel(kc, a, b, c, ldc, accumulate);
+        return;
+    }
+    alignas(64) float tile[K::MR * K::NR] = {};
+    const std::size_t row_bytes = std::size_t(nr) * sizeof(float);
+    if (accumulate)
+        for (index_t i = 0; i < mr; ++i) std::memcpy(tile + i * K::NR, c + i * ldc, row_bytes);
+    K::kernel(kc, a, b, tile, K::NR, true);
+    for (index_t i = 0; i < mr; ++i) std::memcpy(c + i * ldc, tile + i * K::NR, row_bytes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the thread grid
+
+// tm x tn = nthreads rectangles of whole micro-tiles. A thread's time per k step is about
+// rows * cols / 16 (FMAs, 16 per cycle) plus rows (packing its rows of A, ~1 cycle a float):
+// column blocks pack the same rows of A again on every thread, so they win only when M is too
+// short to cut (a few micro-tiles), while row blocks share one packed B.
+struct Grid {
+    int tm = 1, tn = 1;  // row blocks x column blocks
+};
+
+Grid choose_grid(int nthreads, index_t mr, index_t nr, index_t tiles_m, index_t tiles_n) {
+    Grid best;
+    double best_cost = -1.0;
+    for (int tm = nthreads; tm >= 1; --tm) {
+        if (nthreads % tm != 0) continue;
+        const double rows = double(ceil_div(tiles_m, tm) * mr);
+        const double cost = rows * double(ceil_div(tiles_n, nthreads / tm) * nr) / 16.0 + rows;
+        if (best_cost < 0.0 || cost < best_cost) best = {tm, nthreads / tm}, best_cost = cost;
+    }
+    return best;
+}
+
+// The half-open range [begin, end) of part `i` when `total` items are cut into `parts`.
+struct Range {
+    index_t begin, end;
+};
+
+Range part(index_t total, index_t parts, index_t i) {
+    return {i * total / parts, (i + 1) * total / parts};
+}
+
+// ---------------------------------------------------------------------------------------------
+// the blocked driver
+
+struct Problem {  // see gemm_fused
+    const float *a, *b;
+    float* c;
+    index_t m, n, k;
+    bool trans_a, trans_b;
+    LowRank lr;
+};
+
+template <class K>
+class Driver {
+    static constexpr index_t MR = K::MR, NR = K::NR, MC = K::MC, KC = K::KC, NC = K::NC;
+
+public:
+    Driver(const Problem& pr, int nthreads)
+        : pr_(pr),
+          lr_(pr.lr),
+          // No more threads than micro-tiles of C.
+          nthreads_(int(std::min<index_t>(nthreads, ceil_div(pr.m, MR) * ceil_div(pr.n, NR)))),
+          barrier_(nthreads_) {
+        lda_ = pr.trans_a ? pr.m : pr.k;
+        ldb_ = pr.trans_b ? pr.k : pr.n;
+        ldx_ = lr_.trans_x ? pr.k : lr_.r;
+        ldu_ = lr_.trans_u ? lr_.r : pr.n;
+        r_pad_ = round_up(lr_.r, NR);
+        n_down_ = r_pad_ / NR;
+        k_ext_ = lr_.r + (lr_.bias != nullptr ? 1 : 0);
+
+        const index_t tiles_m = ceil_div(pr.m, MR), tiles_n = ceil_div(pr.n, NR);
+        grid_ = choose_grid(nthreads_, MR, NR, tiles_m, tiles_n);
+
+        // Scratch: two B slices (with the down panels and the extension rows), and per
+        // thread one A block and the thread's rows of down.
+        const index_t kc_max = std::min(KC, pr.k) + k_ext_;
+        const index_t nc_max = std::min(NC, round_up(pr.n, NR)) + r_pad_;
+        b_buf_size_ = std::size_t(kc_max * nc_max);
+        b_pack_ = make_aligned<float>(2 * b_buf_size_);
+        const index_t mc_max = std::min(MC, round_up(ceil_div(tiles_m, grid_.tm) * MR, MR));
+        a_buf_size_ = std::size_t(mc_max * kc_max);
+        a_pack_ = make_aligned<float>(a_buf_size_ * std::size_t(nthreads_));
+        if (lr_.r > 0) {
+            const index_t down_rows = ceil_div(tiles_m, grid_.tm) * MR;
+            down_buf_size_ = std::size_t(down_rows * r_pad_);
+            down_ = make_aligned<float>(down_buf_size_ * std::size_t(nthreads_));
+        }
+    }
+
+    void run() {
+        bool short_team = false;
+#pragma omp parallel num_threads(nthreads_) if (nthreads_ > 1)
+        {
+            // The work is cut for nthreads_; OpenMP may grant fewer (OMP_DYNAMIC, a thread
+            // limit, a nested region). Every thread of a team sees the same size, so either
+            // all of them run or none does and the caller redoes it on one thread.
+            if (team_size() == nthreads_) {
+                thread_body(thread_id());
+                barrier_.wait();  // arrive together at OpenMP's join, which only spins
+            } else if (thread_id() == 0) {
+                short_team = true;
+            }
+        }
+        if (short_team) Driver(pr_, 1).run();
+    }
+
+private:
+    void thread_body(int t) {
+        const index_t tiles_m = ceil_div(pr_.m, MR), tiles_n = ceil_div(pr_.n, NR);
+        const int im = t / grid_.tn, jn = t % grid_.tn;
+        const Range tr = part(tiles_m, grid_.tm, im), tc = part(tiles_n, grid_.tn, jn);
+        const index_t row0 = tr.begin * MR, row1 = std::min(pr_.m, tr.end * MR);
+        const index_t col0 = tc.begin * NR, col1 = std::min(pr_.n, tc.end * NR);
+        float* const ap = a_pack_.get() + std::size_t(t) * a_buf_size_;
+        float* const down = lr_.r > 0 ? down_.get() + std::size_t(t) * down_buf_size_ : nullptr;
+
+        index_t slice = 0;
+        for (index_t jc = 0; jc < pr_.n; jc += NC) {
+            const index_t nc = std::min(NC, pr_.n - jc);
+            const index_t n_panels = ceil_div(nc, NR);
+            const bool with_down = jc == 0 && lr_.r > 0;  // down is computed once, in block 0
+            const index_t all_panels = n_panels + (with_down ? n_down_ : 0);
+            // This thread's panels within the block (possibly none).
+            const index_t jp0 = std::max<index_t>(col0 - jc, 0) / NR;
+            const index_t jp1 = std::max<index_t>(std::min(col1, jc + nc) - jc, 0);
+            const index_t my_panels_end = ceil_div(jp1, NR);
+
+            for (index_t pc = 0; pc < pr_.k; pc += KC) {
+                const index_t kc = std::min(KC, pr_.k - pc);
+                const bool last = pc + kc == pr_.k;
+                const index_t ke = kc + (last ? k_ext_ : 0);  // k steps the C tiles run
+                float* const bp = b_pack_.get() + std::size_t(slice++ & 1) * b_buf_size_;
+
+                pack_b_share(part(all_panels, nthreads_, t), n_panels, jc, nc, pc, kc, last, ke,
+                             bp);
+                barrier_.wait();  // the whole slice is packed before anyone reads it
+
+                if (row0 >= row1 || (jp0 >= my_panels_end && !with_down)) continue;
+                for (index_t ic = row0; ic < row1; ic += MC) {
+                    const index_t mc = std::min(MC, row1 - ic);
+                    pack_a<MR>(pr_.a, lda_, pr_.trans_a, ic, pc, mc, kc, ke * MR, ap);
+                    float* const down_block = down ? down + (ic - row0) * r_pad_ : nullptr;
+                    if (with_down) {
+                        for (index_t q = 0; q < n_down_; ++q)
+                            for (index_t ir = 0; ir < mc; ir += MR)
+                                c_tile<K>(kc, ap + ir * ke, bp + (n_panels + q) * ke * NR,
+                                          down_block + ir * r_pad_ + q * NR, r_pad_, MR, NR,
+                                          pc > 0);
+                    }
+                    if (last && k_ext_ > 0) extend_a(mc, kc, ke, down_block, ap);
+                    for (index_t jp = jp0; jp < my_panels_end; ++jp) {
+                        const index_t nr = std::min(NR, nc - jp * NR);
+                        const float* b_panel = bp + jp * ke * NR;
+                        for (index_t ir = 0; ir < mc; ir += MR) {
+                            const index_t mr = std::min(MR, mc - ir);
+                            c_tile<K>(ke, ap + ir * ke, b_panel,
+                                      pr_.c + (ic + ir) * pr_.n + jc + jp * NR, pr_.n, mr, nr,
+                                      pc > 0);
+                        }
+                    }
+                }
+            }
+        }
+        // Every column group computed the same rows of down; the first one hands them out.
+        if (lr_.r > 0 && jn == 0) {
+            for (index_t i = row0; i < row1; ++i)
+                std::memcpy(lr_.down + i * lr_.r, down + (i - row0) * r_pad_,
+                            std::size_t(lr_.r) * sizeof(float));
+        }
+    }
+
+    // This thread's share of the current B slice, panels [share.begin, share.end): op(B)'s
+    // n_panels (plus, on the last slice, the rows op(U) and bias under each), then op(X)'s
+    // down-projection panels.
+    void pack_b_share(Range share, index_t n_panels, index_t jc, index_t nc, index_t pc,
+                      index_t kc, bool last, index_t ke, float* bp) const {
+        const index_t panel = ke * NR;
+        const index_t full_end = std::min(share.end, nc / NR);  // whole panels of op(B)
+        if (share.begin < full_end)
+            pack_b_panels<NR>(pr_.b, ldb_, pr_.trans_b, pc, jc + share.begin * NR, kc,
+                              full_end - share.begin, panel, bp + share.begin * panel);
+        for (index_t p = share.begin; p < share.end; ++p) {
+            float* dst = bp + p * panel;
+            if (p >= n_panels) {
+                const index_t q0 = (p - n_panels) * NR;
+                pack_b_panel<NR>(lr_.x, ldx_, lr_.trans_x, pc, q0, kc, std::min(NR, lr_.r - q0),
+                                 dst);
+                continue;
+            }
+            const index_t j0 = jc + p * NR, nr = std::min(NR, nc - p * NR);
+            if (p >= full_end) pack_b_panel<NR>(pr_.b, ldb_, pr_.trans_b, pc, j0, kc, nr, dst);
+            if (!last || k_ext_ == 0) continue;
+            dst += kc * NR;
+            if (lr_.r > 0) pack_b_panel<NR>(lr_.u, ldu_, lr_.trans_u, 0, j0, lr_.r, nr, dst);
+            if (lr_.bias != nullptr) {
+                dst += lr_.r * NR;
+                for (index_t j = 0; j < NR; ++j) dst[j] = j < nr ? lr_.bias[j0 + j] : 0.0f;
             }
         }
     }
-}
 
-// op(B)[p0 : p0+kc, j0 : j0+nr] -> one micro-panel kc x NR (k-major), columns past nr zero.
-// B is stored (k, n), or (n, k) when trans.
-void pack_b_panel(const float* b, index_t ldb, bool trans, index_t p0, index_t j0, index_t kc,
-                  index_t nr, float* __restrict dst) {
-    if (trans) {  // op(B)(p, j) = b[j * ldb + p]: walk each stored row contiguously
-        for (index_t j = 0; j < nr; ++j) {
-            const float* src = b + (j0 + j) * ldb + p0;
-            for (index_t p = 0; p < kc; ++p) dst[p * NR + j] = src[p];
-        }
-        for (index_t j = nr; j < NR; ++j)
-            for (index_t p = 0; p < kc; ++p) dst[p * NR + j] = 0.0f;
-    } else {  // op(B)(p, j) = b[p * ldb + j]: NR contiguous floats per p
-        for (index_t p = 0; p < kc; ++p) {
-            const float* src = b + (p0 + p) * ldb + j0;
-            for (index_t j = 0; j < nr; ++j) dst[p * NR + j] = src[j];
-            for (index_t j = nr; j < NR; ++j) dst[p * NR + j] = 0.0f;
+    // Rows kc .. ke of each A micro-panel: scale * down (r rows) and ones (the bias row), so
+    // the micro-kernel adds scale * down @ op(U) + bias while it still holds the C tile.
+    void extend_a(index_t mc, index_t kc, index_t ke, const float* down_block, float* ap) const {
+        for (index_t ir = 0; ir < mc; ir += MR) {
+            float* dst = ap + ir * ke + kc * MR;
+            for (index_t q = 0; q < lr_.r; ++q)
+                for (index_t i = 0; i < MR; ++i)
+                    dst[q * MR + i] = lr_.scale * down_block[(ir + i) * r_pad_ + q];
+            if (lr_.bias != nullptr)
+                for (index_t i = 0; i < MR; ++i) dst[lr_.r * MR + i] = 1.0f;
         }
     }
+
+    const Problem& pr_;
+    const LowRank& lr_;
+    const int nthreads_;
+    YieldingBarrier barrier_;
+    index_t lda_ = 0, ldb_ = 0, ldx_ = 0, ldu_ = 0;
+    index_t r_pad_ = 0, n_down_ = 0, k_ext_ = 0;
+    Grid grid_;
+    std::size_t a_buf_size_ = 0, b_buf_size_ = 0, down_buf_size_ = 0;
+    aligned_array<float> a_pack_, b_pack_, down_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// run-time dispatch
+
+enum class Path : int { Auto, Generic, GenericWide, Avx2, Avx512 };
+
+struct PathName {
+    const char* option;  // set_gemm_path's argument
+    Path path;
+    const char* name;  // cpu_features()["gemm_path"]
+};
+
+constexpr PathName kPaths[] = {
+    {"generic", Path::Generic, "generic_6x16"},
+    {"generic_12x32", Path::GenericWide, "generic_12x32"},
+    {"avx2", Path::Avx2, "avx2_fma_6x16"},
+    {"avx512", Path::Avx512, "avx512f_12x32"},
+};
+
+std::atomic<Path> g_forced_path{Path::Auto};
+
+// Whether this CPU can run a path; libgcc's probe also checks that the OS saves the ymm / zmm
+// registers (XGETBV).
+bool cpu_supports(Path path) {
+#if MINITL_X86_64
+    __builtin_cpu_init();
+    if (path == Path::Avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (path == Path::Avx512) return __builtin_cpu_supports("avx512f");
+#endif
+    return path != Path::Avx2 && path != Path::Avx512;
 }
 
-// A tile cut by the matrix edge: run the full kernel on a scratch tile, copy the valid part.
-void edge_tile(MicroKernel kernel, index_t kc, const float* a, const float* b, float* c,
-               index_t ldc, index_t mr, index_t nr, bool accumulate) {
-    alignas(64) float tile[MR * NR] = {};
-    const std::size_t row_bytes = std::size_t(nr) * sizeof(float);
-    if (accumulate)
-        for (index_t i = 0; i < mr; ++i) std::memcpy(tile + i * NR, c + i * ldc, row_bytes);
-    kernel(kc, a, b, tile, NR, true);
-    for (index_t i = 0; i < mr; ++i) std::memcpy(c + i * ldc, tile + i * NR, row_bytes);
+Path active_path() {
+    const Path forced = g_forced_path.load(std::memory_order_relaxed);
+    if (forced != Path::Auto) return forced;
+    if (cpu_supports(Path::Avx512)) return Path::Avx512;
+    return cpu_supports(Path::Avx2) ? Path::Avx2 : Path::Generic;
+}
+
+template <class K>
+void run_with(const Problem& pr, int cap) {
+    const double flops = 2.0 * double(pr.m) * double(pr.n) * double(pr.k + pr.lr.r);
+    const int threads = flops < kParallelFlops ? 1 : max_threads();
+    Driver<K>(pr, cap > 0 ? std::min(cap, threads) : threads).run();
 }
 
 }  // namespace
@@ -232,82 +530,38 @@ void edge_tile(MicroKernel kernel, index_t kc, const float* a, const float* b, f
 // ---------------------------------------------------------------------------------------------
 // gemm
 
-void gemm(const float* a, const float* b, float* c, index_t m, index_t n, index_t k, bool trans_a,
-          bool trans_b) {
-    if (m <= 0 || n <= 0) return;
-    if (k <= 0) {
-        std::fill(c, c + m * n, 0.0f);
+void gemm_fused(const float* a, const float* b, float* c, index_t m, index_t n, index_t k,
+                bool trans_a, bool trans_b, const LowRank& low_rank, int max_threads) {
+    if (m <= 0) return;
+    if (low_rank.r > 0 && (k <= 0 || n <= 0))  // down = op(A) @ op(X) is all zeros
+        std::fill(low_rank.down, low_rank.down + m * low_rank.r, 0.0f);
+    if (n <= 0) return;
+    if (k <= 0) {  // C = 0 @ op(U) + bias
+        for (index_t i = 0; i < m; ++i)
+            for (index_t j = 0; j < n; ++j) c[i * n + j] = low_rank.bias ? low_rank.bias[j] : 0.0f;
         return;
     }
-    const MicroKernel kernel = kernel_for(active_path());
-    const index_t lda = trans_a ? m : k;
-    const index_t ldb = trans_b ? k : n;
-
-    const index_t kc_max = std::min(KC, k);
-    const index_t mc_max = std::min(MC, round_up(m, MR));
-    const index_t nc_max = std::min(NC, round_up(n, NR));
-    const double flops = 2.0 * double(m) * double(n) * double(k);
-    const int nthreads = flops < kParallelFlops ? 1 : max_threads();
-
-    auto b_pack = make_aligned<float>(std::size_t(kc_max * nc_max));
-    auto a_pack = make_aligned<float>(std::size_t(mc_max * kc_max) * std::size_t(nthreads));
-    float* const bp = b_pack.get();
-    float* const ap_all = a_pack.get();
-    const index_t n_ic = ceil_div(m, MC);
-
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-    {
-        float* const ap = ap_all + std::size_t(thread_id()) * std::size_t(mc_max * kc_max);
-        for (index_t jc = 0; jc < n; jc += NC) {
-            const index_t nc = std::min(NC, n - jc);
-            const index_t n_panels = ceil_div(nc, NR);
-            // Fewer M blocks than threads: also split the panels, so every thread has work.
-            const index_t n_split =
-                std::max<index_t>(1, std::min<index_t>(n_panels, ceil_div(nthreads, n_ic)));
-            for (index_t pc = 0; pc < k; pc += KC) {
-                const index_t kc = std::min(KC, k - pc);
-                const bool accumulate = pc > 0;
-
-#pragma omp for schedule(static)
-                for (index_t jp = 0; jp < n_panels; ++jp) {
-                    const index_t jr = jp * NR;
-                    pack_b_panel(b, ldb, trans_b, pc, jc + jr, kc, std::min(NR, nc - jr),
-                                 bp + jr * kc);
-                }
-                // (implicit barrier: the whole B slice is packed before anyone reads it)
-
-                index_t packed_ic = -1;  // consecutive tasks on one M block reuse its packing
-#pragma omp for schedule(dynamic, 1)
-                for (index_t t = 0; t < n_ic * n_split; ++t) {
-                    const index_t ic = (t / n_split) * MC;
-                    const index_t split = t % n_split;
-                    const index_t mc = std::min(MC, m - ic);
-                    if (ic != packed_ic) {
-                        pack_a(a, lda, trans_a, ic, pc, mc, kc, ap);
-                        packed_ic = ic;
-                    }
-                    const index_t jp_begin = split * n_panels / n_split;
-                    const index_t jp_end = (split + 1) * n_panels / n_split;
-                    for (index_t jp = jp_begin; jp < jp_end; ++jp) {
-                        const index_t jr = jp * NR;
-                        const index_t nr = std::min(NR, nc - jr);
-                        const float* b_panel = bp + jr * kc;
-                        for (index_t ir = 0; ir < mc; ir += MR) {
-                            const index_t mr = std::min(MR, mc - ir);
-                            float* c_tile = c + (ic + ir) * n + jc + jr;
-                            const float* a_panel = ap + ir * kc;
-                            if (mr == MR && nr == NR)
-                                kernel(kc, a_panel, b_panel, c_tile, n, accumulate);
-                            else
-                                edge_tile(kernel, kc, a_panel, b_panel, c_tile, n, mr, nr,
-                                          accumulate);
-                        }
-                    }
-                }
-                // (implicit barrier: nobody repacks B while another thread still reads it)
-            }
-        }
+    const Problem pr{a, b, c, m, n, k, trans_a, trans_b, low_rank};
+    switch (active_path()) {
+#if MINITL_X86_64
+        case Path::Avx512:
+            run_with<Avx512>(pr, max_threads);
+            return;
+        case Path::Avx2:
+            run_with<Avx2>(pr, max_threads);
+            return;
+#endif
+        case Path::GenericWide:
+            run_with<GenericWide>(pr, max_threads);
+            return;
+        default:
+            run_with<Generic>(pr, max_threads);
     }
+}
+
+void gemm(const float* a, const float* b, float* c, index_t m, index_t n, index_t k, bool trans_a,
+          bool trans_b) {
+    gemm_fused(a, b, c, m, n, k, trans_a, trans_b, LowRank{});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -322,24 +576,24 @@ CpuFeatures cpu_features() {
     f.avx512f = __builtin_cpu_supports("avx512f");
 #endif
     f.openmp_threads = max_threads();
-    f.gemm_path = path_name(active_path());
+    const Path active = active_path();
+    for (const PathName& p : kPaths)
+        if (p.path == active) f.gemm_path = p.name;
     return f;
 }
 
 bool set_gemm_path(const std::string& name) {
-    Path path;
     if (name == "auto") {
-        path = Path::Auto;
-    } else if (name == "generic") {
-        path = Path::Generic;
-    } else if (name == "avx2") {
-        if (!cpu_has_avx2_fma()) return false;
-        path = Path::Avx2;
-    } else {
-        return false;
+        g_forced_path.store(Path::Auto, std::memory_order_relaxed);
+        return true;
     }
-    g_forced_path.store(static_cast<int>(path), std::memory_order_relaxed);
-    return true;
+    for (const PathName& p : kPaths) {
+        if (name != p.option) continue;
+        if (!cpu_supports(p.path)) return false;
+        g_forced_path.store(p.path, std::memory_order_relaxed);
+        return true;
+    }
+    return false;
 }
 
 }  // namespace minitl::cpu

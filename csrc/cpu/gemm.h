@@ -1,4 +1,5 @@
-// csrc/cpu/gemm.h — float32 GEMM C = op(A) @ op(B) and the CPU feature report.
+// csrc/cpu/gemm.h — float32 GEMM C = op(A) @ op(B), its fused low-rank form, and the CPU
+// feature report.
 #pragma once
 
 #include <string>
@@ -13,6 +14,30 @@ namespace minitl::cpu {
 void gemm(const float* a, const float* b, float* c, index_t m, index_t n, index_t k,
           bool trans_a, bool trans_b);
 
+// The low-rank terms a fused layer adds to one GEMM (LoRA, arXiv:2106.09685):
+//
+//   down (m, r) = op(A) @ op(X)                          the rank-r down-projection
+//   C    (m, n) = op(A) @ op(B) + scale * down @ op(U) + 1 bias^T
+//
+// `down` is computed from the packed panels of A, as r extra columns of the product, so op(A)
+// is read from memory once; the up-projection and the bias are r + 1 extra steps of the last
+// k slice (A's panels get rows scale*down and 1, B's panels get rows op(U) and bias), so they
+// cost no extra pass over C. r == 0 leaves only the bias; bias may be null.
+struct LowRank {
+    index_t r = 0;
+    const float* x = nullptr;  // op(X) (k, r): X stored (k, r), or (r, k) when trans_x
+    bool trans_x = false;
+    const float* u = nullptr;  // op(U) (r, n): U stored (r, n), or (n, r) when trans_u
+    bool trans_u = false;
+    float scale = 1.0f;
+    float* down = nullptr;         // out (m, r), written when r > 0
+    const float* bias = nullptr;   // (n,) or null
+};
+
+// max_threads caps the OpenMP team (0: all of them; 1: run on the calling thread alone).
+void gemm_fused(const float* a, const float* b, float* c, index_t m, index_t n, index_t k,
+                bool trans_a, bool trans_b, const LowRank& low_rank, int max_threads = 0);
+
 struct CpuFeatures {
     bool avx2 = false;
     bool fma = false;
@@ -23,8 +48,9 @@ struct CpuFeatures {
 
 CpuFeatures cpu_features();
 
-// Forces a GEMM path ("auto", "generic", "avx2") so tests can check every path on one
-// machine. Returns false, changing nothing, for an unknown name or a path this CPU lacks.
+// Forces a GEMM path ("auto", "generic", "avx2", "avx512", or "generic_12x32": portable code
+// in the AVX-512 path's tile shape) so tests can check every path on one machine. Returns
+// false, changing nothing, for an unknown name or a path this CPU lacks.
 bool set_gemm_path(const std::string& name);
 
 }  // namespace minitl::cpu

@@ -18,7 +18,9 @@ import numpy as np
 from minitl.backend import reference
 
 # Kernels a backend provides; each has a reference implementation of the same name.
-KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd", "im2col", "col2im")
+KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd", "im2col", "col2im", "im2col_cm",
+           "col2im_cm", "layernorm_fwd", "layernorm_bwd", "softmax_xent_fwd", "softmax_xent_bwd",
+           "softmax_fwd", "softmax_bwd", "gelu_fwd", "gelu_bwd", "embedding_bwd", "adamw_step")
 
 
 class Backend:
@@ -75,13 +77,29 @@ def _cpu_backend() -> Backend:
 
 
 def _cuda_backend() -> Backend:
+    """CuPy as the array module plus minitl's CUDA kernels (backend/cuda.py); RuntimeError
+    when CuPy is missing or sees no GPU."""
     try:
-        import cupy  # noqa: F401
-    except ImportError as e:  # pragma: no cover - depends on the machine
+        import cupy
+    except ImportError as e:
         raise RuntimeError(
-            "device 'cuda' needs CuPy and an NVIDIA GPU: pip install 'minitl[cuda]'"
+            "device 'cuda' needs CuPy and an NVIDIA GPU, but CuPy is not installed: "
+            f"pip install 'minitl[cuda]' ({type(e).__name__}: {e})"
         ) from e
-    raise RuntimeError("the CUDA backend is not built yet in this version of minitl")
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as e:  # noqa: BLE001 - CUDARuntimeError without a driver, among others
+        raise RuntimeError(
+            f"device 'cuda': CuPy is installed but cannot reach a GPU ({type(e).__name__}: "
+            f"{e}); check the NVIDIA driver and CUDA_VISIBLE_DEVICES"
+        ) from e
+    if count < 1:
+        raise RuntimeError("device 'cuda': CuPy is installed but no CUDA GPU is visible "
+                           "(check the NVIDIA driver and CUDA_VISIBLE_DEVICES)")
+    from minitl.backend import cuda
+
+    kernels, paths = cuda.make_kernels(KERNELS, kernel_mode())
+    return Backend("cuda", cupy, kernels, paths)
 
 
 def get_backend(device: str = "cpu") -> Backend:

@@ -6,7 +6,10 @@ error and returns None, and `backend/__init__.py` keeps the numpy references: a 
 costs speed, never correctness.
 
 The wrappers here are where Python's view of an array (dtype, strides, transposes) meets the
-kernels' view (contiguous float32 buffers and sizes, see csrc/bindings.cpp).
+kernels' view (contiguous float32 buffers and sizes, see csrc/bindings.cpp): anything the
+kernels do not take (float64, other ranks, other array types) goes to the numpy reference, and
+strided views are made contiguous first. `native_kernels()` names the kernels that are built and
+agree with their references on a small self-check; `backend/__init__.py` selects only those.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from minitl.backend import reference
 
 _UNSET: Any = object()
 _module: Any = _UNSET
@@ -62,6 +67,10 @@ def cpu_features() -> dict[str, Any]:
     return dict(mod.cpu_features())
 
 
+def _all_float32(*arrays: Any) -> bool:
+    return all(isinstance(x, np.ndarray) and x.dtype == np.float32 for x in arrays)
+
+
 def _as_kernel_operand(x: np.ndarray, trans: bool) -> tuple[np.ndarray, bool]:
     """A C-contiguous array and transpose flag with the same op(x); a transposed view
     (F-contiguous) is handed over as its C-contiguous base with the flag flipped, not copied."""
@@ -77,11 +86,85 @@ def gemm(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = Fa
     """C = op(A) @ op(B) on the C++ kernel for 2-D float32 arrays of any strides; other
     dtypes and ranks go to the numpy reference (the kernel is float32-only)."""
     mod = native_module()
-    if (mod is None or not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray)
-            or a.dtype != np.float32 or b.dtype != np.float32 or a.ndim != 2 or b.ndim != 2):
-        from minitl.backend import reference
-
+    if mod is None or not _all_float32(a, b) or a.ndim != 2 or b.ndim != 2:
         return reference.gemm(a, b, trans_a, trans_b)
     a, trans_a = _as_kernel_operand(a, trans_a)
     b, trans_b = _as_kernel_operand(b, trans_b)
     return mod.gemm(a, b, trans_a, trans_b)
+
+
+# ---- LoRA linear (csrc/cpu/lora.cpp) ------------------------------------------------------
+
+
+def lora_linear_fwd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, a: np.ndarray,
+                    bm: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(y, xa) with y = x W^T + b + scale (x A^T) B^T on the fused C++ kernel for float32 x
+    (N, Din), w (Dout, Din), b (Dout,) or None, a (r, Din), bm (Dout, r); anything else goes to
+    the numpy reference."""
+    mod = native_module()
+    operands = (x, w, a, bm) if b is None else (x, w, b, a, bm)
+    if mod is None or not _all_float32(*operands) or x.ndim != 2:
+        return reference.lora_linear_fwd(x, w, b, a, bm, scale)
+    c = np.ascontiguousarray
+    return mod.lora_linear_fwd(c(x), c(w), None if b is None else c(b), c(a), c(bm),
+                               float(scale))
+
+
+def lora_linear_bwd(g: np.ndarray, x: np.ndarray, w: np.ndarray, a: np.ndarray,
+                    bm: np.ndarray, xa: np.ndarray, scale: float,
+                    needs: tuple[bool, bool, bool, bool, bool]) -> tuple[np.ndarray | None, ...]:
+    """(dx, dW, db, dA, dB) of lora_linear_fwd on the C++ kernel; a gradient `needs` does not
+    ask for is None and is never computed. Non-float32 operands go to the numpy reference."""
+    mod = native_module()
+    if mod is None or not _all_float32(g, x, w, a, bm, xa) or x.ndim != 2:
+        return reference.lora_linear_bwd(g, x, w, a, bm, xa, scale, needs)
+    c = np.ascontiguousarray
+    return tuple(mod.lora_linear_bwd(c(g), c(x), c(w), c(a), c(bm), c(xa), float(scale),
+                                     tuple(bool(v) for v in needs)))
+
+
+# ---- self-check --------------------------------------------------------------------------
+
+NATIVE_KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd")
+_verified: tuple[str, ...] | None = None
+
+
+def _self_check() -> dict[str, bool]:
+    """Each native kernel against its reference on shapes that cut micro-tiles (a few ms)."""
+    rng = np.random.default_rng(0)
+
+    def rand(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    def close(got: Any, want: Any) -> bool:
+        return all(np.allclose(g, w, rtol=1e-4, atol=1e-4) for g, w in zip(got, want))
+
+    a, b = rand(37, 13), rand(19, 37)
+    ok = {"gemm": close([gemm(a, b, True, True), gemm(b, a)],
+                        [reference.gemm(a, b, True, True), reference.gemm(b, a)])}
+    x, w, bias, g = rand(9, 21), rand(18, 21), rand(18), rand(9, 18)
+    la, lb = rand(3, 21), rand(18, 3)  # LoRA's A (r, in) and B (out, r), r = 3
+    y, xa = lora_linear_fwd(x, w, bias, la, lb, 0.5)
+    ok["lora_linear_fwd"] = close((y, xa), reference.lora_linear_fwd(x, w, bias, la, lb, 0.5))
+    needs = (True, True, True, True, True)
+    ok["lora_linear_bwd"] = close(lora_linear_bwd(g, x, w, la, lb, xa, 0.5, needs),
+                                  reference.lora_linear_bwd(g, x, w, la, lb, xa, 0.5, needs))
+    return ok
+
+
+def native_kernels() -> tuple[str, ...]:
+    """Names of the kernels whose native version is built and matches its reference; the
+    self-check runs once per process. A kernel that disagrees is left out with a warning."""
+    global _verified
+    if _verified is None:
+        if native_module() is None:
+            _verified = ()
+        else:
+            ok = _self_check()
+            bad = [name for name in NATIVE_KERNELS if not ok[name]]
+            if bad:
+                warnings.warn(f"minitl: native CPU kernels {bad} disagree with their numpy "
+                              f"references on this machine ({cpu_features().get('gemm_path')}); "
+                              "using the references for them.", RuntimeWarning, stacklevel=2)
+            _verified = tuple(name for name in NATIVE_KERNELS if ok[name])
+    return _verified

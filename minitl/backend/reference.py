@@ -1,7 +1,8 @@
 """numpy reference kernels: the definition every native kernel is tested against.
 
 They are written for clarity and work unchanged on CuPy arrays (they only use
-array methods and `array_module`). Shapes follow the kernels in csrc/.
+array methods and `array_module`). Shapes follow the kernels in csrc/ and the numba
+kernels in `numba_kernels.py`, which carry the same names and signatures.
 """
 
 from __future__ import annotations
@@ -95,5 +96,246 @@ def col2im(cols: Array, x_shape: tuple[int, int, int, int], stride: tuple[int, i
     return out[:, :, ph:ph + h, pw:pw + w] if (ph or pw) else out
 
 
-__all__ = ["gemm", "lora_linear_fwd", "lora_linear_bwd", "im2col", "col2im", "conv_out_size",
-           "np"]
+def im2col_cm(x: Array, kh: int, kw: int, stride: tuple[int, int], padding: tuple[int, int],
+              dilation: tuple[int, int]) -> Array:
+    """im2col in channel-major order, (N, C, H, W) -> (C, kh, kw, N, OH, OW): reshaped to
+    (C kh kw, N OH OW) it is the right operand of ONE 2-D GEMM for the whole batch."""
+    xp = _xp(x)
+    return xp.ascontiguousarray(im2col(x, kh, kw, stride, padding, dilation)
+                                .transpose(1, 2, 3, 0, 4, 5))
+
+
+def col2im_cm(cols: Array, x_shape: tuple[int, int, int, int], stride: tuple[int, int],
+              padding: tuple[int, int], dilation: tuple[int, int]) -> Array:
+    """Adjoint of im2col_cm: scatter-add (C, kh, kw, N, OH, OW) back onto (N, C, H, W)."""
+    return col2im(cols.transpose(3, 0, 1, 2, 4, 5), x_shape, stride, padding, dilation)
+
+
+# ---- LayerNorm over rows ------------------------------------------------------------
+# x (M, D); mean and rstd (M, 1); xhat = (x - mean) rstd; dxhat = g w.
+
+
+def layernorm_fwd(x: Array, weight: Array | None, bias: Array | None, eps: float
+                  ) -> tuple[Array, Array, Array]:
+    """x (M, D) -> (y (M, D), mean (M, 1), rstd (M, 1)); weight/bias (D,) or None.
+    The variance is the biased one, from the centred values (no E[x^2] - E[x]^2)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    c = x - mean
+    rstd = ((c * c).mean(axis=-1, keepdims=True) + eps) ** -0.5
+    y = c * rstd
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype, copy=False), mean, rstd
+
+
+def layernorm_bwd(g: Array, x: Array, mean: Array, rstd: Array, weight: Array | None,
+                  needs: tuple[bool, ...]) -> tuple[Array | None, ...]:
+    """Gradients (dx (M, D), dweight (D,), dbias (D,)); `needs` says which to compute.
+
+    dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),  dw = sum g xhat,  db = sum g.
+    """
+    xhat = (x - mean) * rstd
+    dx = dw = db = None
+    if needs[0]:
+        dxhat = g if weight is None else g * weight
+        dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                     - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+        dx = dx.astype(x.dtype, copy=False)
+    if needs[1]:
+        dw = (g * xhat).sum(axis=0).astype(x.dtype, copy=False)
+    if needs[2]:
+        db = g.sum(axis=0)
+    return dx, dw, db
+
+
+# ---- softmax + cross-entropy over rows ----------------------------------------------
+# x (M, C) logits, target (M,) class ids (ignore_index marks rows without a loss),
+# weight (C,) or None, eps = label smoothing. With lse_i = log sum_c e^x_ic and
+# q_ic = (1 - eps) w_y [c = y] + (eps / C) w_c (zero on ignored rows):
+#     loss_i = sum_c q_ic (lse_i - x_ic),   d loss_i / d x_ic = p_ic sum_c q_ic - q_ic.
+
+
+def softmax_xent_fwd(x: Array, target: Array, weight: Array | None, ignore_index: int,
+                     label_smoothing: float) -> tuple[Array, Array]:
+    """(loss (M,), lse (M,)); loss is 0 on ignored rows. Targets must already be checked
+    to lie in [0, C) or equal ignore_index."""
+    xp = _xp(x)
+    m, n_classes = x.shape
+    eps = label_smoothing
+    mx = x.max(axis=1, keepdims=True)
+    lse = xp.log(xp.exp(x - mx).sum(axis=1, keepdims=True)) + mx  # (M, 1)
+    valid = target != ignore_index
+    t = xp.where(valid, target, 0)
+    w_t = valid.astype(x.dtype) if weight is None else weight[t] * valid
+    # an ignored row is 0 even where its logits are -inf (so no inf * 0 below)
+    loss = (1 - eps) * w_t * xp.where(valid, lse[:, 0] - x[xp.arange(m), t], 0)
+    if eps:
+        wx = x.sum(axis=1) if weight is None else x @ weight
+        wsum = n_classes if weight is None else weight.sum()
+        loss = loss + (eps / n_classes) * xp.where(valid, lse[:, 0] * wsum - wx, 0)
+    return loss.astype(x.dtype, copy=False), lse[:, 0].astype(x.dtype, copy=False)
+
+
+def softmax_xent_bwd(x: Array, lse: Array, target: Array, weight: Array | None,
+                     ignore_index: int, label_smoothing: float, grad: Array) -> Array:
+    """dx (M, C) = grad_i (p_ic sum_c q_ic - q_ic) with p = e^(x - lse); grad (M,) is the
+    upstream gradient of each row's loss."""
+    xp = _xp(x)
+    m, n_classes = x.shape
+    eps = label_smoothing
+    valid = target != ignore_index
+    t = xp.where(valid, target, 0)
+    w_t = valid.astype(x.dtype) if weight is None else weight[t] * valid
+    wsum = n_classes if weight is None else weight.sum()
+    gv = xp.where(valid, grad, 0)  # an ignored row gets 0 even when grad is inf or NaN
+    q_sum = (1 - eps) * w_t + (eps / n_classes) * wsum  # sum_c q_ic on valid rows
+    dx = xp.exp(x - lse[:, None]) * (gv * q_sum)[:, None]
+    dx[xp.arange(m), t] -= gv * (1 - eps) * w_t
+    if eps:
+        wc = 1.0 if weight is None else weight[None, :]
+        dx -= (gv * (eps / n_classes))[:, None] * wc
+    return dx.astype(x.dtype, copy=False)
+
+
+# ---- softmax along the last axis ----------------------------------------------------
+
+
+def softmax_fwd(x: Array, safe: bool) -> Array:
+    """y = e^(x - max) / sum e^(x - max) over the last axis of x (M, S). With `safe`, a row
+    that is entirely -inf gives zeros instead of NaN (fully masked attention rows)."""
+    xp = _xp(x)
+    mx = x.max(axis=-1, keepdims=True) if x.size else x.sum(axis=-1, keepdims=True)
+    if safe:
+        mx = xp.where(xp.isfinite(mx), mx, 0)
+    e = xp.exp(x - mx)
+    s = e.sum(axis=-1, keepdims=True)
+    if safe:
+        s = xp.where(s == 0, 1, s)
+    return (e / s).astype(x.dtype, copy=False)
+
+
+def softmax_bwd(g: Array, y: Array) -> Array:
+    """dx = y (g - sum(g y)) over the last axis."""
+    gy = g * y
+    return gy - y * gy.sum(axis=-1, keepdims=True)
+
+
+# ---- GELU ---------------------------------------------------------------------------
+# exact: y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2;  dx = g (Phi(x) + x phi(x)).
+# tanh:  Phi(x) ~ (1 + tanh u) / 2, u = sqrt(2 / pi) (x + 0.044715 x^3).
+
+_SQRT_2_OVER_PI = 0.7978845608028654
+_INV_SQRT_2 = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+_GELU_C = 0.044715
+
+
+def _erf(x: Array) -> Array:
+    xp = _xp(x)
+    if xp is np:
+        from minitl.backend.numba_kernels import erf  # a ufunc over libm's erf
+
+        return erf(x)
+    import cupyx.scipy.special as sp  # pragma: no cover - GPU only
+
+    return sp.erf(x)
+
+
+def gelu_fwd(x: Array, approximate: str) -> Array:
+    """GELU of x (any shape); approximate is 'none' (erf) or 'tanh'."""
+    xp = _xp(x)
+    if approximate == "tanh":
+        t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        return (0.5 * x * (1.0 + t)).astype(x.dtype, copy=False)
+    return (x * (0.5 * (1.0 + _erf(x * _INV_SQRT_2)))).astype(x.dtype, copy=False)
+
+
+def gelu_bwd(g: Array, x: Array, approximate: str) -> Array:
+    """dx of gelu_fwd, recomputed from x (nothing but x is kept between the passes)."""
+    xp = _xp(x)
+    if approximate == "tanh":
+        t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_C * x * x)
+        dx = g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+    else:
+        cdf = 0.5 * (1.0 + _erf(x * _INV_SQRT_2))
+        dx = g * (cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x)))
+    return dx.astype(x.dtype, copy=False)
+
+
+# ---- embedding backward -------------------------------------------------------------
+
+
+def embedding_bwd(g: Array, ids: Array, num_embeddings: int, padding_idx: int | None,
+                  scale_grad_by_freq: bool) -> Array:
+    """dW (N, D) of a lookup W[ids]: g (M, D) rows scatter-added at ids (M,), repeats
+    accumulating; divided by each id's count with scale_grad_by_freq; the padding row is 0."""
+    xp = _xp(g)
+    dw = xp.zeros((num_embeddings, g.shape[1]), dtype=g.dtype)
+    if xp is np:
+        np.add.at(dw, ids, g)
+    else:  # pragma: no cover - GPU only
+        import cupyx
+
+        cupyx.scatter_add(dw, ids, g)
+    if scale_grad_by_freq:
+        counts = xp.bincount(ids, minlength=num_embeddings)
+        dw /= xp.maximum(counts, 1)[:, None].astype(g.dtype)
+    if padding_idx is not None:
+        dw[padding_idx] = 0
+    return dw
+
+
+# ---- Adam / AdamW update ------------------------------------------------------------
+
+
+def adamw_step(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
+               max_exp_avg_sq: Array | None, step: int, lr: float, beta1: float, beta2: float,
+               eps: float, weight_decay: float, decoupled: bool, maximize: bool) -> None:
+    """One Adam (decoupled=False: L2 folded into g) or AdamW step, updating param, exp_avg,
+    exp_avg_sq (and max_exp_avg_sq for AMSGrad) in place. `step` counts this step (>= 1).
+    The operations and their order are PyTorch's single-tensor path, so float64 agrees:
+
+        p *= 1 - lr wd (AdamW)  |  g = g + wd p (Adam)
+        m = lerp(m, g, 1 - beta1);  v = beta2 v + (1 - beta2) g g;  vmax = max(vmax, v)
+        p += (m * -(lr / (1 - beta1^t))) / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    """
+    xp = _xp(param)
+    if maximize:
+        grad = -grad
+    if weight_decay != 0:
+        if decoupled:
+            param *= 1 - lr * weight_decay
+        else:
+            grad = grad + weight_decay * param  # out of place: the caller's grad is untouched
+    # lerp as PyTorch rounds it: the formula switches at weight 0.5, exact at both ends
+    w = 1 - beta1
+    diff = grad - exp_avg
+    if abs(w) < 0.5:
+        diff *= w
+        exp_avg += diff
+    else:
+        diff *= 1 - w
+        xp.subtract(grad, diff, out=exp_avg)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    step_size = lr / (1 - beta1**step)
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    if max_exp_avg_sq is not None:
+        xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        denom = xp.sqrt(max_exp_avg_sq)
+    else:
+        denom = xp.sqrt(exp_avg_sq)
+    denom /= bias_correction2_sqrt
+    denom += eps
+    update = exp_avg * -step_size
+    update /= denom
+    param += update
+
+
+__all__ = ["adamw_step", "col2im", "col2im_cm", "conv_out_size", "embedding_bwd",
+           "gelu_bwd", "gelu_fwd", "gemm", "im2col", "im2col_cm", "layernorm_bwd", "layernorm_fwd",
+           "lora_linear_bwd", "lora_linear_fwd", "np", "softmax_bwd", "softmax_fwd",
+           "softmax_xent_bwd", "softmax_xent_fwd"]

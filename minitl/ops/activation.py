@@ -7,21 +7,14 @@ finite. `softmax` / `log_softmax` are also Tensor methods (see TENSOR_METHODS).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from minitl.function import Context, Function
-from minitl.ops.elementwise import erf_array
 from minitl.tensor import Tensor
 
 Array = Any
-
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_GELU_C = 0.044715  # the cubic coefficient of the tanh approximation
 
 
 def _axis(dim: int, ndim: int, op: str) -> int:
@@ -32,31 +25,21 @@ def _axis(dim: int, ndim: int, op: str) -> int:
 
 
 class GELU(Function):
-    """y = x Phi(x);  dx = g (Phi(x) + x phi(x))  ('tanh': Phi ~ (1 + tanh u) / 2)."""
+    """y = x Phi(x);  dx = g (Phi(x) + x phi(x))  ('tanh': Phi ~ (1 + tanh u) / 2).
+    Backend kernels `gelu_fwd` / `gelu_bwd`; only x is kept, backward recomputes Phi."""
 
     @staticmethod
     def forward(ctx: Context, x: Array, approximate: str = "none") -> Array:
-        xp = ctx.xp
-        ctx.exact = approximate == "none"
-        if ctx.exact:
-            cdf = 0.5 * (1.0 + erf_array(xp, x * _INV_SQRT_2))
-            ctx.save_for_backward(x, cdf)
-            return (x * cdf).astype(x.dtype, copy=False)
-        if approximate == "tanh":
-            t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
-            ctx.save_for_backward(x, t)
-            return 0.5 * x * (1.0 + t)
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        ctx.save_for_backward(x)
+        ctx.approximate = approximate
+        return ctx.backend.gelu_fwd(x, approximate)
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array, None]:
-        x, v = ctx.saved
-        if ctx.exact:  # v = Phi(x)
-            pdf = _INV_SQRT_2PI * ctx.xp.exp(-0.5 * x * x)
-            return g * (v + x * pdf), None
-        # v = tanh(u), u = sqrt(2/pi) (x + c x^3)
-        du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_C * x * x)
-        return g * (0.5 * (1.0 + v) + 0.5 * x * (1.0 - v * v) * du), None
+        (x,) = ctx.saved
+        return ctx.backend.gelu_bwd(g, x, ctx.approximate), None
 
 
 class SiLU(Function):
@@ -92,34 +75,38 @@ class LeakyReLU(Function):
         return ctx.xp.where(pos, g, g * ctx.slope), None
 
 
+def _last_axis(xp: Any, x: Array, axis: int) -> Array:
+    """x with `axis` moved last (a view), 0-d as (1,): the layout the row kernels take."""
+    return x.reshape(1) if x.ndim == 0 else xp.moveaxis(x, axis, -1)
+
+
+def _from_last_axis(xp: Any, y: Array, axis: int, shape: tuple[int, ...]) -> Array:
+    return y.reshape(shape) if len(shape) == 0 else xp.moveaxis(y, -1, axis)
+
+
 class Softmax(Function):
     """y = e^(x - max) / sum e^(x - max) along dim;  dx = y (g - sum(g y)).
 
     With `safe=True` a row that is entirely -inf gives zeros (and zero gradient) instead of
-    NaN; attention uses this for fully masked query rows.
+    NaN; attention uses this for fully masked query rows. Backend kernels `softmax_fwd` /
+    `softmax_bwd` work on the last axis; another dim is moved there (a view) and back.
     """
 
     @staticmethod
     def forward(ctx: Context, x: Array, dim: int, safe: bool = False) -> Array:
         xp = ctx.xp
         axis = _axis(dim, x.ndim, "softmax")
-        m = x.max(axis=axis, keepdims=True) if x.size else x.sum(axis=axis, keepdims=True)
-        if safe:
-            m = xp.where(xp.isfinite(m), m, 0)
-        e = xp.exp(x - m)
-        s = e.sum(axis=axis, keepdims=True)
-        if safe:
-            s = xp.where(s == 0, 1, s)
-        y = e / s
+        y = ctx.backend.softmax_fwd(_last_axis(xp, x, axis), safe)
         ctx.save_for_backward(y)
-        ctx.axis = axis
-        return y
+        ctx.axis, ctx.shape = axis, x.shape
+        return _from_last_axis(xp, y, axis, x.shape)
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array, None, None]:
+        xp = ctx.xp
         (y,) = ctx.saved
-        gy = g * y
-        return gy - y * gy.sum(axis=ctx.axis, keepdims=True), None, None
+        dx = ctx.backend.softmax_bwd(_last_axis(xp, g, ctx.axis), y)
+        return _from_last_axis(xp, dx, ctx.axis, ctx.shape), None, None
 
 
 class LogSoftmax(Function):
@@ -142,24 +129,27 @@ class LogSoftmax(Function):
         return g - ctx.xp.exp(y) * g.sum(axis=ctx.axis, keepdims=True), None
 
 
+def dropout_scale(xp: Any, shape: tuple[int, ...], dtype: Any, p: float) -> Array:
+    """One array holding 0 (probability p) or 1/(1-p), from minitl's generator: dropout's
+    forward and backward are then a single multiply each."""
+    keep = 1.0 - p
+    if keep <= 0.0:
+        return xp.zeros(shape, dtype=dtype)
+    if xp is np:
+        from minitl.creation import default_generator
+
+        u = default_generator().random(shape)
+    else:  # pragma: no cover - GPU only: draw on the device, no host round trip
+        u = xp.random.random(shape)
+    return (u < keep).astype(dtype) * np.dtype(dtype).type(1.0 / keep)
+
+
 class Dropout(Function):
     """y = x m / (1 - p) with m ~ Bernoulli(1 - p);  dx = g m / (1 - p)."""
 
     @staticmethod
     def forward(ctx: Context, x: Array, p: float) -> Array:
-        xp = ctx.xp
-        keep = 1.0 - p
-        if keep <= 0.0:
-            scale = xp.zeros(x.shape, dtype=x.dtype)
-        else:
-            if xp is np:
-                from minitl.creation import default_generator
-
-                u = default_generator().random(x.shape)
-            else:  # pragma: no cover - GPU only: draw on the device, no host round trip
-                u = xp.random.random(x.shape)
-            # One array holding 0 or 1/(1-p), so backward is a single multiply.
-            scale = (u < keep).astype(x.dtype) * x.dtype.type(1.0 / keep)
+        scale = dropout_scale(ctx.xp, x.shape, x.dtype, p)
         ctx.save_for_backward(scale)
         return x * scale
 

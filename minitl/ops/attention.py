@@ -1,8 +1,11 @@
 """Attention and the fused LoRA linear layer.
 
-`scaled_dot_product_attention` (arXiv:1706.03762) is composed from existing ops (matmul,
-where, the stable Softmax, dropout), so its backward comes for free and reads like the
-formula: softmax(q k^T * scale + mask) v. `LoRALinear` (arXiv:2106.09685) is one Function,
+`scaled_dot_product_attention` (arXiv:1706.03762) is one Function, softmax(q k^T * scale +
+mask) v with dropout on the weights, whose backward is written out (see its docstring): one
+graph node instead of the seven a composition of transpose, matmul, mul, where, softmax,
+dropout and matmul records, and no intermediate kept that the backward does not read. The
+row softmax runs on the backend kernels `softmax_fwd` / `softmax_bwd`. `LoRALinear`
+(arXiv:2106.09685) is one Function,
 y = x W^T + b + scale (x A^T) B^T, whose forward and backward are backend kernels
 (`lora_linear_fwd` / `lora_linear_bwd`), so the low-rank path never materializes B A.
 """
@@ -15,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from minitl.function import Context, Function
-from minitl.ops.activation import Softmax, dropout
-from minitl.ops.elementwise import Where
+from minitl.ops.activation import dropout_scale
 from minitl.tensor import Tensor
 
 Array = Any
@@ -36,6 +38,82 @@ def _repeat_heads(x: Tensor, times: int) -> Tensor:
     *lead, h, s, e = x.shape
     x = x.unsqueeze(-3).expand(*lead, h, times, s, e)
     return x.reshape(*lead, h * times, s, e)
+
+
+_GEMM_MIN = 1 << 15  # multiply-adds per matrix above which each gets its own backend.gemm
+
+
+def _bmm(ctx: Context, a: Array, b: Array, trans_a: bool = False, trans_b: bool = False
+         ) -> Array:
+    """op(a) @ op(b) over the batch dims. Attention's products (B h of them, 128 x 64 x 128
+    for bert-mini) each go to backend.gemm: the register-tiled C++ kernel is ~4x faster on
+    them than a numba loop, and numpy's batched matmul would wake multithreaded OpenBLAS,
+    whose pool fights the OpenMP one on two cores. Small products and broadcasting batch
+    dims take the array module's matmul."""
+    xp = ctx.xp
+    m, k = (a.shape[-1], a.shape[-2]) if trans_a else (a.shape[-2], a.shape[-1])
+    n = b.shape[-2] if trans_b else b.shape[-1]
+    if a.ndim == 2 and b.ndim == 2:
+        return ctx.backend.gemm(a, b, trans_a, trans_b)
+    if a.shape[:-2] != b.shape[:-2] or m * n * k < _GEMM_MIN:
+        return xp.matmul(xp.swapaxes(a, -1, -2) if trans_a else a,
+                         xp.swapaxes(b, -1, -2) if trans_b else b)
+    lead = a.shape[:-2]
+    a3, b3 = a.reshape((-1,) + a.shape[-2:]), b.reshape((-1,) + b.shape[-2:])
+    out = xp.empty((a3.shape[0], m, n), dtype=xp.result_type(a, b))
+    for i in range(a3.shape[0]):
+        out[i] = ctx.backend.gemm(a3[i], b3[i], trans_a, trans_b)
+    return out.reshape(lead + (m, n))
+
+
+class ScaledDotProductAttention(Function):
+    """o = D(A) v with A = softmax(s q k^T + mask) and D the dropout (a 0 or 1/(1-p) scale);
+    dv = D(A)^T g,  dA = D(g v^T),  dS = A (dA - sum(dA A)),  dq = s dS k,  dk = s dS^T q,
+    dmask = dS (float masks). Batch dims broadcast as in matmul (gradients are summed back)."""
+
+    @staticmethod
+    def forward(ctx: Context, q: Array, k: Array, v: Array, mask: Array | None, scale: float,
+                dropout_p: float) -> Array:
+        xp = ctx.xp
+        scores = _bmm(ctx, q, k, trans_b=True)  # (..., L, S)
+        scores *= scale
+        if mask is not None:
+            if mask.dtype == np.bool_:
+                scores = xp.where(mask, scores, -math.inf).astype(q.dtype, copy=False)
+            else:
+                scores = scores + mask
+        attn = ctx.backend.softmax_fwd(scores, True)  # a fully masked row gives zeros
+        drop = None
+        if dropout_p > 0.0:
+            drop = dropout_scale(xp, attn.shape, attn.dtype, dropout_p)
+        ctx.save_for_backward(q, k, v, attn, drop)
+        ctx.scale = scale
+        return _bmm(ctx, attn if drop is None else attn * drop, v)  # (..., L, Ev)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
+        q, k, v, attn, drop = ctx.saved
+        nq, nk, nv, nm = (ctx.needs_input_grad + (False,))[:4]
+        dv = None
+        if nv:
+            dv = _bmm(ctx, attn if drop is None else attn * drop, g, trans_a=True)  # (.., S, Ev)
+        if not (nq or nk or nm):
+            return None, None, dv, None, None, None
+        da = _bmm(ctx, g, v, trans_b=True)  # (..., L, S)
+        if drop is not None:
+            da *= drop
+        ds = ctx.backend.softmax_bwd(da, attn)
+        dmask = ds if nm else None
+        if nq or nk:
+            ds = ds * ctx.scale if nm else _scale_(ds, ctx.scale)
+        dq = _bmm(ctx, ds, k) if nq else None
+        dk = _bmm(ctx, ds, q, trans_a=True) if nk else None
+        return dq, dk, dv, dmask, None, None
+
+
+def _scale_(a: Array, s: float) -> Array:
+    a *= s
+    return a
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
@@ -69,28 +147,22 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             raise ValueError(f"scaled_dot_product_attention: {hq} query heads are not a "
                              f"multiple of {hk} key/value heads")
         key, value = _repeat_heads(key, hq // hk), _repeat_heads(value, hq // hk)
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"dropout: probability has to be between 0 and 1, but got {dropout_p}")
     length, source = query.shape[-2], key.shape[-2]
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
-    scores = (query @ key.transpose(-2, -1)) * s  # (..., L, S)
+    mask: Tensor | None = None
     if is_causal:
         if attn_mask is not None:
             raise ValueError("scaled_dot_product_attention: pass either attn_mask or "
                              "is_causal=True, not both")
-        keep = np.tril(np.ones((length, source), dtype=bool))
-        attn_mask = _as_tensor_like(keep, query)
-    if attn_mask is not None:
+        mask = _as_tensor_like(np.tril(np.ones((length, source), dtype=bool)), query)
+    elif attn_mask is not None:
         mask = _as_tensor_like(attn_mask, query)
-        if mask.dtype == np.bool_:
-            scores = Where.apply(mask, scores, -math.inf)
-        elif mask.dtype == query.dtype:
-            scores = scores + mask
-        else:
+        if mask.dtype != np.bool_ and mask.dtype != query.dtype:
             raise TypeError(f"scaled_dot_product_attention: attn_mask must be bool or "
                             f"{query.dtype}, got {mask.dtype}")
-    attn = Softmax.apply(scores, -1, safe=True)
-    if dropout_p > 0.0:
-        attn = dropout(attn, dropout_p, training=True)
-    return attn @ value  # (..., L, Ev)
+    return ScaledDotProductAttention.apply(query, key, value, mask, s, float(dropout_p))
 
 
 class LoRALinear(Function):

@@ -2,9 +2,10 @@
 dilation, groups incl. depthwise), conv1d (as a conv2d of height 1), max_pool2d, avg_pool2d
 and adaptive_avg_pool2d, all with PyTorch's output-size rules.
 
-Convolution is im2col + batched matmul: `backend.im2col` lays every receptive field out as a
-column, (N, C, kh, kw, OH, OW), and each group's filters multiply those columns. Backward is
-the adjoint: filters^T @ g gives column gradients that `backend.col2im` scatter-adds back.
+Convolution is im2col + GEMM: `backend.im2col_cm` lays every receptive field of the whole
+batch out as a column, (C kh kw, N OH OW), and each group's filters multiply those columns in
+one 2-D product. Backward is the adjoint: filters^T @ g gives column gradients that
+`backend.col2im_cm` scatter-adds back. Pooling uses the per-image layout (`im2col`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,15 @@ def _pad_input(xp: Any, x: Array, lo: tuple[int, int], hi: tuple[int, int],
 
 class Conv2d(Function):
     """y = W * x + b (cross-correlation per group);
-    dW = g @ cols^T (summed over N), dcols = W^T @ g, dx = col2im(dcols), db = sum g."""
+    dW = g @ cols^T, dcols = W^T @ g, dx = col2im(dcols), db = sum g.
+
+    The whole batch is one GEMM per group: `im2col_cm` lays the receptive fields out as
+    cols (C kh kw, N OH OW), so W_g (Co/G, K) @ cols_g (K, N L) replaces N small products,
+    and dW_g = g_g (Co/G, N L) @ cols_g^T needs no sum over the batch afterwards. The
+    products are backend.gemm (C++, the same OpenMP pool as the numba kernels): numpy's
+    OpenBLAS is faster alone on these short-and-wide shapes, but its spinning worker
+    threads and the OpenMP pool starve each other on two cores.
+    """
 
     @staticmethod
     def forward(ctx: Context, x: Array, w: Array, b: Array | None, stride: tuple[int, int],
@@ -52,37 +61,50 @@ class Conv2d(Function):
             pad = (0, 0)
         else:
             pad = pad_lo
-        cols = ctx.backend.im2col(x, kh, kw, stride, pad, dilation)  # (N, Cin, kh, kw, OH, OW)
+        cols = ctx.backend.im2col_cm(x, kh, kw, stride, pad, dilation)  # (Cin, kh, kw, N, OH, OW)
         oh, ow = cols.shape[-2:]
-        k = cin_g * kh * kw
-        cols_g = cols.reshape(n, groups, k, oh * ow)  # (N, G, K, L)
+        k, length = cin_g * kh * kw, n * oh * ow
+        cols = cols.reshape(groups, k, length)  # (G, K, N L)
         w_g = w.reshape(groups, cout // groups, k)  # (G, Co/G, K)
-        y = xp.matmul(w_g, cols_g).reshape(n, cout, oh, ow)
+        if groups == 1:
+            y = ctx.backend.gemm(w_g[0], cols[0])  # (Co, N L)
+        else:
+            y = xp.matmul(w_g, cols).reshape(cout, length)
         if b is not None:
-            y += b.reshape(1, cout, 1, 1)
-        ctx.save_for_backward(cols_g, w_g)
+            y += b.reshape(cout, 1)
+        ctx.save_for_backward(cols, w_g)
         ctx.geom = (x.shape, (h, wd), stride, pad, pad_lo, dilation, w.shape)
-        return y
+        return y.reshape(cout, n, oh, ow).transpose(1, 0, 2, 3)  # (N, Co, OH, OW) view
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
         xp = ctx.xp
-        cols_g, w_g = ctx.saved
+        cols, w_g = ctx.saved
         x_shape, (h, wd), stride, pad, pad_lo, dilation, w_shape = ctx.geom
         nx, nw, nb = (ctx.needs_input_grad + (False,))[:3]
-        n, groups, _, length = cols_g.shape
-        g_g = g.reshape(n, groups, -1, length)  # (N, G, Co/G, L)
+        groups, _, length = cols.shape
+        cout = w_shape[0]
+        g_cm = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, cout // groups,
+                                                                      length)  # (G, Co/G, N L)
+        gemm = ctx.backend.gemm
         dx = dw = db = None
         if nw:
-            dw = xp.matmul(g_g, cols_g.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w_shape)
+            if groups == 1:
+                dw = gemm(g_cm[0], cols[0], trans_b=True).reshape(w_shape)
+            else:
+                dw = xp.matmul(g_cm, cols.transpose(0, 2, 1)).reshape(w_shape)
         if nx:
-            dcols = xp.matmul(w_g.transpose(0, 2, 1), g_g)  # (N, G, K, L)
-            dcols = dcols.reshape(n, x_shape[1], w_shape[2], w_shape[3], *g.shape[-2:])
-            dx = ctx.backend.col2im(dcols, x_shape, stride, pad, dilation)
+            if groups == 1:
+                dcols = gemm(w_g[0], g_cm[0], trans_a=True)  # (K, N L)
+            else:
+                dcols = xp.matmul(w_g.transpose(0, 2, 1), g_cm)  # (G, K, N L)
+            n, oh, ow = x_shape[0], g.shape[2], g.shape[3]
+            dcols = dcols.reshape(x_shape[1], w_shape[2], w_shape[3], n, oh, ow)
+            dx = ctx.backend.col2im_cm(dcols, x_shape, stride, pad, dilation)
             if tuple(dx.shape[-2:]) != (h, wd):  # undo the explicit asymmetric padding
                 dx = dx[:, :, pad_lo[0]:pad_lo[0] + h, pad_lo[1]:pad_lo[1] + wd]
         if nb:
-            db = g.sum(axis=(0, 2, 3))
+            db = g_cm.sum(axis=2).reshape(cout)
         return dx, dw, db, None, None, None, None, None
 
 

@@ -1,7 +1,8 @@
 """Index-based ops: embedding lookup (with scatter-add backward and padding_idx) and one_hot.
 
 The gradient of a lookup is a scatter-add: every occurrence of id j adds its output gradient
-to row j, so repeated ids accumulate (`ufunc.at`, which numpy and CuPy both provide).
+to row j, so repeated ids accumulate. It is the backend kernel `embedding_bwd` (numpy's
+`ufunc.at` in the reference, a column-parallel numba loop on the CPU).
 """
 
 from __future__ import annotations
@@ -14,16 +15,6 @@ from minitl.function import Context, Function
 from minitl.tensor import Tensor
 
 Array = Any
-
-
-def _scatter_add_rows(xp: Any, out: Array, ids: Array, rows: Array) -> None:
-    """out[ids[i]] += rows[i] with repeats accumulating."""
-    if xp is np:
-        np.add.at(out, ids, rows)
-    else:  # pragma: no cover - GPU only
-        import cupyx
-
-        cupyx.scatter_add(out, ids, rows)
 
 
 def _check_ids(op: str, ids: Array, n: int, what: str = "embeddings") -> None:
@@ -54,17 +45,10 @@ class Embedding(Function):
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[None, Array, None, None]:
-        xp = ctx.xp
         (ids,) = ctx.saved
         n, d = ctx.weight_shape
-        flat = ids.reshape(-1)
-        dw = xp.zeros((n, d), dtype=g.dtype)
-        _scatter_add_rows(xp, dw, flat, g.reshape(-1, d))
-        if ctx.by_freq:
-            counts = xp.bincount(flat, minlength=n)
-            dw /= xp.maximum(counts, 1)[:, None].astype(g.dtype)
-        if ctx.padding_idx is not None:
-            dw[ctx.padding_idx] = 0
+        dw = ctx.backend.embedding_bwd(g.reshape(-1, d), ids.reshape(-1), n, ctx.padding_idx,
+                                       ctx.by_freq)
         return None, dw, None, None
 
 

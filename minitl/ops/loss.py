@@ -7,7 +7,9 @@ targets that are not ignored (NaN when every target is ignored, as in PyTorch).
 
 Cross-entropy with class indices and label smoothing eps, for row i with target y:
     loss_i = -sum_c q_ic log p_ic,   q_ic = (1 - eps) w_y [c = y] + (eps / C) w_c
-so every variant shares the gradient  d loss_i / d x_ic = p_ic sum_c q_ic - q_ic.
+so every variant shares the gradient  d loss_i / d x_ic = p_ic sum_c q_ic - q_ic. With class
+indices it runs on the backend kernels `softmax_xent_fwd` / `softmax_xent_bwd`, which keep
+only the logits and one log-sum-exp per row (no (M, C) log-probabilities).
 """
 
 from __future__ import annotations
@@ -125,10 +127,11 @@ class CrossEntropy(Function):
         xp = ctx.xp
         n_classes = x.shape[0] if x.ndim == 1 else x.shape[1]
         _check_weight("cross_entropy", weight, n_classes, x.dtype)
-        logp = _log_softmax_rows(xp, _rows(xp, x))  # (M, C)
-        m, eps = logp.shape[0], label_smoothing
+        eps = label_smoothing
         ctx.prob = target.dtype.kind == "f"
         if ctx.prob:
+            logp = _log_softmax_rows(xp, _rows(xp, x))  # (M, C)
+            m = logp.shape[0]
             if tuple(target.shape) != tuple(x.shape):
                 raise ValueError(f"cross_entropy: probability target of shape "
                                  f"{tuple(target.shape)} does not match input of shape "
@@ -147,14 +150,12 @@ class CrossEntropy(Function):
                                 f"float probabilities, got dtype {target.dtype}")
             _check_class_target("cross_entropy", x, target)
             tc, valid = _class_rows(xp, "cross_entropy", target, n_classes, ignore_index)
-            validf = valid.astype(x.dtype)
-            w_t = validf if weight is None else weight[tc] * validf  # (M,)
-            per = -w_t * logp[xp.arange(m), tc] * (1 - eps)
-            if eps:
-                smooth = -(logp.sum(axis=1) if weight is None else logp @ weight)
-                per = per + (eps / n_classes) * smooth * validf
+            w_t = valid.astype(x.dtype) if weight is None else weight[tc] * valid  # (M,)
+            x2, t = _rows(xp, x), target.reshape(-1)  # (M, C), (M,)
+            per, lse = ctx.backend.softmax_xent_fwd(x2, t, weight, ignore_index, eps)
             denom = w_t.sum()
-            ctx.save_for_backward(logp, tc, validf, w_t, weight)
+            ctx.save_for_backward(x2, lse, t, weight)
+            ctx.ignore_index = ignore_index
             out_shape = tuple(target.shape)
         ctx.reduction, ctx.denom, ctx.eps, ctx.x_shape = reduction, denom, eps, x.shape
         return _finish(xp, per, reduction, denom, out_shape, x.dtype)
@@ -162,30 +163,24 @@ class CrossEntropy(Function):
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array | None, Array | None, None]:
         xp = ctx.xp
-        logp = ctx.saved[0]
-        m, n_classes = logp.shape
         eps = ctx.eps
-        gi = _row_grad(g, ctx.reduction, ctx.denom, m)  # (M,) or scalar
-        p = xp.exp(logp)
         if ctx.prob:
-            _, qw, weight = ctx.saved
+            logp, qw, weight = ctx.saved
+            m = logp.shape[0]
+            gi = _row_grad(g, ctx.reduction, ctx.denom, m)  # (M,) or scalar
             col = gi[:, None] if getattr(gi, "ndim", 0) else gi
-            dx = col * (p * qw.sum(axis=1, keepdims=True) - qw)
+            dx = col * (xp.exp(logp) * qw.sum(axis=1, keepdims=True) - qw)
             dt = None
             if ctx.needs_input_grad[1]:
                 wl = logp if weight is None else logp * weight
                 dt = _unrows(xp, -col * (1 - eps) * wl, ctx.x_shape)
             return _unrows(xp, dx, ctx.x_shape), dt, None
-        _, tc, validf, w_t, weight = ctx.saved
-        gi = xp.broadcast_to(gi, (m,))
-        wsum = n_classes if weight is None else weight.sum()
-        q_sum = (1 - eps) * w_t + (eps / n_classes) * wsum * validf  # sum_c q_ic
-        dx = p * (gi * q_sum)[:, None]
-        dx[xp.arange(m), tc] -= gi * (1 - eps) * w_t
-        if eps:
-            wc = 1.0 if weight is None else weight[None, :]
-            dx -= (gi * validf * (eps / n_classes))[:, None] * wc
-        return _unrows(xp, dx.astype(logp.dtype, copy=False), ctx.x_shape), None, None
+        x2, lse, t, weight = ctx.saved
+        m = x2.shape[0]
+        gi = _row_grad(g, ctx.reduction, ctx.denom, m)  # (M,) or scalar
+        grad = xp.broadcast_to(xp.asarray(gi, dtype=x2.dtype), (m,))
+        dx = ctx.backend.softmax_xent_bwd(x2, lse, t, weight, ctx.ignore_index, eps, grad)
+        return _unrows(xp, dx, ctx.x_shape), None, None
 
 
 class NLLLoss(Function):

@@ -4,8 +4,8 @@
 All three share one identity: with xhat = (x - mean) * rstd over the normalized axes and
 dxhat = g * weight,
     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
-`layernorm_fwd` / `layernorm_bwd` are kernel-shaped helpers ((M, D) rows, array methods only,
-so they run on numpy and CuPy) that a backend can later replace with native code.
+LayerNorm runs on the backend kernels `layernorm_fwd` / `layernorm_bwd` over (M, D) rows (numpy
+reference in backend/reference.py, a one-pass numba kernel on the CPU).
 """
 
 from __future__ import annotations
@@ -31,33 +31,6 @@ def _stats(x: Array, axes: Any, eps: float) -> tuple[Array, Array, Array]:
 def _input_grad(dxhat: Array, xhat: Array, rstd: Array, axes: Any) -> Array:
     return rstd * (dxhat - dxhat.mean(axis=axes, keepdims=True)
                    - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
-
-
-def layernorm_fwd(x: Array, weight: Array | None, bias: Array | None, eps: float
-                  ) -> tuple[Array, Array, Array]:
-    """x (M, D) -> (y (M, D), mean (M, 1), rstd (M, 1)); weight/bias (D,) or None."""
-    mean, _, rstd = _stats(x, -1, eps)
-    y = (x - mean) * rstd
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y.astype(x.dtype, copy=False), mean, rstd
-
-
-def layernorm_bwd(g: Array, x: Array, mean: Array, rstd: Array, weight: Array | None,
-                  needs: tuple[bool, ...]) -> tuple[Array | None, ...]:
-    """Gradients (dx (M, D), dweight (D,), dbias (D,)); `needs` says which to compute."""
-    xhat = (x - mean) * rstd
-    dx = dw = db = None
-    if needs[0]:
-        dxhat = g if weight is None else g * weight
-        dx = _input_grad(dxhat, xhat, rstd, -1)
-    if needs[1]:
-        dw = (g * xhat).sum(axis=0)
-    if needs[2]:
-        db = g.sum(axis=0)
-    return dx, dw, db
 
 
 def _check_dtypes(op: str, x: Array, *others: Array | None) -> None:
@@ -87,7 +60,7 @@ class LayerNorm(Function):
         x2 = x.reshape(-1, d)  # (M, D)
         w2 = None if weight is None else weight.reshape(d)
         b2 = None if bias is None else bias.reshape(d)
-        y, mean, rstd = layernorm_fwd(x2, w2, b2, eps)
+        y, mean, rstd = ctx.backend.layernorm_fwd(x2, w2, b2, eps)
         ctx.save_for_backward(x2, mean, rstd, w2)
         ctx.x_shape, ctx.norm_shape = x.shape, normalized_shape
         return y.reshape(x.shape)
@@ -96,7 +69,8 @@ class LayerNorm(Function):
     def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
         x2, mean, rstd, w2 = ctx.saved
         needs = (ctx.needs_input_grad + (False, False))[:3]
-        dx, dw, db = layernorm_bwd(g.reshape(x2.shape), x2, mean, rstd, w2, needs)
+        dx, dw, db = ctx.backend.layernorm_bwd(g.reshape(x2.shape), x2, mean, rstd, w2,
+                                               needs)
         return (None if dx is None else dx.reshape(ctx.x_shape),
                 None if dw is None else dw.reshape(ctx.norm_shape),
                 None if db is None else db.reshape(ctx.norm_shape), None, None)

@@ -13,6 +13,10 @@ exactly as PyTorch folds them), so float64 trajectories agree to rounding:
     vmax = max(vmax, v); use vmax for v            (amsgrad)
     denom = sqrt(v) / sqrt(1 - beta2**t) + eps
     p = p - lr / (1 - beta1**t) * m / denom
+
+The update of one parameter is the backend kernel `adamw_step` (numpy reference in
+backend/reference.py; on the CPU a numba loop that makes one pass over the parameter, its
+gradient and its state instead of a dozen numpy passes).
 """
 
 from __future__ import annotations
@@ -20,22 +24,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from minitl.backend import array_module
+import numpy as np
+
+from minitl.backend import array_module, device_of, get_backend, reference
 from minitl.optim.optimizer import Optimizer, ParamsT, check_nonnegative, check_unit_interval
 
 
-def _lerp_(start: Any, end: Any, weight: float) -> None:
-    """start <- start + weight * (end - start), in place, rounded as PyTorch's lerp_.
-
-    PyTorch switches formula at |weight| = 0.5 so the result is exact at both ends.
-    """
-    diff = end - start
-    if abs(weight) < 0.5:
-        diff *= weight
-        start += diff
-    else:
-        diff *= 1 - weight
-        array_module(start).subtract(end, diff, out=start)
+def _kernel(param: Any) -> Any:
+    """The adamw_step of the backend that holds `param` (numba on the CPU, a raw kernel on
+    CUDA); each falls back to the reference for dtypes it does not take."""
+    if param.dtype in (np.float32, np.float64):
+        return get_backend(device_of(param)).adamw_step
+    return reference.adamw_step
 
 
 class Adam(Optimizer):
@@ -75,45 +75,20 @@ class Adam(Optimizer):
                 if p.grad is None:
                     continue
                 param = p.data  # updated in place
-                grad = -p.grad.data if group["maximize"] else p.grad.data
+                grad = p.grad.data
                 xp = array_module(param)
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = 0
                     state["exp_avg"] = xp.zeros_like(param)
                     state["exp_avg_sq"] = xp.zeros_like(param)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = xp.zeros_like(param)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                if group["amsgrad"] and "max_exp_avg_sq" not in state:
+                    state["max_exp_avg_sq"] = xp.zeros_like(param)
                 state["step"] += 1
-                step = state["step"]
-
-                if weight_decay != 0:
-                    if group["decoupled_weight_decay"]:
-                        param *= 1 - lr * weight_decay
-                    else:
-                        grad = grad + weight_decay * param  # out of place: p.grad untouched
-
-                _lerp_(exp_avg, grad, 1 - beta1)
-                exp_avg_sq *= beta2
-                exp_avg_sq += (1 - beta2) * grad * grad
-
-                bias_correction1 = 1 - beta1**step
-                bias_correction2 = 1 - beta2**step
-                step_size = lr / bias_correction1
-                bias_correction2_sqrt = bias_correction2**0.5
-
-                if group["amsgrad"]:
-                    max_sq = state["max_exp_avg_sq"]
-                    xp.maximum(max_sq, exp_avg_sq, out=max_sq)
-                    denom = xp.sqrt(max_sq)
-                else:
-                    denom = xp.sqrt(exp_avg_sq)
-                denom /= bias_correction2_sqrt
-                denom += eps
-                update = exp_avg * -step_size
-                update /= denom
-                param += update
+                max_sq = state["max_exp_avg_sq"] if group["amsgrad"] else None
+                _kernel(param)(param, grad, state["exp_avg"], state["exp_avg_sq"], max_sq,
+                               state["step"], lr, beta1, beta2, eps, weight_decay,
+                               group["decoupled_weight_decay"], group["maximize"])
         return loss
 
 

@@ -1,0 +1,85 @@
+"""`minitl bench [--quick] [SUBJECT ...]`: run the benchmarks (minitl against PyTorch / numpy
+doing the same work) and print their tables; each saves JSON rows under benchmarks/results/.
+
+Subjects are the `benchmarks/bench_<subject>.py` modules of a source checkout: ops (the fused
+light ops), train_step (a bert-mini and a resnet-mini training step), gemm, lora. With no
+subject, all of them run. The benchmarks live beside the package, not inside it, so this
+command needs the repository (pip install -e . or a source tree); it looks for `benchmarks/`
+above the installed package and in the working directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_ORDER = ("ops", "train_step", "gemm", "lora")
+
+
+def find_benchmarks() -> Path | None:
+    """The `benchmarks/` directory of the source checkout this minitl runs from, if any."""
+    here = Path(__file__).resolve().parents[2]  # minitl/cli/bench.py -> repository root
+    for root in (here, Path.cwd()):
+        candidate = root / "benchmarks"
+        if (candidate / "common.py").is_file():
+            return candidate
+    return None
+
+
+def available(bench_dir: Path) -> list[str]:
+    names = sorted(p.stem[len("bench_"):] for p in bench_dir.glob("bench_*.py"))
+    ordered = [n for n in DEFAULT_ORDER if n in names]
+    return ordered + [n for n in names if n not in ordered]
+
+
+def run(args: argparse.Namespace) -> int:
+    bench_dir = find_benchmarks()
+    if bench_dir is None:
+        print("minitl bench: the benchmarks are not part of the installed package; run this "
+              "from a source checkout of minitl (the directory holding benchmarks/), e.g. "
+              "`git clone ... && cd minitl && pip install -e . && minitl bench`",
+              file=sys.stderr)
+        return 2
+    names = available(bench_dir)
+    subjects = args.subjects or names
+    unknown = [s for s in subjects if s not in names]
+    if unknown:
+        print(f"minitl bench: unknown subject(s) {', '.join(unknown)}; available: "
+              f"{', '.join(names)}", file=sys.stderr)
+        return 2
+    if args.list:
+        print("\n".join(names))
+        return 0
+    root = bench_dir.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    failed = []
+    for name in subjects:
+        cmd = [sys.executable, "-m", f"benchmarks.bench_{name}"]
+        cmd += ["--quick"] if args.quick else []
+        cmd += ["--no-save"] if args.no_save else []
+        print(f"== minitl bench {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        # one process per subject: thread pools and caches of one never bias the next
+        rc = subprocess.call(cmd, cwd=root, env=env)
+        print(f"== {name}: {'ok' if rc == 0 else f'failed (exit {rc})'} in "
+              f"{time.perf_counter() - t0:.0f} s\n", flush=True)
+        if rc != 0:
+            failed.append(name)
+    if failed:
+        print(f"minitl bench: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("subjects", nargs="*", metavar="SUBJECT",
+                   help="benchmarks to run: ops, train_step, gemm, lora (default: all)")
+    p.add_argument("--quick", action="store_true", help="small sizes and few rounds")
+    p.add_argument("--no-save", action="store_true",
+                   help="do not write JSON rows under benchmarks/results/")
+    p.add_argument("--list", action="store_true", help="list the subjects and exit")
