@@ -1,0 +1,599 @@
+"""Pretraining recipes: data, tokenizer, model, objective and Trainer for each model family.
+
+- gpt-*: causal LM on windows of seq_len + 1 tokens (byte-level BPE or characters),
+  judged against the train unigram distribution's perplexity on the same targets.
+- bert-*: masked LM (arXiv:1810.04805, 3.1) on lines packed as `[CLS] line [SEP] line
+  [SEP] ...` (RoBERTa's full sentences, arXiv:1907.11692), the decoder run on the masked
+  positions only; WordPiece or BPE; judged against chance and the most frequent token.
+- resnet-*: supervised, or contrastive (SimCLR, arXiv:2002.05709) judged by k-NN accuracy.
+
+`RoundLoader` serves shuffled epochs in rounds of `eval_every` steps: the Trainer evaluates
+after each round (its "epoch"), and the data order is a function of (seed, step) alone, so
+resuming is exact. `pretrain` writes the weights (`run/gpt.safetensors`), `run/gpt.config.json`
+and the tokenizer (`run/gpt.tokenizer.json`, WordPiece `run/gpt.vocab.txt`);
+`load_pretrained` reads them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+import minitl.nn.functional as F
+from minitl import creation, io, nn
+from minitl.autograd_state import no_grad
+from minitl.data import BasicTokenizer, ByteBPETokenizer, CharTokenizer, WordPieceTokenizer
+from minitl.data.tokenizers.bpe import bytes_to_unicode
+from minitl.models import GPT, BertConfig, BertForMaskedLM, GPTConfig, ResNet, ResNetConfig
+from minitl.optim import SGD, AdamW, lr_scheduler
+from minitl.pretrain import ImageAugment, causal_lm_shift, mask_tokens, nt_xent, two_views
+from minitl.tensor import Tensor
+from minitl.train import Checkpoint, Trainer
+
+__all__ = ["PretrainConfig", "PretrainResult", "RoundLoader", "TextCodec", "knn_accuracy",
+           "load_pretrained", "model_family", "pretrain", "train_wordpiece",
+           "unigram_perplexity"]
+
+FAMILIES: dict[str, Any] = {"gpt": GPTConfig, "bert": BertConfig, "resnet": ResNetConfig}
+MODELS: dict[str, Any] = {"gpt": GPT, "bert": BertForMaskedLM, "resnet": ResNet}
+OBJECTIVES = {"gpt": ("clm",), "bert": ("mlm",), "resnet": ("supervised", "contrastive")}
+TOKENIZERS = {"gpt": ("bpe", "char", "wordpiece"), "bert": ("wordpiece", "bpe")}
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4
+_NEVER = 1 << 62  # a Checkpoint interval that never fires (see `_build_trainer`)
+Objective = Callable[[nn.Module, Any], tuple[Tensor, Any, Any]]  # -> loss, logits, labels
+
+# Per family: what a field left at None becomes.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "gpt": {"data": "movie-dialog", "tokenizer": "bpe", "objective": "clm", "vocab_size": 4096,
+            "seq_len": 128, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.1, "steps": 600,
+            "eval_every": 100, "eval_batches": 16, "grad_clip": 1.0},
+    "bert": {"data": "movie-dialog", "tokenizer": "wordpiece", "objective": "mlm", "steps": 600,
+             "vocab_size": 4096, "seq_len": 128, "batch_size": 32, "lr": 1e-3, "grad_clip": 1.0,
+             "weight_decay": 0.01, "eval_every": 100, "eval_batches": 16},
+    "resnet": {"data": "fashion-mnist", "objective": "supervised", "batch_size": 128,
+               "lr": 0.05, "weight_decay": 5e-4, "epochs": 1.0, "grad_clip": None},
+}
+# Contrastive training uses AdamW (see `_build_trainer`), which wants a smaller step than SGD.
+CONTRASTIVE_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-4}
+
+
+def model_family(name: str) -> str:
+    """"gpt", "bert" or "resnet" for a named size such as "gpt-mini"."""
+    for family, config_cls in FAMILIES.items():
+        if name in config_cls.SIZES:
+            return family
+    raise ValueError(f"unknown model {name!r}; choose one of "
+                     f"{', '.join(n for c in FAMILIES.values() for n in c.sizes())}")
+
+
+@dataclass
+class PretrainConfig:
+    """One pretraining run; fields left at None take the family's `DEFAULTS`."""
+
+    model: str = "gpt-mini"  # a named size: gpt-*, bert-* or resnet-*
+    out: str = "pretrained.safetensors"  # the weights; config/tokenizer files go beside
+    data: str | None = None  # a `load_dataset` name or a UTF-8 text file (last 10% = val)
+    data_root: str | None = None  # read dataset `data` from this file / directory instead
+    steps: int | None = None  # optimizer steps (win over `epochs` when both are set)
+    epochs: float | None = None  # passes over the training set, converted into steps
+    batch_size: int | None = None
+    lr: float | None = None  # peak learning rate (linear warmup, cosine decay to 0)
+    warmup_steps: int | None = None  # None: 5% of the steps
+    weight_decay: float | None = None  # on matrices and kernels only
+    grad_clip: float | None = None  # max global grad norm; 0: off
+    seq_len: int | None = None  # tokens per training window (text models)
+    tokenizer: str | None = None  # "bpe" | "char" | "wordpiece"
+    tokenizer_file: str | None = None  # load this saved tokenizer instead of learning one
+    vocab_size: int | None = None  # target size of a learnt BPE / WordPiece vocabulary
+    objective: str | None = None  # "clm" (gpt), "mlm" (bert), "supervised" | "contrastive"
+    seed: int = 0  # init, data order, masks, augmentations
+    eval_every: int | None = None  # steps between evaluations (resnet: one epoch)
+    eval_batches: int | None = None  # validation batches per evaluation (None: all)
+    train_limit: int | None = None  # use at most this many training chars / images
+    log_dir: str | None = None  # metrics.jsonl (+ loss.png) go here
+    checkpoint_every: int = 0  # a resumable checkpoint every N steps (0: never)
+    checkpoint_dir: str | None = None  # default: <out stem>.checkpoints
+    keep_checkpoints: int | None = 2  # newest checkpoints kept (None: all)
+    resume: str | None = None  # a checkpoint written by a run with the same settings
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields
+    progress: bool = True
+    log_every: int = 10  # steps between progress lines when not on a terminal
+
+    def resolved(self) -> PretrainConfig:
+        family = model_family(self.model)
+        defaults = {**DEFAULTS[family],
+                    **(CONTRASTIVE_DEFAULTS if self.objective == "contrastive" else {})}
+        # Asked-for epochs replace the default steps; asked-for steps win over epochs.
+        cfg = dataclasses.replace(self, **{
+            k: v for k, v in defaults.items() if getattr(self, k) is None
+            and not (k == "epochs" and self.steps) and not (k == "steps" and self.epochs)})
+        if cfg.objective not in OBJECTIVES[family] or (
+                family != "resnet" and cfg.tokenizer not in TOKENIZERS[family]):
+            raise ValueError(f"{self.model} trains with objective {OBJECTIVES[family]} and a "
+                             f"tokenizer among {TOKENIZERS.get(family, (None,))} (MLM needs "
+                             f"[MASK]), not {cfg.objective!r} and {cfg.tokenizer!r}")
+        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches"):
+            if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        return cfg
+
+    @property
+    def stem(self) -> str:
+        return os.fspath(self.out).removesuffix(".safetensors")
+
+
+@dataclass
+class PretrainResult:
+    model: nn.Module  # the pretrained network (contrastive resnet: the backbone)
+    tokenizer: Any  # None for images
+    metrics: dict[str, float]  # final validation (and test) metrics
+    baselines: dict[str, float]
+    paths: dict[str, str]  # weights, config, tokenizer
+    steps: int
+    train_seconds: float
+    trainer: Trainer
+
+
+# ---- tokenizers -----------------------------------------------------------------------------
+
+def train_wordpiece(text: str, vocab_size: int, min_frequency: int = 2) -> WordPieceTokenizer:
+    """A lower-cased WordPiece vocabulary learnt on `text`: byte-level BPE on BERT's basic
+    words, each with a space in front, so a piece starting with the space begins a word and
+    any other continues one (`##piece`). Vocabulary: the specials, every corpus character
+    in both forms (no corpus word is [UNK]), then pieces in merge order, up to vocab_size."""
+    basic = BasicTokenizer(do_lower_case=True)
+    words: Counter[str] = Counter()
+    for chunk, n in Counter(text.split()).items():  # each distinct chunk tokenized once
+        for w in basic.tokenize(chunk):
+            words[w] += n
+    chars = sorted({c for w in words for c in w})
+    pieces = dict.fromkeys([*BERT_SPECIALS, *chars, *("##" + c for c in chars)])  # ordered set
+    bpe = ByteBPETokenizer.train((f" {w}" * n for w, n in words.items()),
+                                 256 + max(0, vocab_size - len(pieces)),
+                                 min_frequency=min_frequency, special_tokens=())
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}  # token string -> bytes
+    for a, b in bpe.merges:
+        if len(pieces) >= vocab_size:
+            break
+        try:
+            s = bytes(byte_of[c] for c in a + b).decode("utf-8")
+        except UnicodeDecodeError:  # a piece cut inside a multi-byte character
+            continue
+        piece = s[1:] if s.startswith(" ") else "##" + s
+        if piece and " " not in piece:
+            pieces.setdefault(piece)
+    return WordPieceTokenizer({p: i for i, p in enumerate(pieces)}, do_lower_case=True)
+
+
+@dataclass
+class TextCodec:
+    """A tokenizer of any kind behind the few calls pretraining makes."""
+
+    kind: str  # "bpe" | "char" | "wordpiece"
+    tokenizer: Any
+
+    @classmethod
+    def train(cls, kind: str, text: str, vocab_size: int, family: str) -> TextCodec:
+        specials = BERT_SPECIALS if family == "bert" else ("<|endoftext|>",)
+        return cls(kind, CharTokenizer.train(text) if kind == "char" else
+                   train_wordpiece(text, vocab_size) if kind == "wordpiece" else
+                   ByteBPETokenizer.train(text, vocab_size, special_tokens=specials))
+
+    @classmethod
+    def load(cls, kind: str, path: str | os.PathLike[str]) -> TextCodec:
+        return cls(kind, WordPieceTokenizer.from_vocab(path, do_lower_case=True)
+                   if kind == "wordpiece" else
+                   (CharTokenizer if kind == "char" else ByteBPETokenizer).load(path))
+
+    def save(self, stem: str) -> str:
+        if self.kind != "wordpiece":
+            self.tokenizer.save(stem + ".tokenizer.json")
+            return stem + ".tokenizer.json"
+        by_id = sorted(self.tokenizer.vocab.items(), key=lambda kv: kv[1])
+        Path(stem + ".vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), "utf-8")
+        return stem + ".vocab.txt"
+
+    def token_id(self, token: str) -> int:
+        i = (self.tokenizer.vocab.get(token) if self.kind == "wordpiece"
+             else self.tokenizer.token_to_id(token))  # bpe; char has no [SEP] etc.
+        if i is None:
+            raise ValueError(f"the {self.kind} tokenizer has no {token} token")
+        return int(i)
+
+    def encode(self, text: str) -> list[int]:
+        tok = self.tokenizer
+        return list(tok.convert_tokens_to_ids(tok.tokenize(text)) if self.kind == "wordpiece"
+                    else tok.encode(text, add_special_tokens=False) if self.kind == "char"
+                    else tok.encode(text))
+
+    def stream(self, text: str, sep: int | None) -> np.ndarray:
+        """Token ids of the whole text; with `sep`, line by line with `sep` after each."""
+        if sep is None:
+            return np.asarray(self.encode(text), dtype=np.int64)
+        return np.asarray([i for line in text.splitlines() if line.strip()
+                           for i in [*self.encode(line), sep]], dtype=np.int64)
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+def load_text(data: str, seed: int, root: str | None = None) -> tuple[str, str]:
+    """(train text, validation text) of a corpus name or a text file (last 10% of lines)."""
+    from minitl.data import list_datasets, load_dataset
+
+    if data not in list_datasets():
+        if not Path(data).is_file():
+            raise FileNotFoundError(f"{data!r} is neither a dataset name "
+                                    f"({', '.join(list_datasets())}) nor a file")
+        lines = Path(data).read_text(encoding="utf-8").splitlines()
+        cut = len(lines) - max(1, len(lines) // 10)
+        return "\n".join(lines[:cut]) + "\n", "\n".join(lines[cut:]) + "\n"
+    splits = load_dataset(data, seed=seed, root=root)
+    if isinstance(splits["train"], str):
+        return splits["train"], splits["validation"]
+    raise ValueError(f"{data} is not a text corpus (movie-dialog is, or a text file)")
+
+
+def unigram_perplexity(counts: np.ndarray, targets: np.ndarray) -> float:
+    """exp of the cross entropy of the train unigram distribution on `targets`: the
+    perplexity of a model that ignores the context. Add-one smoothing keeps a token unseen
+    in training from scoring p = 0."""
+    p = (counts + 1.0) / (counts.sum() + len(counts))
+    return float(np.exp(-np.log(p[targets]).mean()))
+
+
+def windows(stream: np.ndarray, length: int, prefix: int | None = None) -> np.ndarray:
+    """Non-overlapping windows (N, length) of a stream, each led by `prefix` if given."""
+    body = length - (prefix is not None)
+    n = len(stream) // body
+    out = stream[:n * body].reshape(n, body)
+    if prefix is not None:
+        out = np.concatenate([np.full((n, 1), prefix, dtype=out.dtype), out], axis=1)
+    return out
+
+
+def spread(n: int, k: int | None) -> np.ndarray:
+    """k indices spread evenly over range(n) (all of them when k is None or >= n)."""
+    return np.arange(n) if k is None or k >= n else np.linspace(0, n - 1, k).astype(np.int64)
+
+
+class RoundLoader:
+    """Batches of `batch_size` indices into `n` examples: epoch after epoch, each shuffled
+    by (seed, epoch) and cut into whole batches, served `steps_per_round` at a time. The
+    Trainer's epoch r is batches r*R .. (r+1)*R - 1 of that stream, so the order depends on
+    nothing but the seed and the step. `fetch(indices)` builds the batch."""
+
+    def __init__(self, n: int, batch_size: int, fetch: Callable[[np.ndarray], Any],
+                 steps_per_round: int, seed: int = 0) -> None:
+        if n < batch_size:
+            raise ValueError(f"{n} training examples are fewer than one batch of {batch_size}")
+        self.n, self.batch_size, self.fetch, self.seed = n, batch_size, fetch, seed
+        self.steps_per_round, self.batches_per_epoch = steps_per_round, n // batch_size
+        self.epoch = 0  # the round served next
+        self._perm_epoch, self._perm = -1, np.arange(n)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:  # optimizer steps per Trainer epoch
+        return self.steps_per_round
+
+    def indices(self, g: int) -> np.ndarray:  # the examples of global batch g
+        epoch, j = divmod(g, self.batches_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._perm_epoch = epoch
+        return self._perm[j * self.batch_size:(j + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[Any]:
+        r, k = self.epoch, self.steps_per_round
+        self.epoch += 1
+        return (self.fetch(self.indices(g)) for g in range(r * k, (r + 1) * k))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "batch_size": self.batch_size, "round": self.steps_per_round}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state != self.state_dict():
+            raise ValueError(f"the checkpoint's data stream was {state}, this run's is "
+                             f"{self.state_dict()}: the batches would differ (same data, "
+                             "--batch-size and --eval-every are needed to resume)")
+
+
+# ---- objectives ---------------------------------------------------------------------------------
+
+def causal_lm_objective(model: nn.Module, batch: np.ndarray) -> tuple[Tensor, Any, Any]:
+    inputs, targets = causal_lm_shift(batch)  # (B, T) each
+    logits = model(inputs)  # (B, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), Tensor(targets.reshape(-1)))
+    return loss, None, targets  # perplexity = exp(mean loss): the logits need not be kept
+
+
+def masked_lm_objective(model: nn.Module, batch: dict[str, np.ndarray]
+                        ) -> tuple[Tensor, Any, Any]:
+    """BERT's MLM loss, the decoder run on the masked positions only."""
+    h = model.bert(batch["input_ids"])  # (B, T, D)
+    flat = batch["labels"].reshape(-1)
+    chosen = np.flatnonzero(flat != -100)  # (N,)
+    labels = Tensor(flat[chosen])
+    logits = model.cls(h.reshape(-1, h.shape[-1])[chosen])  # (N, V)
+    return F.cross_entropy(logits, labels), logits, labels
+
+
+def supervised_objective(model: nn.Module, batch: tuple[Tensor, Tensor]
+                         ) -> tuple[Tensor, Any, Any]:
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits, y
+
+
+class SimCLR(nn.Module):
+    """Backbone features -> projection MLP, the space NT-Xent compares views in."""
+
+    def __init__(self, backbone: ResNet, dim: int = 64) -> None:
+        super().__init__()
+        self.backbone, d = backbone, backbone.feature_dim
+        self.projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projection(self.backbone.features(x))
+
+
+def contrastive_objective(augment: ImageAugment, temperature: float = 0.5) -> Objective:
+    def objective(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Any, Any]:
+        x = batch[0].numpy()
+        # Evaluation draws its views from a fixed stream: it must not move the training one.
+        v1, v2 = two_views(x, augment, rng=None if model.training else 0)
+        z = model(Tensor(np.concatenate([v1, v2])))  # (2N, dim)
+        return nt_xent(z[:len(x)], z[len(x):], temperature), None, None
+    return objective
+
+
+class _ObjectiveTrainer(Trainer):
+    """The Trainer with the loss computed by an objective function."""
+
+    def __init__(self, *args: Any, objective: Objective, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+
+    def compute_loss(self, batch: Any) -> tuple[Tensor, Any, Any]:
+        return self.objective(self.model, batch)
+
+
+# ---- setup per family -----------------------------------------------------------------------
+
+@dataclass
+class _Setup:
+    model: nn.Module  # what the Trainer optimises
+    saved: nn.Module  # what is written to `out`
+    objective: Objective
+    fetch: Callable[[np.ndarray], Any]  # training batch of these example indices
+    n_train: int
+    eval_batches: list[Any]
+    metrics: list[str]
+    baselines: dict[str, float]
+    codec: TextCodec | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # goes into config.json
+    final: Callable[[Trainer], dict[str, float]] | None = None  # more metrics at the end
+
+
+def _model(cfg: PretrainConfig, **fixed: Any) -> Any:
+    family = model_family(cfg.model)
+    return MODELS[family](FAMILIES[family].named(cfg.model, **{**fixed, **cfg.overrides}))
+
+
+def _text_setup(cfg: PretrainConfig, family: str, say: Callable[[str], None]) -> _Setup:
+    train_text, val_text = load_text(str(cfg.data), cfg.seed, cfg.data_root)
+    train_text = train_text[:cfg.train_limit]
+    t0 = time.perf_counter()
+    kind, bs, T = str(cfg.tokenizer), int(cfg.batch_size or 1), int(cfg.seq_len or 1)
+    codec = (TextCodec.load(kind, cfg.tokenizer_file) if cfg.tokenizer_file
+             else TextCodec.train(kind, train_text, int(cfg.vocab_size or 0), family))
+    sep = codec.token_id("[SEP]") if family == "bert" or kind == "wordpiece" else None
+    train_ids, val_ids = codec.stream(train_text, sep), codec.stream(val_text, sep)
+    V = int(codec.tokenizer.vocab_size)
+    say(f"tokenizer {kind}: {V} tokens, {len(train_ids):,} train / {len(val_ids):,} "
+        f"validation tokens ({len(train_text) / max(len(train_ids), 1):.2f} chars/token, "
+        f"{time.perf_counter() - t0:.1f} s)")
+    counts = np.bincount(train_ids, minlength=V).astype(np.float64)
+    n_eval = None if cfg.eval_batches is None else cfg.eval_batches * bs
+    if family == "gpt":
+        train_w, val_w = windows(train_ids, T + 1), windows(val_ids, T + 1)
+        val_w = val_w[spread(len(val_w), n_eval)]
+        model = _model(cfg, vocab_size=V, block_size=max(T, GPTConfig.named(cfg.model).block_size))
+        return _Setup(model, model, causal_lm_objective, lambda idx: train_w[idx], len(train_w),
+                      [val_w[i:i + bs] for i in range(0, len(val_w), bs)], ["perplexity"],
+                      {"unigram_perplexity": unigram_perplexity(counts, val_w[:, 1:])}, codec)
+    pad, cls, mask = (codec.token_id(t) for t in ("[PAD]", "[CLS]", "[MASK]"))
+    specials = [codec.token_id(t) for t in BERT_SPECIALS]
+    train_b, val_b = windows(train_ids, T, prefix=cls), windows(val_ids, T, prefix=cls)
+    val_b = val_b[spread(len(val_b), n_eval)]
+
+    def masked(ids: np.ndarray, rng: Any = None) -> dict[str, np.ndarray]:
+        inputs, labels = mask_tokens(ids, mask, V, special_ids=specials, pad_id=pad, rng=rng)
+        if (labels == -100).all():  # a tiny batch can come out without a masked position
+            labels[0, 1], inputs[0, 1] = ids[0, 1], mask
+        return {"input_ids": inputs, "labels": labels}
+
+    rng = np.random.default_rng([cfg.seed, 1])  # validation masks: drawn once, kept
+    val_batches = [masked(val_b[i:i + bs], rng) for i in range(0, len(val_b), bs)]
+    counts[specials] = 0
+    scored = np.concatenate([b["labels"][b["labels"] != -100] for b in val_batches])
+    model = _model(cfg, vocab_size=V, pad_token_id=pad, max_position_embeddings=max(T, 512))
+    return _Setup(model, model, masked_lm_objective, lambda idx: masked(train_b[idx]),
+                  len(train_b), val_batches, ["accuracy"],
+                  {"chance_accuracy": 1.0 / (V - len(specials)),
+                   "most_frequent_token_accuracy": float((scored == counts.argmax()).mean())},
+                  codec)
+
+
+def _image_setup(cfg: PretrainConfig, say: Callable[[str], None]) -> _Setup:
+    from minitl.data import load_dataset
+
+    splits = load_dataset(str(cfg.data), seed=cfg.seed, root=cfg.data_root)
+    if not hasattr(splits["train"], "images"):
+        raise ValueError(f"{cfg.data} is not an image dataset; resnet models need images")
+    train, val, test = splits["train"], splits["validation"], splits["test"]
+    x_tr, y_tr = train.images[:cfg.train_limit], train.labels[:cfg.train_limit]
+    mean, std = float(x_tr.mean()), float(x_tr.std())  # normalise with train statistics
+    x_tr, x_va, x_te = (((x - mean) / std).astype(np.float32)
+                        for x in (x_tr, val.images, test.images))
+    bs, n_cls = int(cfg.batch_size or 1), len(train.label_names)
+    keep = spread(len(x_va), None if cfg.eval_batches is None else cfg.eval_batches * bs)
+    x_va, y_va = x_va[keep], val.labels[keep]
+    say(f"images: {len(x_tr):,} train / {len(x_va):,} validation / {len(x_te):,} test, "
+        f"{'x'.join(map(str, x_tr.shape[1:]))}, {n_cls} classes")
+    net = _model(cfg, in_channels=x_tr.shape[1], num_classes=n_cls)
+    extra = {"normalize": {"mean": mean, "std": std}, "label_names": list(train.label_names)}
+    base = {"chance_accuracy": 1.0 / n_cls,
+            "majority_test_accuracy": float(np.bincount(test.labels).max() / len(test))}
+    val_b = [(Tensor(x_va[i:i + bs]), Tensor(y_va[i:i + bs])) for i in range(0, len(x_va), bs)]
+    if cfg.objective == "contrastive":
+        augment = ImageAugment(crop_padding=3, flip=True, noise_std=0.1, erase_p=0.5)
+        ref = spread(len(x_tr), 10_000)  # the labelled neighbours of the k-NN judge
+
+        def knn(_: Trainer) -> dict[str, float]:
+            return {f"{n}_knn_accuracy": knn_accuracy(net, x_tr[ref], y_tr[ref], x, y)
+                    for n, x, y in (("eval", x_va, y_va), ("test", x_te, test.labels))}
+
+        return _Setup(SimCLR(net), net, contrastive_objective(augment),
+                      lambda idx: (Tensor(x_tr[idx]), Tensor(y_tr[idx])), len(x_tr), val_b, [],
+                      base, None, extra, knn)
+    test_b = [(Tensor(x_te[i:i + bs]), Tensor(test.labels[i:i + bs]))
+              for i in range(0, len(x_te), bs)]
+
+    def test_metrics(trainer: Trainer) -> dict[str, float]:
+        return {"test" + k[4:]: v for k, v in trainer.evaluate(test_b).items()}
+
+    return _Setup(net, net, supervised_objective,
+                  lambda idx: (Tensor(x_tr[idx]), Tensor(y_tr[idx])), len(x_tr), val_b,
+                  ["accuracy"], base, None, extra, test_metrics)
+
+
+def knn_accuracy(net: ResNet, ref_x: np.ndarray, ref_y: np.ndarray, x: np.ndarray,
+                 y: np.ndarray, k: int = 20) -> float:
+    """Accuracy of a cosine k-nearest-neighbour vote (weights exp(sim / 0.1), as in
+    arXiv:1805.01978) on frozen features: how well features learnt without labels
+    separate the classes."""
+    was = net.training
+    net.eval()
+    with no_grad():
+        ref, z = (np.concatenate([net.features(Tensor(a[i:i + 256])).numpy()
+                                  for i in range(0, len(a), 256)]) for a in (ref_x, x))
+    net.train(was)
+    ref, z = (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12) for a in (ref, z))
+    votes = np.zeros((len(z), int(ref_y.max()) + 1))
+    for i in range(0, len(z), 1000):  # (1000, N) similarities at a time
+        sim = z[i:i + 1000] @ ref.T
+        top = np.argpartition(-sim, k, axis=1)[:, :k]  # (1000, k)
+        np.add.at(votes[i:i + 1000], (np.arange(len(sim))[:, None], ref_y[top]),
+                  np.exp(np.take_along_axis(sim, top, 1) / 0.1))
+    return float((votes.argmax(1) == y).mean())
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+def pretrain(cfg: PretrainConfig, stream: TextIO | None = None) -> PretrainResult:
+    """Build everything `cfg` describes, train (or resume), evaluate, save; return the lot.
+    Lines about the run go to `stream` (stdout by default), the Trainer's progress to
+    stderr."""
+    cfg = cfg.resolved()
+
+    say = functools.partial(print, file=stream if stream is not None else sys.stdout, flush=True)
+    family = model_family(cfg.model)
+    creation.manual_seed(cfg.seed)  # model init, masks, dropout, augmentations
+    setup = _text_setup(cfg, family, say) if family != "resnet" else _image_setup(cfg, say)
+    bs = int(cfg.batch_size or 1)
+    per_epoch = setup.n_train // bs
+    steps = cfg.steps or max(1, math.ceil((cfg.epochs or 1) * per_epoch))
+    eval_every = min(cfg.eval_every or per_epoch, steps)
+    say(f"{cfg.model} ({cfg.objective}): {sum(p.numel() for p in setup.saved.parameters()):,} "
+        f"parameters; {steps} steps of {bs} ({steps * bs / setup.n_train:.2f} epochs of "
+        f"{setup.n_train:,}), evaluation every {eval_every} steps on "
+        f"{len(setup.eval_batches)} validation batches")
+    trainer = _build_trainer(cfg, setup, steps, eval_every)
+    t0 = time.perf_counter()
+    if cfg.resume:
+        trainer.load_checkpoint(cfg.resume)
+    trainer.fit()
+    seconds = time.perf_counter() - t0
+    last = trainer.eval_history[-1] if trainer.eval_history else {}
+    metrics = ({k: v for k, v in last.items() if k.startswith("eval_")}
+               if last.get("step") == trainer.step else trainer.evaluate())
+    metrics.update(setup.final(trainer) if setup.final is not None else {})
+    paths = save_pretrained(cfg, setup, metrics, trainer.step, seconds)
+    return PretrainResult(setup.saved, None if setup.codec is None else setup.codec.tokenizer,
+                          metrics, setup.baselines, paths, trainer.step, seconds, trainer)
+
+
+def _build_trainer(cfg: PretrainConfig, setup: _Setup, steps: int, eval_every: int) -> Trainer:
+    """AdamW (betas 0.9, 0.95) for transformers and contrastive training, SGD + Nesterov
+    momentum for the supervised CNN; no weight decay on biases and norms (1-D)."""
+    params = list(setup.model.parameters())
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer: Any = (SGD(groups, lr=float(cfg.lr or 0), momentum=0.9, nesterov=True)
+                      if cfg.objective == "supervised"
+                      else AdamW(groups, lr=float(cfg.lr or 0), betas=(0.9, 0.95)))
+    warmup = max(1, steps // 20) if cfg.warmup_steps is None else cfg.warmup_steps
+    scheduler = lr_scheduler.get_cosine_schedule_with_warmup(optimizer, warmup, steps)
+    loader = RoundLoader(setup.n_train, int(cfg.batch_size or 1), setup.fetch, eval_every,
+                         cfg.seed)
+    # There even without --checkpoint-every (it then never fires): a checkpoint lists its
+    # callbacks, and runs with and without periodic checkpoints should resume alike.
+    ckpt = Checkpoint(cfg.checkpoint_dir or cfg.stem + ".checkpoints",
+                      cfg.checkpoint_every or _NEVER, keep_last=cfg.keep_checkpoints)
+    return _ObjectiveTrainer(setup.model, optimizer, train_loader=loader,
+                             eval_loader=setup.eval_batches, scheduler=scheduler, max_steps=steps,
+                             clip_grad_norm=cfg.grad_clip or None, metrics=setup.metrics,
+                             callbacks=[ckpt], log_dir=cfg.log_dir, log_every=cfg.log_every,
+                             progress=cfg.progress, objective=setup.objective)
+
+
+# ---- files ------------------------------------------------------------------------------------
+
+def save_pretrained(cfg: PretrainConfig, setup: _Setup, metrics: dict[str, float], steps: int,
+                    seconds: float) -> dict[str, str]:
+    """Write the weights, config.json and tokenizer beside `cfg.out`; return their paths."""
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
+    paths = {"weights": os.fspath(cfg.out), "config": cfg.stem + ".config.json"}
+    io.save(setup.saved.state_dict(), cfg.out,
+                 metadata={"format": "minitl.pretrained/1", "model": cfg.model})
+    tok = None
+    if setup.codec is not None:
+        paths["tokenizer"] = setup.codec.save(cfg.stem)
+        tok = {"kind": setup.codec.kind, "file": os.path.basename(paths["tokenizer"]),
+               "vocab_size": setup.codec.tokenizer.vocab_size}
+    meta = {"format": "minitl.pretrained/1", "model": cfg.model,
+            "family": model_family(cfg.model),
+            "model_config": dataclasses.asdict(setup.saved.config), "tokenizer": tok,
+            "objective": cfg.objective, "steps": steps, "train_seconds": round(seconds, 1),
+            "metrics": metrics, "baselines": setup.baselines, **setup.extra,
+            "settings": {k: v for k, v in dataclasses.asdict(cfg).items()
+                         if k not in ("progress", "log_every", "out")}}
+    Path(paths["config"]).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return paths
+
+
+def load_pretrained(path: str | os.PathLike[str]) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """(model, tokenizer or None, config.json contents) of weights written by `pretrain`."""
+    stem = os.fspath(path).removesuffix(".safetensors")
+    meta = json.loads(Path(stem + ".config.json").read_text(encoding="utf-8"))
+    model = MODELS[meta["family"]](FAMILIES[meta["family"]](**meta["model_config"]))
+    model.load_state_dict(io.load(path))
+    tok = meta["tokenizer"]
+    if tok is not None:
+        tok = TextCodec.load(tok["kind"], Path(path).parent / tok["file"]).tokenizer
+    return model, tok, meta
