@@ -10,7 +10,10 @@ from typing import Sequence
 
 # command name -> (module under minitl.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("demo", "train a small network end to end and print its accuracy"),
+    "demo": ("demo", "fine-tune a real pretrained encoder on real sentences, eight ways"),
+    "finetune": ("finetune", "fine-tune a pretrained backbone on a dataset with one strategy"),
+    "pretrain": ("pretrain", "pretrain a model from scratch on an offline corpus or images"),
+    "bench": ("bench", "run the benchmarks against PyTorch / numpy and print their tables"),
 }
 
 
