@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "fine-tune a real pretrained encoder on real sentences, eight ways"),
     "finetune": ("finetune", "fine-tune a pretrained backbone on a dataset with one strategy"),
     "pretrain": ("pretrain", "pretrain a model from scratch on an offline corpus or images"),
+    "export": ("export", "write a LoRA adapter in PEFT layout, or merged into a plain checkpoint"),
     "bench": ("bench", "run the benchmarks against PyTorch / numpy and print their tables"),
 }
 
