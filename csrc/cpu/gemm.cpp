@@ -107,14 +107,34 @@ void ukernel_generic(index_t kc, const float* __restrict a, const float* __restr
     } while (0)
 
 // 6 x 16: 12 ymm accumulators + 2 for B + 1 broadcast = 15 of 16 registers. Per k step:
-// 2 aligned loads of B, 6 broadcasts of A, 12 FMAs (6 cycles on two FMA pipes).
+// 2 aligned loads of B, 6 broadcasts of A, 12 FMAs (6 cycles on two FMA pipes). The k loop is
+// unrolled by 4 by hand: with one step per iteration the loop's own pointer updates and
+// branch sit between every 12 FMAs, and a 6x16 tile held in L1 ran at 76 GFLOP/s on one Zen 3
+// core; unrolled, 89 (GCC does not unroll it at -O3 on its own).
 __attribute__((target("avx2,fma"))) void ukernel_avx2(index_t kc, const float* __restrict a,
                                                       const float* __restrict b,
                                                       float* __restrict c, index_t ldc,
                                                       bool accumulate) {
     MINITL_ROWS_6(MINITL_PREFETCH, __m256, _mm256, 8);
     MINITL_ROWS_6(MINITL_DECLARE, __m256, _mm256, 8);
-    for (index_t p = 0; p < kc; ++p) {
+    index_t p = 0;
+    for (; p + 4 <= kc; p += 4) {
+        for (index_t u = 0; u < 4; ++u) {  // fixed trip count: fully unrolled at -O2 and up
+            const __m256 b0 = _mm256_load_ps(b + 16 * u), b1 = _mm256_load_ps(b + 16 * u + 8);
+            const float* const au = a + 6 * u;
+#define MINITL_FMA_U(i, V, P, W)                       \
+    do {                                               \
+        const V ai = P##_set1_ps(au[i]);               \
+        c##i##_0 = P##_fmadd_ps(ai, b0, c##i##_0);     \
+        c##i##_1 = P##_fmadd_ps(ai, b1, c##i##_1);     \
+    } while (0)
+            MINITL_ROWS_6(MINITL_FMA_U, __m256, _mm256, 8);
+#undef MINITL_FMA_U
+        }
+        a += 24;
+        b += 64;
+    }
+    for (; p < kc; ++p) {
         const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
         MINITL_ROWS_6(MINITL_FMA, __m256, _mm256, 8);
         a += 6;
