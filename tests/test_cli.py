@@ -127,3 +127,17 @@ def test_real_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert set(acc) == set(tc.STRATEGIES)
     assert acc["full"] > acc["scratch"] + 0.08, acc  # pretrained beats random init
     assert np.isfinite(list(acc.values())).all()
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", ["ops", "train_step", "gemm", "lora"]),
+                                              ("cuda", ["cuda"])])
+def test_bench_runs_the_subjects_of_its_device(device: str, expected: list[str],
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+
+    ran: list[str] = []
+    monkeypatch.setattr(subprocess, "call",
+                        lambda cmd, **kw: ran.append(cmd[2].removeprefix("benchmarks.bench_")) or 0)
+    assert main(["bench", "--device", device, "--no-save"]) == 0
+    assert ran == expected

@@ -2,8 +2,9 @@
 doing the same work) and print their tables; each saves JSON rows under benchmarks/results/.
 
 Subjects are the `benchmarks/bench_<subject>.py` modules of a source checkout: ops (the fused
-light ops), train_step (a bert-mini and a resnet-mini training step), gemm, lora. With no
-subject, all of them run. The benchmarks live beside the package, not inside it, so this
+light ops), train_step (a bert-mini and a resnet-mini training step), gemm, lora, and cuda
+(the GPU set: GEMM vs cuBLAS, LoRA, a training step). With no subject, all the CPU ones run,
+or with `--device cuda` the GPU one. The benchmarks live beside the package, not inside it, so this
 command needs the repository (pip install -e . or a source tree); it looks for `benchmarks/`
 above the installed package and in the working directory.
 """
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 DEFAULT_ORDER = ("ops", "train_step", "gemm", "lora")
+GPU_SUBJECTS = ("cuda",)  # benchmarks/bench_cuda.py: gemm, lora and train on the GPU
 
 
 def find_benchmarks() -> Path | None:
@@ -45,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     names = available(bench_dir)
-    subjects = args.subjects or names
+    on_gpu = [n for n in names if n in GPU_SUBJECTS]
+    subjects = args.subjects or (on_gpu if args.device == "cuda" else
+                                 [n for n in names if n not in GPU_SUBJECTS])
     unknown = [s for s in subjects if s not in names]
     if unknown:
         print(f"minitl bench: unknown subject(s) {', '.join(unknown)}; available: "
@@ -78,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("subjects", nargs="*", metavar="SUBJECT",
-                   help="benchmarks to run: ops, train_step, gemm, lora (default: all)")
+                   help="benchmarks to run: ops, train_step, gemm, lora, cuda (default: all of "
+                        "--device's)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="with no SUBJECT: the CPU benchmarks, or (cuda) bench_cuda's GPU set")
     p.add_argument("--quick", action="store_true", help="small sizes and few rounds")
     p.add_argument("--no-save", action="store_true",
                    help="do not write JSON rows under benchmarks/results/")
