@@ -15,3 +15,15 @@ from minitl.io import load, save  # noqa: E402
 from minitl import assets, data, models, nn, optim, pretrain, train, transfer  # noqa: E402
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "arange", "as_tensor", "assets", "bool_", "cat", "chunk", "clamp", "data", "Device", "double",
+    "dtypes", "empty", "enable_grad", "exp", "eye", "float16", "float32", "float64", "from_numpy",
+    "full", "full_like", "gather", "get_default_dtype", "half", "int16", "int32", "int64", "int8",
+    "is_grad_enabled", "linspace", "load", "log", "logsumexp", "long", "manual_seed", "matmul",
+    "maximum", "mean", "minimum", "models", "nn", "no_grad", "ones", "ones_like", "optim",
+    "pretrain", "rand", "randint", "randn", "randn_like", "randperm", "relu", "save",
+    "set_default_dtype", "set_grad_enabled", "sigmoid", "softmax", "split", "sqrt", "stack", "sum",
+    "tanh", "Tensor", "tensor", "train", "transfer", "tril", "triu", "uint8", "where", "zeros",
+    "zeros_like",
+]

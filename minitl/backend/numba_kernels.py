@@ -32,26 +32,26 @@ from typing import Any
 import numpy as np
 
 try:
-    import numba
-    from numba import prange
     from numba.core import types
     from numba.extending import overload
 except ImportError:  # numba is a runtime dependency; this guards broken installs
-    numba = None  # type: ignore[assignment]
-    prange = range  # type: ignore[misc]
+    pass
 
-Array = np.ndarray
-_FM = {"reassoc", "nsz", "arcp", "contract", "afn"}  # fast-math without nnan / ninf
-_PAR_MIN = 1 << 15  # below this many elements a parallel region costs more than it saves
-
-
-def _jit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
-    def wrap(fn: Callable[..., Any]) -> Any:
-        if numba is None:
-            return fn
-        return numba.njit(cache=True, **options)(fn)
-
-    return wrap
+# AdamW and im2col/col2im live in their own modules; the backend installs kernels by name
+# from this one, so it re-exports them.
+from minitl.backend.numba_adam import adamw_step  # noqa: F401
+from minitl.backend.numba_common import (
+    _FM,
+    Array,
+    _c,
+    _chunks,
+    _jit,
+    _launch,
+    _rows2d,
+    numba,
+    prange,
+)
+from minitl.backend.numba_im2col import col2im, col2im_cm, im2col, im2col_cm  # noqa: F401
 
 
 def provided_kernels() -> tuple[str, ...]:
@@ -117,36 +117,6 @@ if numba is not None:
 
     overload(_exp)(_by_width(_exp_f32, lambda t: math.exp(t)))
     overload(_phi)(_by_width(_phi_f32, lambda t: 0.5 * math.erfc(-t * 0.7071067811865476)))
-
-
-def _launch(kernel: Any, work: int, *args: Any) -> Any:
-    """Run a parallel kernel, on one thread when `work` (about one unit per element) is below
-    _PAR_MIN: waking the pool costs more than it saves there, and on a busy machine waiting for
-    a descheduled worker costs a whole time slice (PyTorch's at::parallel_for uses the same
-    grain size)."""
-    if work >= _PAR_MIN or numba is None or numba.get_num_threads() == 1:
-        return kernel(*args)
-    prev = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        return kernel(*args)
-    finally:
-        numba.set_num_threads(prev)
-
-
-def _chunks(m: int) -> int:
-    """Row chunks for kernels that reduce over rows. A fixed count, not one per thread, so the
-    summation order (and every bit of the result) is the same whatever the thread count."""
-    return max(1, min(m, 32))
-
-
-def _c(a: Array) -> Array:
-    return np.ascontiguousarray(a)
-
-
-def _rows2d(a: Array | None, d: int, dtype: Any) -> Array:
-    """A (D,) parameter, or an empty dummy when absent (the kernels take a flag)."""
-    return np.empty(0, dtype=dtype) if a is None else _c(a).reshape(d)
 
 
 def _row_max_body(x, i):  # type: ignore[no-untyped-def]
@@ -507,207 +477,6 @@ def embedding_bwd(g: Array, ids: Array, num_embeddings: int, padding_idx: int | 
     if padding_idx is not None:
         dw[padding_idx] = 0
     return dw
-
-
-# ---- Adam / AdamW ------------------------------------------------------------------------
-# No fastmath here: each element goes through the reference's operations in the reference's
-# order (scalars pre-rounded to the parameter dtype, as numpy does), so float64 trajectories
-# match PyTorch's to rounding and float32 ones match the reference bit for bit.
-
-
-def _adam_body(p, g, m, v, vmax, i, sign, decoupled, decay, wd, w, w_hi, lerp_low, beta2,
-               one_m_beta2, neg_step, bc2_sqrt, eps, amsgrad):  # type: ignore[no-untyped-def]
-    gi = g[i] * sign
-    pi = p[i]
-    if decoupled:
-        pi = pi * decay
-    elif wd != 0:
-        gi = gi + wd * pi
-    mi = m[i]
-    diff = gi - mi
-    if lerp_low:
-        mi = mi + diff * w
-    else:
-        mi = gi - diff * w_hi
-    m[i] = mi
-    vi = v[i] * beta2
-    vi = vi + one_m_beta2 * gi * gi
-    v[i] = vi
-    if amsgrad:
-        vi = max(vmax[i], vi)
-        vmax[i] = vi
-    denom = math.sqrt(vi) / bc2_sqrt + eps
-    p[i] = pi + (mi * neg_step) / denom
-
-
-if numba is not None:
-    _adam_elem = numba.njit(inline="always")(_adam_body)
-
-
-@_jit()
-def _adam_serial(p, g, m, v, vmax, sign, decoupled, decay, wd, w, w_hi, lerp_low, beta2,
-                 one_m_beta2, neg_step, bc2_sqrt, eps, amsgrad):  # type: ignore[no-untyped-def]
-    for i in range(p.size):
-        _adam_elem(p, g, m, v, vmax, i, sign, decoupled, decay, wd, w, w_hi, lerp_low, beta2,
-                   one_m_beta2, neg_step, bc2_sqrt, eps, amsgrad)
-
-
-@_jit(parallel=True)
-def _adam_parallel(p, g, m, v, vmax, sign, decoupled, decay, wd, w, w_hi, lerp_low, beta2,
-                   one_m_beta2, neg_step, bc2_sqrt, eps, amsgrad
-                   ):  # type: ignore[no-untyped-def]
-    for i in prange(p.size):
-        _adam_elem(p, g, m, v, vmax, i, sign, decoupled, decay, wd, w, w_hi, lerp_low, beta2,
-                   one_m_beta2, neg_step, bc2_sqrt, eps, amsgrad)
-
-
-def adamw_step(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
-               max_exp_avg_sq: Array | None, step: int, lr: float, beta1: float, beta2: float,
-               eps: float, weight_decay: float, decoupled: bool, maximize: bool) -> None:
-    """The reference's Adam/AdamW step in one pass over the five (or six) arrays instead of
-    a dozen numpy passes. Non-contiguous state or other dtypes go to the reference."""
-    from minitl.backend import reference
-
-    state = (param, exp_avg, exp_avg_sq) + (() if max_exp_avg_sq is None else (max_exp_avg_sq,))
-    if (not isinstance(grad, np.ndarray) or param.dtype not in (np.float32, np.float64)
-            or not all(isinstance(a, np.ndarray) and a.flags.c_contiguous
-                       and a.dtype == param.dtype and a.shape == param.shape for a in state)):
-        reference.adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1,
-                             beta2, eps, weight_decay, decoupled, maximize)
-        return
-    s = param.dtype.type  # scalars rounded to the parameter dtype, as numpy rounds them
-    g = np.ascontiguousarray(grad, dtype=param.dtype)
-    w = 1 - beta1
-    amsgrad = max_exp_avg_sq is not None
-    vmax = param if max_exp_avg_sq is None else max_exp_avg_sq  # unread without amsgrad
-    kernel = _adam_parallel if param.size >= 4 * _PAR_MIN else _adam_serial
-    kernel(param.reshape(-1), g.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1),
-           vmax.reshape(-1), s(-1.0 if maximize else 1.0),
-           bool(decoupled and weight_decay != 0), s(1 - lr * weight_decay), s(weight_decay),
-           s(w), s(1 - w), abs(w) < 0.5, s(beta2), s(1 - beta2), s(-(lr / (1 - beta1**step))),
-           s((1 - beta2**step) ** 0.5), s(eps), amsgrad)
-
-
-# ---- im2col / col2im ---------------------------------------------------------------------
-# Receptive-field gathers written directly from the unpadded input (no padded copy): a tap
-# that falls in the padding reads 0, and col2im drops it.
-
-
-@_jit(parallel=True)
-def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, channel_major, cols
-            ):  # type: ignore[no-untyped-def]
-    n, c, h, wd = x.shape
-    xf, cf = x.reshape(-1), cols.reshape(-1)  # flat offsets: no per-row views
-    for t in prange(n * c):  # one (image, channel) plane per task
-        # channel-major tasks run image after image so a thread writes contiguous blocks
-        ch, b = (t // n, t % n) if channel_major else (t % c, t // c)
-        for i in range(kh):
-            for j in range(kw):
-                off = j * dw - pw  # input column of output column 0
-                q_lo = min(ow, max(0, (sw - 1 - off) // sw))  # first q inside the row
-                q_hi = max(q_lo, min(ow, (wd - off + sw - 1) // sw))  # past the last one
-                if channel_major:
-                    base = (((ch * kh + i) * kw + j) * n + b) * oh * ow
-                else:
-                    base = (((b * c + ch) * kh + i) * kw + j) * oh * ow
-                for r in range(oh):
-                    hi = r * sh - ph + i * dh
-                    o = base + r * ow
-                    if hi < 0 or hi >= h:
-                        for q in range(ow):
-                            cf[o + q] = 0.0
-                        continue
-                    src = ((b * c + ch) * h + hi) * wd + off
-                    for q in range(q_lo):
-                        cf[o + q] = 0.0
-                    for q in range(q_lo, q_hi):  # branch-free: contiguous when sw == 1
-                        cf[o + q] = xf[src + q * sw]
-                    for q in range(q_hi, ow):
-                        cf[o + q] = 0.0
-
-
-@_jit(parallel=True)
-def _col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, channel_major, out
-            ):  # type: ignore[no-untyped-def]
-    n, c, h, wd = out.shape
-    of, cf = out.reshape(-1), cols.reshape(-1)
-    for t in prange(n * c):  # each (image, channel) plane is written by one task only
-        ch, b = (t // n, t % n) if channel_major else (t % c, t // c)
-        for i in range(kh):
-            for j in range(kw):
-                off = j * dw - pw
-                q_lo = min(ow, max(0, (sw - 1 - off) // sw))
-                q_hi = max(q_lo, min(ow, (wd - off + sw - 1) // sw))
-                if channel_major:
-                    base = (((ch * kh + i) * kw + j) * n + b) * oh * ow
-                else:
-                    base = (((b * c + ch) * kh + i) * kw + j) * oh * ow
-                for r in range(oh):
-                    hi = r * sh - ph + i * dh
-                    if hi < 0 or hi >= h:
-                        continue
-                    o = base + r * ow
-                    dst = ((b * c + ch) * h + hi) * wd + off
-                    for q in range(q_lo, q_hi):
-                        of[dst + q * sw] += cf[o + q]
-
-
-def _geometry(h: int, w: int, kh: int, kw: int, stride: tuple[int, int],
-              padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
-    from minitl.backend.reference import conv_out_size
-
-    return (conv_out_size(h, kh, stride[0], padding[0], dilation[0]),
-            conv_out_size(w, kw, stride[1], padding[1], dilation[1]))
-
-
-def _im2col_any(x: Array, kh: int, kw: int, stride: tuple[int, int], padding: tuple[int, int],
-                dilation: tuple[int, int], channel_major: bool) -> Array:
-    x = _c(x)
-    n, c, h, w = x.shape
-    oh, ow = _geometry(h, w, kh, kw, stride, padding, dilation)
-    shape = (c, kh, kw, n, oh, ow) if channel_major else (n, c, kh, kw, oh, ow)
-    cols = np.empty(shape, dtype=x.dtype)
-    if cols.size:
-        _launch(_im2col, cols.size, x, kh, kw, *stride, *padding, *dilation, oh, ow,
-                channel_major, cols)
-    return cols
-
-
-def _col2im_any(cols: Array, x_shape: tuple[int, int, int, int], stride: tuple[int, int],
-                padding: tuple[int, int], dilation: tuple[int, int],
-                channel_major: bool) -> Array:
-    cols = _c(cols)
-    kh, kw = cols.shape[1:3] if channel_major else cols.shape[2:4]
-    oh, ow = cols.shape[-2:]
-    out = np.zeros(tuple(x_shape), dtype=cols.dtype)
-    if cols.size:
-        _launch(_col2im, cols.size, cols, kh, kw, *stride, *padding, *dilation, oh, ow,
-                channel_major, out)
-    return out
-
-
-def im2col(x: Array, kh: int, kw: int, stride: tuple[int, int], padding: tuple[int, int],
-           dilation: tuple[int, int]) -> Array:
-    """(N, C, H, W) -> (N, C, kh, kw, OH, OW), one (image, channel) plane per task."""
-    return _im2col_any(x, kh, kw, stride, padding, dilation, False)
-
-
-def col2im(cols: Array, x_shape: tuple[int, int, int, int], stride: tuple[int, int],
-           padding: tuple[int, int], dilation: tuple[int, int]) -> Array:
-    """Adjoint of im2col, each output plane accumulated by one thread (no atomics)."""
-    return _col2im_any(cols, x_shape, stride, padding, dilation, False)
-
-
-def im2col_cm(x: Array, kh: int, kw: int, stride: tuple[int, int], padding: tuple[int, int],
-              dilation: tuple[int, int]) -> Array:
-    """(N, C, H, W) -> (C, kh, kw, N, OH, OW), the layout of one whole-batch GEMM."""
-    return _im2col_any(x, kh, kw, stride, padding, dilation, True)
-
-
-def col2im_cm(cols: Array, x_shape: tuple[int, int, int, int], stride: tuple[int, int],
-              padding: tuple[int, int], dilation: tuple[int, int]) -> Array:
-    """Adjoint of im2col_cm."""
-    return _col2im_any(cols, x_shape, stride, padding, dilation, True)
 
 
 # ---- erf ufunc (used by the reference GELU and the Erf op) -------------------------------
