@@ -18,6 +18,7 @@ from minitl import backend
 from minitl.backend import reference
 
 nk = pytest.importorskip("minitl.backend.numba_kernels")
+nk_common = pytest.importorskip("minitl.backend.numba_common")
 if not nk.provided_kernels():
     pytest.skip("numba is not installed", allow_module_level=True)
 
@@ -148,7 +149,7 @@ def test_embedding_bwd(m: int, d: int, dtype: Any) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("size", SIZES + [4 * nk._PAR_MIN + 3])  # the last one is parallel
+@pytest.mark.parametrize("size", SIZES + [4 * nk_common._PAR_MIN + 3])  # the last: parallel
 @pytest.mark.parametrize("decoupled,amsgrad,maximize",
                          [(True, False, False), (False, True, False), (True, True, True)])
 def test_adamw_step_is_the_reference_bit_for_bit(size: int, decoupled: bool, amsgrad: bool,
