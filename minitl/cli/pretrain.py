@@ -77,8 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="examples per step (default: gpt 16, bert 32, resnet 128)")
     opt.add_argument("--lr", type=float, default=None, help=(
         "peak learning rate, reached after warmup and decayed to 0 on a cosine (default: "
-        "1e-3 with AdamW for transformers and contrastive resnet, 0.05 with SGD + Nesterov "
-        "momentum for supervised resnet)"))
+        "AdamW at 1e-3 for gpt and contrastive resnet, 3e-4 for bert (post-LN BERT at 1e-3 "
+        "stays on the most-frequent-token plateau), 0.05 with SGD + Nesterov momentum for "
+        "supervised resnet)"))
     opt.add_argument("--warmup-steps", type=int, default=None, metavar="N",
                      help="linear warmup steps (default: 5%% of the steps)")
     opt.add_argument("--weight-decay", type=float, default=None, metavar="WD",
