@@ -8,9 +8,11 @@ same computation in minitl and PyTorch and compares outputs and gradients.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+import pytest
 
 import minitl as mt
 
@@ -93,3 +95,31 @@ def check_op(mt_fn: Callable[..., Any], torch_fn: Callable[..., Any],
         mg = np.zeros(m.shape) if m.grad is None else m.grad.numpy()
         np.testing.assert_allclose(mg, tg, atol=atol, rtol=rtol,
                                    err_msg=f"gradient of input {i} differs from torch")
+
+
+# ---- native GEMM micro-kernel paths -------------------------------------------------------
+
+def gemm_paths() -> list[str]:
+    """The minitl._C GEMM paths this CPU can run; ["generic"] without the extension.
+    generic_12x32 runs the AVX-512 path's blocking with portable code, so the driver for that
+    tile shape is tested on CPUs without AVX-512 too."""
+    try:
+        from minitl import _C
+    except ImportError:
+        return ["generic"]
+    f = _C.cpu_features()
+    return (["avx512"] if f["avx512f"] else []) + (["avx2"] if f["avx2"] and f["fma"] else []) \
+        + ["generic", "generic_12x32"]
+
+
+@pytest.fixture(name="path", params=gemm_paths())
+def gemm_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test once per GEMM micro-kernel path this CPU supports (import it as the
+    `path` fixture)."""
+    from minitl import _C
+
+    _C.set_gemm_path(request.param)
+    try:
+        yield request.param
+    finally:
+        _C.set_gemm_path("auto")

@@ -15,12 +15,12 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import gemm_path, gemm_paths  # noqa: F401  (gemm_path: the `path` fixture)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,24 +49,6 @@ def test_native_extension_imports() -> None:
 # ---- helpers -------------------------------------------------------------------------------
 
 
-def _paths() -> list[str]:
-    if _C is None:
-        return ["generic"]
-    f = _C.cpu_features()
-    # generic_12x32 runs the AVX-512 path's blocking with portable code, so the driver for
-    # that tile shape is tested on CPUs without AVX-512 too.
-    return (["avx512"] if f["avx512f"] else []) + (["avx2"] if f["avx2"] and f["fma"] else []) \
-        + ["generic", "generic_12x32"]
-
-
-@pytest.fixture(params=_paths())
-def path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Runs the test once per micro-kernel path this CPU supports."""
-    _C.set_gemm_path(request.param)
-    try:
-        yield request.param
-    finally:
-        _C.set_gemm_path("auto")
 
 
 def _operands(m: int, n: int, k: int, trans_a: bool, trans_b: bool, seed: int = 0
@@ -139,7 +121,7 @@ def test_gemm_1025_cube(trans_a: bool, trans_b: bool) -> None:
 
 
 @needs_native
-@pytest.mark.parametrize("name", _paths())
+@pytest.mark.parametrize("name", gemm_paths())
 def test_gemm_1025_every_path(name: str) -> None:
     a, b = _operands(1025, 130, 1025, False, True, seed=2)
     _C.set_gemm_path(name)
@@ -171,7 +153,7 @@ def test_gemm_empty_output(m: int, n: int, k: int) -> None:
 @needs_native
 @given(m=st.integers(0, 70), n=st.integers(0, 70), k=st.integers(0, 300),
        trans_a=st.booleans(), trans_b=st.booleans(), seed=st.integers(0, 2**16),
-       path=st.sampled_from(_paths()))
+       path=st.sampled_from(gemm_paths()))
 def test_gemm_random_shapes(m: int, n: int, k: int, trans_a: bool, trans_b: bool, seed: int,
                             path: str) -> None:
     a, b = _operands(m, n, k, trans_a, trans_b, seed)
@@ -190,7 +172,7 @@ def test_gemm_exact_on_small_integers() -> None:
     a = rng.integers(-8, 8, size=(67, 300)).astype(np.float32)
     b = rng.integers(-8, 8, size=(300, 45)).astype(np.float32)
     expected = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.float32)
-    for name in _paths():
+    for name in gemm_paths():
         _C.set_gemm_path(name)
         try:
             np.testing.assert_array_equal(_C.gemm(a, b), expected, err_msg=name)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import gemm_path, gemm_paths  # noqa: F401  (gemm_path: the `path` fixture)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -39,24 +39,6 @@ ALL: Needs = (True, True, True, True, True)
 FROZEN_W: Needs = (True, False, False, True, True)  # the usual LoRA case: dx, dA, dB only
 
 
-def _paths() -> list[str]:
-    if _C is None:
-        return ["generic"]
-    f = _C.cpu_features()
-    # generic_12x32 runs the AVX-512 path's blocking with portable code, so the driver for
-    # that tile shape is tested on CPUs without AVX-512 too.
-    return (["avx512"] if f["avx512f"] else []) + (["avx2"] if f["avx2"] and f["fma"] else []) \
-        + ["generic", "generic_12x32"]
-
-
-@pytest.fixture(params=_paths())
-def path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Runs the test once per GEMM micro-kernel this CPU supports."""
-    _C.set_gemm_path(request.param)
-    try:
-        yield request.param
-    finally:
-        _C.set_gemm_path("auto")
 
 
 def _inputs(n: int, din: int, dout: int, r: int, bias: bool = True, seed: int = 0
@@ -161,7 +143,7 @@ def test_lora_1025() -> None:
 @needs_native
 @given(n=st.integers(1, 80), din=st.integers(1, 300), dout=st.integers(1, 70),
        r=st.integers(1, 40), bias=st.booleans(), seed=st.integers(0, 2**16),
-       path=st.sampled_from(_paths()))
+       path=st.sampled_from(gemm_paths()))
 def test_lora_random_shapes(n: int, din: int, dout: int, r: int, bias: bool, seed: int,
                             path: str) -> None:
     v = _inputs(n, din, dout, r, bias, seed)
