@@ -55,11 +55,10 @@ def _target_modules(model: Module, names: list[str]) -> list[str]:
     """The shortest `target_modules` list that selects exactly `names` under PEFT's rule (a
     target matches a module named `target` or ending in `.target`): the last name
     components where they pick out the same modules, else the full names."""
-    suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
-    chosen = {n for n, m in model.named_modules()
-              if isinstance(m, (Linear, Conv2d)) or n in names
-              if n.rsplit(".", 1)[-1] in suffixes}
-    return suffixes if chosen == set(names) else sorted(names)
+    suffixes = {n.rsplit(".", 1)[-1] for n in names}
+    layers = {n for n, m in model.named_modules() if isinstance(m, (Linear, Conv2d))}
+    chosen = {n for n in layers | set(names) if n.rsplit(".", 1)[-1] in suffixes}
+    return sorted(suffixes) if chosen == set(names) else sorted(names)
 
 
 def save_peft_adapter(model: Module, directory: str | os.PathLike[str],
@@ -167,11 +166,12 @@ def load_peft_adapter(model: Module, directory: str | os.PathLike[str],
         The model (changed in place: apply_lora + the saved tensors).
 
     Raises:
-        FileNotFoundError / ValueError: see `read_peft_config`; also a tensor of the file
-            that names no module of the model, a LoRA factor the file lacks, or a shape
-            that differs (each named).
+        FileNotFoundError / ValueError: see `read_peft_config`; ValueError also for a LoRA
+            factor the file lacks.
+        RuntimeError: a tensor of the file that names nothing in the model, or a shape
+            that differs (each named, by `load_adapter_state_dict`).
     """
-    from minitl.transfer.lora import LoRAConfig, apply_lora
+    from minitl.transfer.lora import LoRAConfig, apply_lora, load_adapter_state_dict
 
     config = read_peft_config(directory)
     saved = [s for s in (config.get("modules_to_save") or []) if isinstance(s, str)]
@@ -183,25 +183,11 @@ def load_peft_adapter(model: Module, directory: str | os.PathLike[str],
                      modules_to_save=tuple(saved))
     state = load(Path(directory) / ADAPTER_WEIGHTS)
     apply_lora(model, cfg, adapter_name)
-    own = model.state_dict()
-    mapped: dict[str, Any] = {}
-    for key, value in state.items():
-        name = key.removeprefix(_PREFIX)
-        for factor in ("lora_A", "lora_B"):
-            name = name.replace(f".{factor}.weight", f".{factor}.{adapter_name}.weight")
-        if name not in own:
-            raise ValueError(f"{directory}: tensor {key!r} names nothing in "
-                             f"{type(model).__name__} (looked for {name!r}); was the adapter "
-                             f"made for another architecture?")
-        if tuple(own[name].shape) != tuple(value.shape):
-            raise ValueError(f"{directory}: {key!r} has shape {tuple(value.shape)}, the model's "
-                             f"{name!r} has {tuple(own[name].shape)}")
-        mapped[name] = value.to(own[name].dtype) if value.dtype != own[name].dtype else value
-    wanted = [f"{n}.{f}.{adapter_name}.weight" for n in _lora_modules(model, adapter_name)
+    wanted = [f"{_PREFIX}{n}.{f}.weight" for n in _lora_modules(model, adapter_name)
               for f in ("lora_A", "lora_B")]
-    missing = [k for k in wanted if k not in mapped]
+    missing = [k for k in wanted if k not in state]
     if missing:
         raise ValueError(f"{directory}: {ADAPTER_WEIGHTS} lacks {len(missing)} LoRA factors "
                          f"the config asks for, e.g. {missing[:3]}")
-    model.load_state_dict(mapped, strict=False)
+    load_adapter_state_dict(model, state, adapter_name)  # names and shapes checked there
     return model

@@ -422,10 +422,12 @@ def adapter_state_dict(model: Module, adapter_name: str | None = None,
     return renamed
 
 
-def load_adapter_state_dict(model: Module, state_dict: Mapping[str, Any]) -> _IncompatibleKeys:
+def load_adapter_state_dict(model: Module, state_dict: Mapping[str, Any],
+                            adapter_name: str | None = None) -> _IncompatibleKeys:
     """Load an `adapter_state_dict` into a model that already carries the same adapters
     (e.g. a fresh base after `apply_lora` with the same config). Keys peft writes
-    (`base_model.model.*.lora_A.weight`) are mapped onto the active adapter.
+    (`base_model.model.*.lora_A.weight`) are mapped onto `adapter_name`, by default the
+    active adapter.
 
     Returns:
         `(missing_keys, unexpected_keys)`: adapter tensors of the model the dict lacked,
@@ -438,8 +440,8 @@ def load_adapter_state_dict(model: Module, state_dict: Mapping[str, Any]) -> _In
     own = model.state_dict()
     sd = dict(state_dict)
     if any(k.startswith("base_model.model.") for k in sd):
-        active = next((m.active_adapter for _, m in _lora_layers(model)
-                       if m.active_adapter is not None), "default")
+        active = adapter_name or next((m.active_adapter for _, m in _lora_layers(model)
+                                       if m.active_adapter is not None), "default")
         mapped = {}
         for key, value in sd.items():
             key = key.removeprefix("base_model.model.")
