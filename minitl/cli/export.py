@@ -24,19 +24,20 @@ from typing import Any
 
 def build_model(backbone: str, adapter: str) -> tuple[Any, dict[str, Any]]:
     """The backbone as the model the adapter was trained on, with the adapter loaded."""
-    from minitl.io import load
+    from minitl.io import read_header
     from minitl.io.peft import ADAPTER_WEIGHTS, load_peft_adapter, read_peft_config
     from minitl.models.bert import Bert, BertForSequenceClassification, BertForTokenClassification
 
     config = read_peft_config(adapter)
     task = config.get("task_type")
     if task in ("SEQ_CLS", "TOKEN_CLS"):
-        head = {k: v for k, v in load(f"{adapter}/{ADAPTER_WEIGHTS}").items()
-                if k.endswith("classifier.weight")}
+        # the head's size from the file's header; the tensors are read once, by the loader
+        head = [v["shape"] for k, v in read_header(f"{adapter}/{ADAPTER_WEIGHTS}").items()
+                if k.endswith("classifier.weight")]
         if not head:
             raise ValueError(f"{adapter}: task_type {task} but the adapter holds no "
                              f"classifier.weight (modules_to_save)")
-        num_labels = next(iter(head.values())).shape[0]
+        num_labels = head[0][0]
         cls = BertForSequenceClassification if task == "SEQ_CLS" else BertForTokenClassification
         model = cls.from_pretrained(backbone, num_labels=num_labels)
     else:
