@@ -24,18 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from minitl.backend import array_module, device_of, get_backend, reference
+from minitl.backend import array_module, device_of, get_backend
 from minitl.optim.optimizer import Optimizer, ParamsT, check_nonnegative, check_unit_interval
-
-
-def _kernel(param: Any) -> Any:
-    """The adamw_step of the backend that holds `param` (numba on the CPU, a raw kernel on
-    CUDA); each falls back to the reference for dtypes it does not take."""
-    if param.dtype in (np.float32, np.float64):
-        return get_backend(device_of(param)).adamw_step
-    return reference.adamw_step
 
 
 class Adam(Optimizer):
@@ -86,9 +76,12 @@ class Adam(Optimizer):
                     state["max_exp_avg_sq"] = xp.zeros_like(param)
                 state["step"] += 1
                 max_sq = state["max_exp_avg_sq"] if group["amsgrad"] else None
-                _kernel(param)(param, grad, state["exp_avg"], state["exp_avg_sq"], max_sq,
-                               state["step"], lr, beta1, beta2, eps, weight_decay,
-                               group["decoupled_weight_decay"], group["maximize"])
+                # The backend that holds param; its adamw_step hands dtypes and layouts it
+                # does not take to the reference.
+                get_backend(device_of(param)).adamw_step(
+                    param, grad, state["exp_avg"], state["exp_avg_sq"], max_sq, state["step"],
+                    lr, beta1, beta2, eps, weight_decay, group["decoupled_weight_decay"],
+                    group["maximize"])
         return loss
 
 
