@@ -1,12 +1,23 @@
 """Command line: `minitl <command>`. Each command lives in its own module with two functions,
-`add_arguments(parser)` and `run(args) -> int`, and is registered in COMMANDS."""
+`add_arguments(parser)` and `run(args) -> int`, and is registered in COMMANDS.
+
+`run` reports what the user can fix by raising `minitl.cli.args.UsageError` / `UserError`
+(see that module); `run_command` prints those and the other errors a user can act on as one
+line, `minitl <command>: error: ...`, with exit status 2 (the command could not start as
+asked), 1 (it failed while running) or 130 (Ctrl-C). Every other exception is a bug and
+keeps its traceback; with MINITL_DEBUG=1 every error does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from collections.abc import Callable
 from typing import Sequence
+
+from minitl.cli.args import describe, exit_code
 
 # command name -> (module under minitl.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,9 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_command(prog: str, func: Callable[[argparse.Namespace], int],
+                args: argparse.Namespace) -> int:
+    """`func(args)`, with the errors a user can act on printed as one line on stderr and
+    turned into an exit status; a bug's traceback (every traceback with MINITL_DEBUG=1)
+    goes through."""
+    try:
+        return int(func(args))
+    except BaseException as e:
+        code = exit_code(e)
+        if code is None or os.environ.get("MINITL_DEBUG", "") not in ("", "0"):
+            raise
+        sys.stdout.flush()  # what the command printed so far comes before the error
+        print(f"{prog}: error: {describe(e)}", file=sys.stderr, flush=True)
+        return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    return run_command(f"minitl {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

@@ -48,14 +48,17 @@ def build_model(backbone: str, adapter: str) -> tuple[Any, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from minitl.cli.args import check_output_dir, user_errors
+
+    check_output_dir(args.out, "--out")  # before the backbone loads, not after
     from minitl.io.peft import save_peft_adapter
     from minitl.transfer import merge_and_unload
 
-    try:
+    # What goes wrong here is in the files the user named: missing, corrupt, or an adapter
+    # that does not fit this backbone (shape mismatches come up as RuntimeError).
+    with user_errors(FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError,
+                     RuntimeError, KeyError):
         model, config = build_model(args.backbone, args.adapter)
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
-        print(f"export: {e}", file=sys.stderr)
-        return 1
     targets = config["target_modules"]
     if args.merge:
         merge_and_unload(model)

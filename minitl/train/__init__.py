@@ -15,11 +15,11 @@ from minitl.train.metrics import (
                                   perplexity,
 )
 from minitl.train.progress import MetricsLog, ProgressDisplay, plot_loss, read_jsonl
-from minitl.train.trainer import Trainer
+from minitl.train.trainer import NonFiniteLossError, Trainer
 
 __all__ = [
     "Accuracy", "Callback", "Checkpoint", "EarlyStopping", "LambdaCallback", "MacroF1",
-    "Metric", "MetricsLog", "Perplexity", "ProgressDisplay", "Trainer", "accuracy",
-    "confusion_matrix", "get_metric", "load_state", "macro_f1", "model_state_dict",
+    "Metric", "MetricsLog", "NonFiniteLossError", "Perplexity", "ProgressDisplay", "Trainer",
+    "accuracy", "confusion_matrix", "get_metric", "load_state", "macro_f1", "model_state_dict",
     "perplexity", "plot_loss", "read_jsonl", "save_state",
 ]

@@ -175,6 +175,7 @@ class Checkpoint(Callback):
                             self.filename.format(step=trainer.step, epoch=trainer.epoch))
         if path in self.saved:
             return  # this step is already on disk (end of training right after a save)
+        trainer.check_finite_weights()  # a nan model must not push a good file out
         self.saved.append(path)  # before saving, so the file's own state lists it
         try:
             trainer.save_checkpoint(path)

@@ -34,6 +34,7 @@ import numpy as np
 
 from minitl import creation
 from minitl.autograd_state import no_grad
+from minitl.backend import array_module
 from minitl.optim.clip import clip_grad_norm_
 from minitl.tensor import Tensor
 from minitl.train.callbacks import Callback
@@ -41,7 +42,27 @@ from minitl.train.checkpoint import load_state, save_state
 from minitl.train.metrics import Metric, get_metric
 from minitl.train.progress import MetricsLog, ProgressDisplay, plot_loss
 
-__all__ = ["Trainer"]
+__all__ = ["NonFiniteLossError", "Trainer"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a nan or infinite value (the loss, or the gradient norm); the step
+    was not taken. Usually the learning rate is too high for the model or the data.
+
+    Attributes:
+        step: the optimizer step that would have been taken (1-based).
+        loss: the value that was not finite (the loss unless `what` says otherwise).
+        what: "loss", "gradient norm" or "weights" (found by `Trainer.check_finite_weights`
+            at the end of training and before each checkpoint).
+    """
+
+    def __init__(self, step: int, loss: float, what: str = "loss") -> None:
+        self.step, self.loss, self.what = step, loss, what
+        super().__init__(f"{what} became {loss} at step {step}; training stopped (a learning "
+                         "rate too high for this model and data is the usual cause)")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its three arguments
+        return type(self), (self.step, self.loss, self.what)
 
 
 class Trainer:
@@ -138,7 +159,8 @@ class Trainer:
             if (self.eval_loader is not None and self.batch_in_epoch > 0 and
                     self._reached_max_steps() and self._last_eval_step != self.step):
                 self._evaluate_and_log()  # a run cut mid-epoch by max_steps ends evaluated
-            self._callback("on_train_end")
+            self._callback("on_train_end")  # (EarlyStopping may put the best weights back)
+            self.check_finite_weights()  # the last step's update is checked by no later loss
         finally:
             self.progress.close()
             if self._log is not None:  # a later fit() appends to the same file
@@ -189,8 +211,13 @@ class Trainer:
             if pending == 0:
                 group = k if n is None else max(1, min(k, n - self.batch_in_epoch))
             loss, _, _ = self.compute_loss(batch)
+            value = float(loss.item())
+            if not math.isfinite(value):  # stop before a nan reaches the weights
+                self.model.zero_grad()
+                self.optimizer.zero_grad()
+                raise NonFiniteLossError(self.step + 1, value)
             (loss if group == 1 else loss * (1.0 / group)).backward()
-            loss_sum += float(loss.item()) / group
+            loss_sum += value / group
             samples += _count(batch, None)
             pending += 1
             self.batch_in_epoch += 1
@@ -212,11 +239,26 @@ class Trainer:
     def _params(self) -> list[Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
+    def check_finite_weights(self) -> None:
+        """Raise NonFiniteLossError if a trained parameter holds a nan or an inf (one pass
+        over the weights: done when training ends and before a checkpoint is written, so
+        neither saves a model that an infinite update has destroyed)."""
+        for p in self._params():
+            xp = array_module(p.data)
+            if not bool(xp.isfinite(p.data).all()):
+                bad = p.data[~xp.isfinite(p.data)].ravel()[0]
+                raise NonFiniteLossError(self.step, float(bad), "weights")
+
     def _optimizer_step(self, loss: float, samples: int) -> None:
         record: dict[str, Any] = {"type": "train", "step": self.step + 1, "epoch": self.epoch,
                                   "loss": loss, "lr": float(self.optimizer.param_groups[0]["lr"])}
         if self.clip_grad_norm is not None:
+            # the norm is computed anyway: a nan or inf in it would poison every weight
             record["grad_norm"] = float(clip_grad_norm_(self._params(), self.clip_grad_norm))
+            if not math.isfinite(record["grad_norm"]):
+                self.optimizer.zero_grad()
+                self.model.zero_grad()
+                raise NonFiniteLossError(self.step + 1, record["grad_norm"], "gradient norm")
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.model.zero_grad()
