@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import string
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +152,13 @@ class Checkpoint(Callback):
         keep_last: keep only this many of the newest files (None keeps all).
         filename: format string with `{step}` (and `{epoch}`).
         save_on_train_end: also save when training ends, whatever the step.
+
+    Rotation (`keep_last`) deletes only files inside `dirpath` whose names `filename` could
+    have produced. The list it works from travels in the checkpoint, so a resumed run keeps
+    rotating the files of the run it continues; but a restored entry outside `dirpath`
+    (symbolic links resolved) or named otherwise is dropped, never deleted. A run resumed
+    from another run's checkpoint into its own directory leaves that run's files alone, and
+    a crafted checkpoint cannot name a file to delete.
     """
 
     def __init__(self, dirpath: str | os.PathLike[str], every_n_steps: int,
@@ -163,7 +172,8 @@ class Checkpoint(Callback):
         self.dirpath, self.every_n_steps, self.keep_last = os.fspath(dirpath), every_n_steps, \
             keep_last
         self.filename, self.save_on_train_end = filename, save_on_train_end
-        self.saved: list[str] = []
+        self._pattern = _filename_pattern(filename)
+        self.saved: list[str] = []  # paths of the files to rotate, oldest first
 
     @property
     def last_path(self) -> str | None:
@@ -184,11 +194,32 @@ class Checkpoint(Callback):
             raise
         if self.keep_last is not None:
             while len(self.saved) > self.keep_last:
-                old = self.saved.pop(0)
-                try:
-                    os.remove(old)
-                except FileNotFoundError:
-                    pass
+                self._remove(self.saved.pop(0))
+
+    def _own_name(self, path: Any) -> str | None:
+        """`path`'s name relative to dirpath if it lies inside dirpath (directories
+        resolved through symbolic links, the file itself not) and matches `filename`;
+        otherwise None."""
+        if not isinstance(path, str) or not path or "\0" in path:
+            return None
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        rel = os.path.relpath(os.path.join(folder, os.path.basename(path)),
+                              os.path.realpath(self.dirpath))
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+            return None
+        return rel if self._pattern.fullmatch(rel.replace(os.sep, "/")) else None
+
+    def _remove(self, path: str) -> None:
+        rel = self._own_name(path)
+        if rel is None:
+            return  # not one of ours: never delete it
+        target = os.path.join(self.dirpath, rel)
+        if os.path.isdir(target) and not os.path.islink(target):
+            return
+        try:
+            os.remove(target)  # a symbolic link goes, not the file it points to
+        except FileNotFoundError:
+            pass
 
     def on_step_end(self, trainer: Trainer, record: Mapping[str, Any]) -> None:
         if trainer.step % self.every_n_steps == 0:
@@ -202,4 +233,22 @@ class Checkpoint(Callback):
         return {"saved": list(self.saved)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.saved = list(state.get("saved", []))
+        """Restore the files to rotate, keeping only this callback's own (`_own_name`):
+        any other path in the state is dropped, never deleted."""
+        entries = state.get("saved", [])
+        names = [self._own_name(p) for p in (entries if isinstance(entries, list) else [])]
+        self.saved = [os.path.join(self.dirpath, n) for n in names if n is not None]
+
+
+def _filename_pattern(filename: str) -> re.Pattern[str]:
+    """A regex for the names `filename.format(step=..., epoch=...)` produces: the literal
+    text escaped, each field a run of digits, `/` as the separator."""
+    parts = []
+    for literal, field, _, _ in string.Formatter().parse(filename):
+        parts.append(re.escape(literal))
+        if field is not None:
+            if field not in ("step", "epoch"):
+                raise ValueError(f"Checkpoint filename {filename!r}: unknown field {{{field}}} "
+                                 "(only {step} and {epoch})")
+            parts.append(r"[0-9]+")
+    return re.compile("".join(parts).replace(re.escape(os.sep), "/"))

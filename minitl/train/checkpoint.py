@@ -102,12 +102,30 @@ def save_state(tree: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a file written by `save_state` (arrays come back as numpy arrays)."""
+    """Read a file written by `save_state` (arrays come back as numpy arrays).
+
+    Raises:
+        ValueError: the file is not a minitl training checkpoint, or a damaged one (the
+            message names the file and what is wrong).
+    """
     metadata = load_metadata(path)
     if metadata.get("format") != FORMAT or "state" not in metadata:
         raise ValueError(f"{os.fspath(path)}: not a minitl training checkpoint (format "
                          f"{metadata.get('format')!r}, expected {FORMAT!r})")
-    return unpack(json.loads(metadata["state"]), load_file(path))
+    try:
+        tree = json.loads(metadata["state"])
+    except ValueError as e:
+        raise ValueError(f"{os.fspath(path)}: damaged minitl training checkpoint: its state "
+                         f"is not valid JSON ({e})") from None
+    try:
+        state = unpack(tree, load_file(path))
+    except (KeyError, TypeError) as e:  # {"__array__": name} with no such tensor, etc.
+        raise ValueError(f"{os.fspath(path)}: damaged minitl training checkpoint: its state "
+                         f"refers to tensor {e} that the file does not hold") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{os.fspath(path)}: damaged minitl training checkpoint: its state "
+                         f"is a {type(state).__name__}, not a dict")
+    return state
 
 
 def model_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:

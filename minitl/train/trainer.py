@@ -366,6 +366,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict()`. Its layout is checked before anything changes: a
+        missing entry is named in a ValueError."""
+        _check_layout(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if (self.scheduler is None) != (state["scheduler"] is None):
@@ -406,7 +409,16 @@ class Trainer:
         save_state(self.state_dict(), path)
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        self.load_state_dict(load_state(path))
+        """Restore a file written by `save_checkpoint`; ValueError (naming the file) if it
+        is not one, is damaged, or was written by a differently built Trainer."""
+        state = load_state(path)
+        try:
+            self.load_state_dict(state)
+        except ValueError as e:
+            raise ValueError(f"{os.fspath(path)}: {e}") from e
+        except (KeyError, TypeError, IndexError) as e:  # a value of the wrong kind inside
+            raise ValueError(f"{os.fspath(path)}: damaged minitl training checkpoint "
+                             f"({type(e).__name__}: {e})") from e
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -480,6 +492,37 @@ def _count(batch: Any, labels: Any) -> int:
         first = next(iter(first.values())) if isinstance(first, Mapping) else first[0]
     shape: tuple[int, ...] = tuple(getattr(first, "shape", ()))
     return int(shape[0]) if len(shape) else 1
+
+
+# Entries `state_dict` writes and `load_state_dict` reads: (key, kind, nested keys).
+_LAYOUT: tuple[tuple[str, type | tuple[type, ...], tuple[str, ...]], ...] = (
+    ("model", Mapping, ()), ("optimizer", Mapping, ("state", "param_groups")),
+    ("scheduler", (Mapping, type(None)), ()),
+    ("trainer", Mapping, ("step", "epoch", "batch_in_epoch", "grad_accum_steps",
+                          "last_eval_step", "log_lines")),
+    ("rng", Mapping, ("minitl", "numpy", "python")), ("loader", Mapping, ("seed", "state")),
+    ("callbacks", list, ()),
+)
+
+
+def _check_layout(state: Any) -> None:
+    """ValueError naming the first entry a Trainer checkpoint state lacks."""
+    what = "not a minitl training checkpoint, or a damaged one"
+    if not isinstance(state, Mapping):
+        raise ValueError(f"the state is a {type(state).__name__}, not a dict ({what})")
+    for key, kind, inner in _LAYOUT:
+        if key not in state:
+            raise ValueError(f"the state has no {key!r} entry ({what})")
+        if not isinstance(state[key], kind):
+            raise ValueError(f"the state's {key!r} entry is a {type(state[key]).__name__} "
+                             f"({what})")
+        missing = [k for k in inner if k not in state[key]]
+        if missing:
+            raise ValueError(f"the state's {key!r} entry has no {missing[0]!r} ({what})")
+    for i, entry in enumerate(state["callbacks"]):
+        if not isinstance(entry, Mapping) or not {"class", "state"} <= set(entry):
+            raise ValueError(f"the state's callback entry {i} has no 'class' and 'state' "
+                             f"({what})")
 
 
 # ---- RNG state ------------------------------------------------------------------------------
