@@ -143,3 +143,43 @@ def test_subprocess_one_line_and_exit_status(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"minitl export: error: --out {str(blocker)!r} is a file; expected a directory"]
+
+
+# ---- model configs ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("cls", "field", "value", "says"), [
+    ("GPTConfig", "n_layer", -1, "n_layer must be an integer >= 1, got -1"),
+    ("GPTConfig", "n_layer", "abc", "n_layer must be an integer >= 1, got 'abc'"),
+    ("GPTConfig", "n_head", 0, "n_head must be an integer >= 1"),
+    ("GPTConfig", "n_head", 3, "not a multiple of n_head"),
+    ("GPTConfig", "dropout", 1.0, "dropout must be a finite number in [0, 1)"),
+    ("GPTConfig", "layer_norm_eps", 0, "layer_norm_eps must be a finite number > 0"),
+    ("GPTConfig", "activation", "swish", "activation must be one of"),
+    ("GPTConfig", "bias", 1, "bias must be one of True, False"),
+    ("BertConfig", "num_hidden_layers", True, "num_hidden_layers must be an integer >= 1"),
+    ("BertConfig", "hidden_dropout_prob", float("nan"), "hidden_dropout_prob must be"),
+    ("BertConfig", "attention_probs_dropout_prob", -0.1, "attention_probs_dropout_prob must"),
+    ("BertConfig", "classifier_dropout", 2, "classifier_dropout must be"),
+    ("BertConfig", "pad_token_id", 10**6, "pad_token_id 1000000 is not a token id"),
+    ("BertConfig", "intermediate_size", 2.5, "intermediate_size must be an integer"),
+    ("BertConfig", "initializer_range", float("inf"), "initializer_range must be"),
+    ("ResNetConfig", "widths", [8, -1], "widths must be a list of integers >= 1"),
+    ("ResNetConfig", "depths", "ab", "depths must be a list of integers >= 1"),
+    ("ResNetConfig", "bn_momentum", 2, "bn_momentum must be a finite number in [0, 1]"),
+    ("ResNetConfig", "num_classes", 0, "num_classes must be an integer >= 1"),
+])
+def test_every_config_field_is_checked(cls: str, field: str, value: object, says: str) -> None:
+    config_cls = getattr(mt.models, cls)
+    size = config_cls.sizes()[0]
+    with pytest.raises(ValueError, match=f"^{cls}: .*") as info:
+        config_cls.named(size, **{field: value})
+    assert says in str(info.value)
+
+
+def test_configs_keep_plain_python_types() -> None:
+    import numpy as np
+
+    c = mt.models.GPTConfig(vocab_size=np.int64(50), dropout=np.float32(0.25))
+    assert type(c.vocab_size) is int and type(c.dropout) is float  # JSON-able in config.json
+    with pytest.raises(TypeError, match="GPTConfig has no field 'nlayer'"):
+        mt.models.GPTConfig.named("gpt-tiny", nlayer=2)

@@ -7,10 +7,11 @@ status 2, before anything is loaded or trained.
 
 Errors a command raises on purpose:
 
-- `UsageError`: the command cannot start as asked (a flag, an input file or an output path
-  is unusable); printed as one line, exit status 2.
-- `UserError`: it started and then failed for a reason outside minitl (the disk filled up,
-  the data went bad); one line, exit status 1.
+- `UsageError`: the command line asks for the impossible (a value out of range, flags that
+  contradict each other, a name that does not exist, an output path of the wrong kind);
+  printed as one line, exit status 2, like argparse's own errors.
+- `UserError`: the command line is fine but what it names is not (a corrupt or mismatched
+  input file), or the run failed for a reason outside minitl; one line, exit status 1.
 
 `minitl.cli.main` (and `minitl.cli.run_command`, for a command module's own `main`) print
 these, `minitl.train.NonFiniteLossError` (exit 1), an `OSError` on a named path (a file
@@ -22,7 +23,8 @@ A `ValueError` means bad input only where the command says so: wrap the steps th
 what the user named (config, data, checkpoints) in `user_errors(...)`, which turns the
 listed exception types into a `UsageError` (or a `UserError` with `usage=False`):
 
-    from minitl.cli.args import UsageError, positive_int, probability, user_errors
+    from minitl.cli.args import (UsageError, check_output_dir, positive_int, probability,
+                                 user_errors)
 
     def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--max-steps", type=positive_int, default=None, help="...")
@@ -32,9 +34,9 @@ listed exception types into a `UsageError` (or a `UserError` with `usage=False`)
         if args.labels is not None and args.labels < 2:
             raise UsageError(f"--labels must be at least 2, got {args.labels}")
         check_output_dir(args.out, "--out")           # before hours of training, not after
-        with user_errors(ValueError, KeyError, FileNotFoundError):
-            task = load_task(args.data)                # a bad dataset is the user's to fix
-        train(task)                                     # a ValueError here is a bug: traceback
+        with user_errors(ValueError, KeyError, FileNotFoundError, usage=False):
+            task = load_task(args.data)                # a bad data file is the user's to fix
+        train(task)                                    # a ValueError here is a bug: traceback
         return 0
 
 Only the standard library is imported here: the parser is built before numpy loads.
@@ -56,14 +58,15 @@ __all__ = ["UsageError", "UserError", "check_output_dir", "check_output_file", "
 
 
 class UserError(Exception):
-    """A failure the user can fix (not a bug): one line on stderr, exit status 1."""
+    """A failure the user can fix, not a bug (a bad input file, a failed run): one line on
+    stderr, exit status 1."""
 
     exit_code = 1
 
 
 class UsageError(UserError):
-    """The command cannot start as asked (flags, input files, output paths): exit status 2,
-    as for argparse's own errors."""
+    """The command line itself is wrong (values, combinations, names, output paths): exit
+    status 2, as for argparse's own errors."""
 
     exit_code = 2
 

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     # What goes wrong here is in the files the user named: missing, corrupt, or an adapter
     # that does not fit this backbone (shape mismatches come up as RuntimeError).
     with user_errors(FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError,
-                     RuntimeError, KeyError):
+                     RuntimeError, KeyError, usage=False):
         model, config = build_model(args.backbone, args.adapter)
     targets = config["target_modules"]
     if args.merge:

@@ -5,12 +5,20 @@ CPU cores; keyword overrides replace single fields (`BertConfig.named("bert-mini
 vocab_size=8000)`). `BertConfig` and `GPTConfig` also read and write Hugging Face
 `config.json` dictionaries (`from_hf_dict` / `to_hf_dict`), so a directory saved by minitl
 looks like one saved by `transformers` and the other way round.
+
+Every config checks every field when it is made (`__post_init__`): sizes are positive
+integers, dropout rates lie in [0, 1), epsilons are positive, names are known, heads divide
+the width. A bad value raises ValueError naming the class, the field and the value, here
+rather than as a math domain error or a shape mismatch deep inside the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any, ClassVar, Self
 
 __all__ = ["BertConfig", "GPTConfig", "ResNetConfig"]
@@ -26,6 +34,11 @@ class _Named:
         if name not in cls.SIZES:
             raise KeyError(f"{cls.__name__}: unknown size {name!r}; known sizes: "
                            f"{', '.join(sorted(cls.SIZES))}")
+        fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field {unknown[0]!r}; its fields: "
+                            f"{', '.join(fields)}")
         return cls(**{**cls.SIZES[name], **overrides})  # type: ignore[call-arg]
 
     @classmethod
@@ -34,6 +47,48 @@ class _Named:
 
     def replace(self, **changes: Any) -> Self:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+# ---- field checks (each returns the value in its plain Python type) ------------------------------
+
+def _int(cfg: object, name: str, lo: int = 1) -> int:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
+        raise ValueError(f"{type(cfg).__name__}: {name} must be an integer >= {lo}, "
+                         f"got {value!r}")
+    return int(value)
+
+
+def _real(cfg: object, name: str, lo: float, hi: float = math.inf, *, lo_open: bool = False,
+          hi_open: bool = False, none: bool = False) -> float | None:
+    value = getattr(cfg, name)
+    if value is None and none:
+        return None
+    ok = (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else
+                                                             value <= hi))
+    if not ok:
+        want = (f"> {lo:g}" if lo_open else f">= {lo:g}") if hi == math.inf else \
+            f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ValueError(f"{type(cfg).__name__}: {name} must be a finite number {want}"
+                         f"{' or None' if none else ''}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _choice(cfg: object, name: str, options: Iterable[Any]) -> None:
+    value, options = getattr(cfg, name), tuple(options)
+    if isinstance(value, bool) != isinstance(options[0], bool) or value not in options:
+        raise ValueError(f"{type(cfg).__name__}: {name} must be one of "
+                         f"{', '.join(map(repr, options))}, got {value!r}")
+
+
+def _set(cfg: object, **values: Any) -> None:
+    for name, value in values.items():
+        object.__setattr__(cfg, name, value)
+
+
+# Dropout rates: p = 1 would zero every activation, so [0, 1) as the CLI's `probability`.
+_RATE = {"lo": 0.0, "hi": 1.0, "hi_open": True}
 
 
 # ---- BERT ------------------------------------------------------------------------------
@@ -72,8 +127,21 @@ class BertConfig(_Named):
     }
 
     def __post_init__(self) -> None:
+        _set(self, **{n: _int(self, n) for n in (
+            "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "intermediate_size", "max_position_embeddings", "type_vocab_size")})
+        _set(self, pad_token_id=_int(self, "pad_token_id", 0),
+             hidden_dropout_prob=_real(self, "hidden_dropout_prob", **_RATE),
+             attention_probs_dropout_prob=_real(self, "attention_probs_dropout_prob", **_RATE),
+             classifier_dropout=_real(self, "classifier_dropout", **_RATE, none=True),
+             initializer_range=_real(self, "initializer_range", 0.0),
+             layer_norm_eps=_real(self, "layer_norm_eps", 0.0, lo_open=True))
+        _choice(self, "hidden_act", ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"))
+        if self.pad_token_id >= self.vocab_size:
+            raise ValueError(f"BertConfig: pad_token_id {self.pad_token_id} is not a token id "
+                             f"(vocab_size {self.vocab_size})")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+            raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not a multiple of "
                              f"num_attention_heads {self.num_attention_heads}")
 
     @classmethod
@@ -130,8 +198,16 @@ class GPTConfig(_Named):
     }
 
     def __post_init__(self) -> None:
+        _set(self, **{n: _int(self, n) for n in ("vocab_size", "block_size", "n_layer",
+                                                  "n_head", "n_embd")})
+        _set(self, dropout=_real(self, "dropout", **_RATE),
+             initializer_range=_real(self, "initializer_range", 0.0),
+             layer_norm_eps=_real(self, "layer_norm_eps", 0.0, lo_open=True))
+        _choice(self, "activation", ("gelu_tanh", "gelu"))
+        _choice(self, "bias", (True, False))
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
+            raise ValueError(f"GPTConfig: n_embd {self.n_embd} is not a multiple of n_head "
+                             f"{self.n_head}")
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any], **overrides: Any) -> GPTConfig:
@@ -186,10 +262,21 @@ class ResNetConfig(_Named):
     }
 
     def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
-        self.depths = tuple(int(d) for d in self.depths)
+        for name in ("widths", "depths"):
+            value = getattr(self, name)
+            if (not isinstance(value, (tuple, list)) or
+                    not all(isinstance(v, Integral) and not isinstance(v, bool) and v >= 1
+                            for v in value)):
+                raise ValueError(f"ResNetConfig: {name} must be a list of integers >= 1, "
+                                 f"got {value!r}")
+            setattr(self, name, tuple(int(v) for v in value))
         if len(self.widths) != len(self.depths) or not self.widths:
-            raise ValueError(f"widths {self.widths} and depths {self.depths} must be non-empty "
-                             "and of the same length")
+            raise ValueError(f"ResNetConfig: widths {self.widths} and depths {self.depths} must "
+                             "be non-empty and of the same length")
+        _set(self, in_channels=_int(self, "in_channels"), num_classes=_int(self, "num_classes"),
+             bn_eps=_real(self, "bn_eps", 0.0, lo_open=True),
+             bn_momentum=_real(self, "bn_momentum", 0.0, 1.0))
+        _choice(self, "zero_init_residual", (True, False))
         if self.stem not in ("small", "imagenet"):
-            raise ValueError(f"stem must be 'small' or 'imagenet', got {self.stem!r}")
+            raise ValueError(f"ResNetConfig: stem must be 'small' or 'imagenet', got "
+                             f"{self.stem!r}")
