@@ -5,6 +5,11 @@ may call (`gemm`, `lora_linear_fwd`, ...) plus `xp`, the array module (numpy or
 CuPy). Each kernel has a numpy reference in `reference.py`; native versions
 (C++ through `minitl._C`, numba) replace a reference only when they are built
 and selected. `MINITL_KERNELS=reference` forces the references everywhere.
+
+Every native CPU kernel is installed behind `guards.guarded`: operands of a dtype it was not
+compiled for (float16, byte-swapped, mixed dtypes) run the reference instead, and a float-only
+kernel given integers raises TypeError. Kernels that index memory with data (embedding ids,
+class targets) check those indices themselves, in every implementation.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from minitl.backend import reference
+from minitl.backend.guards import NUMBA_DTYPES, guarded
 
 # Kernels a backend provides; each has a reference implementation of the same name.
 KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd", "im2col", "col2im", "im2col_cm",
@@ -64,14 +70,17 @@ def _cpu_backend() -> Backend:
         from minitl.backend import cpu
 
         for name in cpu.native_kernels():
-            kernels[name] = getattr(cpu, name)
+            kernels[name] = guarded(name, getattr(cpu, name), getattr(reference, name),
+                                    cpu.NATIVE_DTYPES)
             paths[name] = "native"
         # numba kernels fill in what C++ does not provide; they compile lazily on first call.
+        # numba has no float16 (and no byte-swapped arrays): those run the reference.
         from minitl.backend import numba_kernels
 
         for name in numba_kernels.provided_kernels():
             if paths.get(name) == "reference":
-                kernels[name] = getattr(numba_kernels, name)
+                kernels[name] = guarded(name, getattr(numba_kernels, name),
+                                        getattr(reference, name), NUMBA_DTYPES)
                 paths[name] = "numba"
     return Backend("cpu", np, kernels, paths)
 

@@ -126,6 +126,7 @@ def lora_linear_bwd(g: np.ndarray, x: np.ndarray, w: np.ndarray, a: np.ndarray,
 # ---- self-check --------------------------------------------------------------------------
 
 NATIVE_KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd")
+NATIVE_DTYPES = (np.dtype(np.float32),)  # what csrc/cpu is compiled for
 _verified: tuple[str, ...] | None = None
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from minitl.backend import cuda as cu
 from minitl.backend import reference
+from minitl.backend.guards import check_indices, check_length
 
 Array = Any
 
@@ -119,6 +120,9 @@ def softmax_xent_fwd(x: Array, target: Array, weight: Array | None, ignore_index
         return reference.softmax_xent_fwd(x, target, weight, ignore_index, label_smoothing)
     cp = cu.cupy()
     m, c = x.shape
+    # the kernel reads x[row, target[row]] unchecked (an illegal address kills the context)
+    check_length("softmax_xent_fwd", "target", target, m)
+    check_indices("softmax_xent_fwd", target, c, "classes", ignore_index)
     loss, lse = cp.empty(m, cp.float32), cp.empty(m, cp.float32)
     cu.launch(_fn("softmax_xent_fwd_f32"), _rows_grid(m), _row_block(c),
               (_c(x), _c(target.astype(cp.int64, copy=False)),
@@ -137,6 +141,8 @@ def softmax_xent_bwd(x: Array, lse: Array, target: Array, weight: Array | None,
         return reference.softmax_xent_bwd(x, lse, target, weight, ignore_index, label_smoothing,
                                           grad)
     m, c = x.shape
+    check_length("softmax_xent_bwd", "target", target, m)
+    check_indices("softmax_xent_bwd", target, c, "classes", ignore_index, backward=True)
     grad = _c(cp.broadcast_to(grad.astype(cp.float32, copy=False), (m,)))
     dx = cp.empty_like(x)
     cu.launch(_fn("softmax_xent_bwd_f32"), _rows_grid(m), _row_block(c),
@@ -242,6 +248,9 @@ def embedding_bwd(g: Array, ids: Array, num_embeddings: int, padding_idx: int | 
         return reference.embedding_bwd(g, ids, num_embeddings, padding_idx, scale_grad_by_freq)
     cp = cu.cupy()
     m, d = g.shape
+    # the kernel adds into dw[ids[r]] unchecked; the saved ids may have changed since forward
+    check_length("embedding_bwd", "ids", ids, m)
+    check_indices("embedding_bwd", ids, num_embeddings, "embeddings", backward=True)
     ids = _c(ids.astype(cp.int64, copy=False))
     dw = cp.zeros((num_embeddings, d), cp.float32)
     cu.launch(_fn("embedding_bwd_f32"), _flat_grid(m * d), (256, 1, 1),

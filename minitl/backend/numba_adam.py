@@ -69,7 +69,8 @@ def adamw_step(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
     from minitl.backend import reference
 
     state = (param, exp_avg, exp_avg_sq) + (() if max_exp_avg_sq is None else (max_exp_avg_sq,))
-    if (not isinstance(grad, np.ndarray) or param.dtype not in (np.float32, np.float64)
+    if (not isinstance(grad, np.ndarray) or grad.shape != param.shape
+            or param.dtype not in (np.float32, np.float64)
             or not all(isinstance(a, np.ndarray) and a.flags.c_contiguous
                        and a.dtype == param.dtype and a.shape == param.shape for a in state)):
         reference.adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1,

@@ -74,6 +74,7 @@ def _geometry(h: int, w: int, kh: int, kw: int, stride: tuple[int, int],
               padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
     from minitl.backend.reference import conv_out_size
 
+    # raises for a geometry the kernels' row/column clamps do not cover (non-positive steps)
     return (conv_out_size(h, kh, stride[0], padding[0], dilation[0]),
             conv_out_size(w, kw, stride[1], padding[1], dilation[1]))
 
@@ -95,8 +96,18 @@ def _col2im_any(cols: Array, x_shape: tuple[int, int, int, int], stride: tuple[i
                 padding: tuple[int, int], dilation: tuple[int, int],
                 channel_major: bool) -> Array:
     cols = _c(cols)
+    if cols.ndim != 6 or len(x_shape) != 4:
+        raise ValueError(f"col2im: expected 6-D cols and a 4-D x_shape, got {cols.shape} and "
+                         f"{tuple(x_shape)}")
     kh, kw = cols.shape[1:3] if channel_major else cols.shape[2:4]
     oh, ow = cols.shape[-2:]
+    # the kernel walks the (image, channel) planes of x_shape and reads cols at the same
+    # (image, channel): they must agree (rows and columns are clamped inside the kernel)
+    n_c = (cols.shape[3], cols.shape[0]) if channel_major else tuple(cols.shape[:2])
+    if n_c != tuple(x_shape[:2]):
+        raise ValueError(f"col2im: cols of shape {cols.shape} do not fit x_shape "
+                         f"{tuple(x_shape)} (batch and channels differ)")
+    _geometry(x_shape[2], x_shape[3], kh, kw, stride, padding, dilation)
     out = np.zeros(tuple(x_shape), dtype=cols.dtype)
     if cols.size:
         _launch(_col2im, cols.size, cols, kh, kw, *stride, *padding, *dilation, oh, ow,

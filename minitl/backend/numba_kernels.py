@@ -39,6 +39,7 @@ except ImportError:  # numba is a runtime dependency; this guards broken install
 
 # AdamW and im2col/col2im live in their own modules; the backend installs kernels by name
 # from this one, so it re-exports them.
+from minitl.backend.guards import check_indices, check_length, check_same_shape
 from minitl.backend.numba_adam import adamw_step  # noqa: F401
 from minitl.backend.numba_common import (
     _FM,
@@ -214,6 +215,7 @@ def layernorm_bwd(g: Array, x: Array, mean: Array, rstd: Array, weight: Array | 
                   needs: tuple[bool, ...]) -> tuple[Array | None, ...]:
     """(dx, dweight, dbias) of layernorm_fwd in one sweep over the rows; dweight and dbias are
     summed per chunk of rows in parallel, then over the chunks."""
+    check_same_shape("layernorm_bwd", g=g, x=x)
     if x.size == 0:
         from minitl.backend import reference
 
@@ -266,6 +268,9 @@ def softmax_xent_fwd(x: Array, target: Array, weight: Array | None, ignore_index
     sum of exponentials (float64 accumulator), then the target logit. No (M, C) output."""
     x = _c(x)
     m, c = x.shape
+    # the kernel reads x[i, target[i]] and w[target[i]]: every target is checked first
+    check_length("softmax_xent_fwd", "target", target, m)
+    check_indices("softmax_xent_fwd", target, c, "classes", ignore_index)
     if x.size == 0:
         from minitl.backend import reference
 
@@ -306,6 +311,10 @@ def softmax_xent_bwd(x: Array, lse: Array, target: Array, weight: Array | None,
     """dx (M, C) = grad_i (p_ic sum_c q_ic - q_ic), one pass over x writing dx."""
     x = _c(x)
     m, c = x.shape
+    # the targets were checked in forward, but the saved array may have changed since
+    check_length("softmax_xent_bwd", "target", target, m)
+    check_length("softmax_xent_bwd", "lse", lse, m)
+    check_indices("softmax_xent_bwd", target, c, "classes", ignore_index, backward=True)
     dx = np.empty_like(x)
     if x.size == 0:
         return dx
@@ -362,6 +371,7 @@ def _softmax_bwd(g, y, dx):  # type: ignore[no-untyped-def]
 
 def softmax_bwd(g: Array, y: Array) -> Array:
     """dx = y (g - sum(g y)) over the last axis, rows in parallel."""
+    check_same_shape("softmax_bwd", g=g, y=y)
     g, y = _c(g), _c(y)
     dx = np.empty_like(y)
     if y.size:
@@ -440,6 +450,7 @@ def gelu_fwd(x: Array, approximate: str) -> Array:
 
 def gelu_bwd(g: Array, x: Array, approximate: str) -> Array:
     """dx of gelu_fwd, recomputed from x in one pass."""
+    check_same_shape("gelu_bwd", g=g, x=x)
     xf = _c(x).reshape(-1)
     dx = np.empty_like(xf)
     _launch(_gelu_bwd, xf.size, _c(g).reshape(-1).astype(xf.dtype, copy=False), xf,
@@ -466,9 +477,13 @@ def embedding_bwd(g: Array, ids: Array, num_embeddings: int, padding_idx: int | 
                   scale_grad_by_freq: bool) -> Array:
     """dW (N, D): rows of g (M, D) added at ids (M,) in id order, columns split over threads."""
     g = _c(g)
-    d = g.shape[1]
+    m, d = g.shape
+    # the kernel adds into dw[ids[i]] unchecked; the ids saved by forward may have been
+    # changed in place since (a from_numpy buffer), so they are checked here, every call
+    check_length("embedding_bwd", "ids", ids, m)
+    check_indices("embedding_bwd", ids, num_embeddings, "embeddings", backward=True)
     dw = np.zeros((num_embeddings, d), dtype=g.dtype)
-    if g.shape[0]:
+    if m:
         nblock = max(1, min(numba.get_num_threads(), d // 16)) if numba is not None else 1
         _launch(_embedding_bwd, g.size, g, _c(ids).astype(np.int64, copy=False), nblock, dw)
     if scale_grad_by_freq:

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from minitl.backend.guards import check_indices, check_length, require_float
+
 Array = Any
 
 
@@ -60,6 +62,11 @@ def lora_linear_bwd(g: Array, x: Array, w: Array, a: Array, bm: Array, xa: Array
 
 
 def conv_out_size(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    """Output length of a sliding window; ValueError for a geometry no kernel can walk (a
+    zero stride divides by zero, a negative one would walk backwards past the clamps)."""
+    if min(k, stride, dilation) < 1 or pad < 0:
+        raise ValueError(f"im2col: kernel size {k}, stride {stride} and dilation {dilation} "
+                         f"must be >= 1 and padding {pad} >= 0")
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
@@ -119,6 +126,7 @@ def layernorm_fwd(x: Array, weight: Array | None, bias: Array | None, eps: float
                   ) -> tuple[Array, Array, Array]:
     """x (M, D) -> (y (M, D), mean (M, 1), rstd (M, 1)); weight/bias (D,) or None.
     The variance is the biased one, from the centred values (no E[x^2] - E[x]^2)."""
+    require_float("layernorm_fwd", x, weight, bias)
     mean = x.mean(axis=-1, keepdims=True)
     c = x - mean
     rstd = ((c * c).mean(axis=-1, keepdims=True) + eps) ** -0.5
@@ -136,6 +144,7 @@ def layernorm_bwd(g: Array, x: Array, mean: Array, rstd: Array, weight: Array | 
 
     dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),  dw = sum g xhat,  db = sum g.
     """
+    require_float("layernorm_bwd", g, x, weight)
     xhat = (x - mean) * rstd
     dx = dw = db = None
     if needs[0]:
@@ -159,10 +168,13 @@ def layernorm_bwd(g: Array, x: Array, mean: Array, rstd: Array, weight: Array | 
 
 def softmax_xent_fwd(x: Array, target: Array, weight: Array | None, ignore_index: int,
                      label_smoothing: float) -> tuple[Array, Array]:
-    """(loss (M,), lse (M,)); loss is 0 on ignored rows. Targets must already be checked
-    to lie in [0, C) or equal ignore_index."""
+    """(loss (M,), lse (M,)); loss is 0 on ignored rows. A target outside [0, C) that is not
+    ignore_index is an IndexError (a negative one would silently pick a class from the end)."""
     xp = _xp(x)
+    require_float("softmax_xent_fwd", x, weight)
     m, n_classes = x.shape
+    check_length("softmax_xent_fwd", "target", target, m)
+    check_indices("softmax_xent_fwd", target, n_classes, "classes", ignore_index)
     eps = label_smoothing
     mx = x.max(axis=1, keepdims=True)
     lse = xp.log(xp.exp(x - mx).sum(axis=1, keepdims=True)) + mx  # (M, 1)
@@ -183,7 +195,10 @@ def softmax_xent_bwd(x: Array, lse: Array, target: Array, weight: Array | None,
     """dx (M, C) = grad_i (p_ic sum_c q_ic - q_ic) with p = e^(x - lse); grad (M,) is the
     upstream gradient of each row's loss."""
     xp = _xp(x)
+    require_float("softmax_xent_bwd", x, lse, weight)
     m, n_classes = x.shape
+    check_length("softmax_xent_bwd", "target", target, m)
+    check_indices("softmax_xent_bwd", target, n_classes, "classes", ignore_index, backward=True)
     eps = label_smoothing
     valid = target != ignore_index
     t = xp.where(valid, target, 0)
@@ -205,6 +220,7 @@ def softmax_xent_bwd(x: Array, lse: Array, target: Array, weight: Array | None,
 def softmax_fwd(x: Array, safe: bool) -> Array:
     """y = e^(x - max) / sum e^(x - max) over the last axis of x (M, S). With `safe`, a row
     that is entirely -inf gives zeros instead of NaN (fully masked attention rows)."""
+    require_float("softmax_fwd", x)
     xp = _xp(x)
     mx = x.max(axis=-1, keepdims=True) if x.size else x.sum(axis=-1, keepdims=True)
     if safe:
@@ -218,6 +234,7 @@ def softmax_fwd(x: Array, safe: bool) -> Array:
 
 def softmax_bwd(g: Array, y: Array) -> Array:
     """dx = y (g - sum(g y)) over the last axis."""
+    require_float("softmax_bwd", g, y)
     gy = g * y
     return gy - y * gy.sum(axis=-1, keepdims=True)
 
@@ -245,6 +262,7 @@ def _erf(x: Array) -> Array:
 
 def gelu_fwd(x: Array, approximate: str) -> Array:
     """GELU of x (any shape); approximate is 'none' (erf) or 'tanh'."""
+    require_float("gelu_fwd", x)
     xp = _xp(x)
     if approximate == "tanh":
         t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
@@ -254,6 +272,7 @@ def gelu_fwd(x: Array, approximate: str) -> Array:
 
 def gelu_bwd(g: Array, x: Array, approximate: str) -> Array:
     """dx of gelu_fwd, recomputed from x (nothing but x is kept between the passes)."""
+    require_float("gelu_bwd", g, x)
     xp = _xp(x)
     if approximate == "tanh":
         t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
@@ -271,8 +290,11 @@ def gelu_bwd(g: Array, x: Array, approximate: str) -> Array:
 def embedding_bwd(g: Array, ids: Array, num_embeddings: int, padding_idx: int | None,
                   scale_grad_by_freq: bool) -> Array:
     """dW (N, D) of a lookup W[ids]: g (M, D) rows scatter-added at ids (M,), repeats
-    accumulating; divided by each id's count with scale_grad_by_freq; the padding row is 0."""
+    accumulating; divided by each id's count with scale_grad_by_freq; the padding row is 0.
+    Ids outside [0, N) are an IndexError (negative ones would wrap to another row)."""
     xp = _xp(g)
+    require_float("embedding_bwd", g)
+    check_indices("embedding_bwd", ids, num_embeddings, "embeddings", backward=True)
     dw = xp.zeros((num_embeddings, g.shape[1]), dtype=g.dtype)
     if xp is np:
         np.add.at(dw, ids, g)
@@ -302,6 +324,7 @@ def adamw_step(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
         m = lerp(m, g, 1 - beta1);  v = beta2 v + (1 - beta2) g g;  vmax = max(vmax, v)
         p += (m * -(lr / (1 - beta1^t))) / (sqrt(v) / sqrt(1 - beta2^t) + eps)
     """
+    require_float("adamw_step", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
     xp = _xp(param)
     if maximize:
         grad = -grad
