@@ -27,8 +27,13 @@ Two layouts exist (torch/serialization.py):
     from minitl.io.torch_pickle import load_torch
     state = load_torch("efficientnet-lite0.pth")     # {"_conv_stem.weight": ndarray, ...}
 
-Every malformed or truncated file raises ValueError; nothing larger than what the file
-holds is allocated.
+Every malformed or truncated file raises ValueError. Memory is bounded by the file: each
+storage is allocated only after its bytes were found in the file, and the arrays returned
+hold at most the storages' elements plus MAX_EXTRA_BYTES in total, over the whole file. Views
+beyond their storage's size (zero strides, overlapping views) draw on that one allowance, so
+a few KB of pickle asking for many expanded views is refused, not materialised. Identical
+views (same storage, offset, size and stride: tied weights) come back as one shared array,
+as `torch.load` returns tensors sharing one storage, and cost nothing extra.
 """
 
 from __future__ import annotations
@@ -50,8 +55,10 @@ __all__ = ["load_torch", "load_torch_object"]
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 # A view with zero strides may hold more elements than its storage; copying it out is
-# capped so that a handful of bytes cannot ask for terabytes.
+# capped so that a handful of bytes cannot ask for terabytes: per tensor, and (the bound that
+# matters) in total over the whole file, beyond the bytes its storages hold.
 MAX_EXPANDED_ELEMENTS = 1 << 26
+MAX_EXTRA_BYTES = 1 << 28
 
 # torch.<Name>Storage -> numpy dtype ("bf16": raw uint16, widened to float32 on output).
 STORAGE_DTYPES: dict[str, str] = {
@@ -238,7 +245,7 @@ def _remaining(f: IO[bytes]) -> int:
     return end - here
 
 
-def _read_legacy(f: IO[bytes]) -> Any:
+def _read_legacy(f: IO[bytes]) -> tuple[Any, dict[str, _Storage]]:
     magic = _unpickle(f, "magic number")
     if magic != LEGACY_MAGIC:
         raise ValueError("not a PyTorch checkpoint: the legacy magic number is missing "
@@ -274,10 +281,10 @@ def _read_legacy(f: IO[bytes]) -> Any:
             raise ValueError(f"truncated checkpoint: storage {key!r} needs {nbytes} bytes, "
                              f"{_remaining(f)} are left")
         s.data = np.frombuffer(f.read(nbytes), dtype=s.stype.dtype.newbyteorder(order))
-    return obj
+    return obj, storages
 
 
-def _read_zip(zf: zipfile.ZipFile) -> Any:
+def _read_zip(zf: zipfile.ZipFile) -> tuple[Any, dict[str, _Storage]]:
     pickles = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
         raise ValueError(f"not a PyTorch zip checkpoint: expected one <archive>/data.pkl, "
@@ -302,7 +309,7 @@ def _read_zip(zf: zipfile.ZipFile) -> Any:
             raise ValueError(f"storage record {member} holds {size} bytes, the object pickle "
                              f"says {s.numel} x {s.stype.dtype.itemsize} = {nbytes}")
         s.data = np.frombuffer(_record(zf, member), dtype=s.stype.dtype.newbyteorder(order))
-    return obj
+    return obj, storages
 
 
 def _record(zf: zipfile.ZipFile, name: str, limit: int | None = None) -> bytes:
@@ -321,6 +328,31 @@ def _record(zf: zipfile.ZipFile, name: str, limit: int | None = None) -> bytes:
     return data
 
 
+def _out_itemsize(s: _Storage) -> int:
+    return 4 if s.stype.bf16 else s.stype.dtype.itemsize
+
+
+class _Budget:
+    """Bytes the returned arrays may still take: the storages' own bytes (as returned, so
+    bfloat16 counts as float32) plus MAX_EXTRA_BYTES, charged before each allocation."""
+
+    def __init__(self, storages: Mapping[str, _Storage]) -> None:
+        self.total = sum(s.numel * _out_itemsize(s) for s in storages.values())
+        self.total += MAX_EXTRA_BYTES
+        self.left = self.total
+
+    def charge(self, t: _TensorRef) -> None:
+        n = _out_itemsize(t.storage)
+        for d in t.size:
+            n *= d
+        if n > self.left:
+            raise ValueError(f"tensor of size {t.size} over storage {t.storage.key!r} would "
+                             f"take the checkpoint's arrays beyond {self.total} bytes (the "
+                             f"storages' bytes plus {MAX_EXTRA_BYTES} for expanded or "
+                             "overlapping views, over the whole file)")
+        self.left -= n
+
+
 def _materialize(t: _TensorRef) -> np.ndarray:
     s = t.storage
     assert s.data is not None  # every referenced storage was read or the load raised
@@ -337,25 +369,29 @@ def _materialize(t: _TensorRef) -> np.ndarray:
     return out
 
 
-def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
-    """The unpickled structure with every tensor replaced by its numpy array."""
+def _resolve(obj: Any, memo: dict[Any, Any], budget: _Budget) -> Any:
+    """The unpickled structure with every tensor replaced by its numpy array; `memo` maps
+    objects (by id) and views (by storage, offset, size, stride) to what they became."""
     if id(obj) in memo:
         return memo[id(obj)]
-    if isinstance(obj, _TensorRef):
-        out: Any = _materialize(obj)
-    elif isinstance(obj, _Storage):
-        out = _materialize(_TensorRef(obj, 0, (obj.numel,), (1,)))
+    if isinstance(obj, (_TensorRef, _Storage)):
+        t = obj if isinstance(obj, _TensorRef) else _TensorRef(obj, 0, (obj.numel,), (1,))
+        view = ("view", t.storage.key, t.offset, t.size, t.stride)
+        out: Any = memo.get(view)
+        if out is None:
+            budget.charge(t)
+            out = memo[view] = _materialize(t)
     elif isinstance(obj, dict):
         out = type(obj)() if type(obj) in (dict, collections.OrderedDict) else {}
         memo[id(obj)] = out
         for k, v in obj.items():
-            out[k] = _resolve(v, memo)
+            out[k] = _resolve(v, memo, budget)
     elif isinstance(obj, list):
         out = []
         memo[id(obj)] = out
-        out.extend(_resolve(v, memo) for v in obj)
+        out.extend(_resolve(v, memo, budget) for v in obj)
     elif isinstance(obj, tuple):
-        out = tuple(_resolve(v, memo) for v in obj)
+        out = tuple(_resolve(v, memo, budget) for v in obj)
     else:
         out = obj  # numbers, strings, bytes, None, sets of those
     memo[id(obj)] = out
@@ -367,11 +403,13 @@ def load_torch_object(f: PathOrFile) -> Any:
 
     Returns:
         The saved object with each tensor (and each Parameter) replaced by a C-contiguous
-        numpy array in native byte order; bfloat16 comes back as float32.
+        numpy array in native byte order; bfloat16 comes back as float32. Tensors that are
+        the same view of one storage share one array.
 
     Raises:
         ValueError: the file names a global outside the allow-list ("refusing to load
-            global ..."), or is truncated or malformed.
+            global ..."), is truncated or malformed, or its views would expand beyond the
+            storages' bytes plus MAX_EXTRA_BYTES in total.
     """
     if isinstance(f, (str, os.PathLike)):
         with open(f, "rb") as fh:
@@ -381,7 +419,7 @@ def load_torch_object(f: PathOrFile) -> Any:
         f.seek(start)
         try:
             with zipfile.ZipFile(f) as zf:
-                obj = _read_zip(zf)
+                obj, storages = _read_zip(zf)
         except _ZIP_ERRORS as e:  # a damaged directory or local header
             raise ValueError(f"corrupt zip checkpoint: {type(e).__name__}: {e}") from None
     else:
@@ -389,9 +427,9 @@ def load_torch_object(f: PathOrFile) -> Any:
         if f.read(262)[257:262] == b"ustar":
             raise ValueError("tar checkpoints (PyTorch < 0.4) are not supported")
         f.seek(start)
-        obj = _read_legacy(f)
+        obj, storages = _read_legacy(f)
     try:
-        return _resolve(obj, {})
+        return _resolve(obj, {}, _Budget(storages))
     except RecursionError:
         raise ValueError("checkpoint object is nested too deeply") from None
 
