@@ -97,12 +97,12 @@ def test_help_explains_every_flag() -> None:
 
 def test_wrong_combinations_fail_with_a_message(corpus: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.run(parse(["--model", "bert-tiny", "--tokenizer", "char", "--data",
-                          str(corpus)])) == 2
+    assert cli.main(["--model", "bert-tiny", "--tokenizer", "char", "--data",
+                     str(corpus)]) == 2
     assert "[MASK]" in capsys.readouterr().err
-    assert cli.run(parse(["--model", "gpt-tiny", "--objective", "mlm"])) == 2
+    assert cli.main(["--model", "gpt-tiny", "--objective", "mlm"]) == 2
     assert "clm" in capsys.readouterr().err
-    assert cli.run(parse(["--model", "gpt-tiny", "--data", "no-such-corpus"])) == 2
+    assert cli.main(["--model", "gpt-tiny", "--data", "no-such-corpus"]) == 2
     assert "neither a dataset name" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse(["--model", "gpt-huge"])

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import minitl as mt
@@ -177,9 +178,185 @@ def test_every_config_field_is_checked(cls: str, field: str, value: object, says
 
 
 def test_configs_keep_plain_python_types() -> None:
-    import numpy as np
-
     c = mt.models.GPTConfig(vocab_size=np.int64(50), dropout=np.float32(0.25))
     assert type(c.vocab_size) is int and type(c.dropout) is float  # JSON-able in config.json
     with pytest.raises(TypeError, match="GPTConfig has no field 'nlayer'"):
         mt.models.GPTConfig.named("gpt-tiny", nlayer=2)
+
+
+# ---- minitl pretrain ----------------------------------------------------------------------------
+
+TINY = ["pretrain", "--model", "gpt-tiny", "--set", "n_layer=1", "--set", "n_embd=16", "--set",
+        "n_head=2", "--seq-len", "8", "--batch-size", "4", "--tokenizer", "char",
+        "--eval-batches", "1", "--eval-every", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    words = "the cat sat on a mat and ran to the big red house where my hat is".split()
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text("\n".join(" ".join(rng.choice(words, 6)) + "." for _ in range(200)) + "\n")
+    return path
+
+
+def pretrain(corpus: Path, out: Path, *extra: str) -> int:
+    return main([*TINY, "--data", str(corpus), "--out", str(out), *extra])
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("usage:")
+           and not ln.startswith(" ")]
+    assert len(err) == 1 and err[0].startswith("minitl pretrain: error: "), err
+    return err[0].removeprefix("minitl pretrain: error: ")
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--steps", "0"], "argument --steps: must be an integer >= 1, got '0'"),
+    (["--lr", "inf"], "argument --lr: must be a finite number > 0, got 'inf'"),
+    (["--lr", "nan"], "argument --lr: must be a finite number > 0"),
+    (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+    (["--epochs", "-1"], "argument --epochs: must be a finite number > 0"),
+    (["--warmup-steps", "-3"], "argument --warmup-steps: must be an integer >= 0"),
+    (["--grad-clip", "-1"], "argument --grad-clip: must be a finite number >= 0"),
+    (["--keep-checkpoints", "-1"], "argument --keep-checkpoints: must be an integer >= 0"),
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0"),
+    (["--train-limit", "0"], "argument --train-limit: must be an integer >= 1"),
+    (["--set", "n_layer=-1"], "--set: GPTConfig: n_layer must be an integer >= 1, got -1"),
+    (["--set", "n_head=3"], "n_embd 16 is not a multiple of n_head 3"),
+    (["--set", "dropout=1"], "dropout must be a finite number in [0, 1)"),
+    (["--set", "nlayer=1"], "GPTConfig has no field 'nlayer'"),
+    (["--set", "vocab_size=3"], "vocab_size is decided by the tokenizer"),
+    (["--set", "n_layer"], "--set expects FIELD=VALUE"),
+    (["--train-limit", "10"], "(--train-limit 10) gives 1 windows of 9 tokens, fewer than one "
+                              "batch of 4"),
+    (["--resume", "no-such.safetensors"], "--resume 'no-such.safetensors' does not exist"),
+    (["--data-root", "/no/such/dir"], "--data-root '/no/such/dir' does not exist"),
+])
+def test_pretrain_refuses_bad_values_in_one_line(
+        flags: list[str], says: str, corpus: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = pretrain(corpus, tmp_path / "w.safetensors", *flags)
+    except SystemExit as e:  # argparse's own exit
+        code = int(e.code or 0)
+    assert code == 2
+    assert says in one_error_line(capsys)
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_pretrain_checks_its_outputs_before_any_work(corpus: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out, flags, says in [
+            (tmp_path, [], "is a directory; expected a file name"),
+            (blocker / "w.safetensors", [], f"{str(blocker)!r} is a file, not a directory"),
+            (tmp_path / "w.safetensors", ["--log-dir", str(blocker)], "--log-dir"),
+            (tmp_path / "w.safetensors", ["--checkpoint-every", "1", "--checkpoint-dir",
+                                          str(blocker)], "--checkpoint-dir"),
+            (corpus, [], "would overwrite --data")]:
+        assert pretrain(corpus, out, *flags) == 2
+        assert capsys.readouterr().out == ""  # not even the tokenizer was learnt
+    capsys.readouterr()
+    (tmp_path / "w.config.json").mkdir()  # a companion file's place taken by a directory
+    assert pretrain(corpus, tmp_path / "w.safetensors") == 2
+    assert "w.config.json' is a directory" in one_error_line(capsys)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nonfinite_loss_stops_with_exit_1_and_writes_nothing(
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "w.safetensors"
+    assert pretrain(corpus, out, "--steps", "6", "--lr", "1e30", "--grad-clip", "0",
+                    "--checkpoint-every", "1") == 1
+    line = one_error_line(capsys)
+    assert " became " in line and "at step" in line and "training stopped" in line
+    assert not out.exists() and not (tmp_path / "w.config.json").exists()
+    for f in (tmp_path / "w.checkpoints").glob("*.safetensors"):  # any checkpoint is finite
+        assert all(np.isfinite(v.numpy()).all() for k, v in mt.load(f).items()
+                   if k.startswith("model."))
+
+
+def _run_a(corpus: Path, tmp_path: Path) -> Path:
+    ckpt = tmp_path / "runA" / "ckpt"
+    assert pretrain(corpus, tmp_path / "runA" / "w.safetensors", "--steps", "4",
+                    "--checkpoint-every", "2", "--keep-checkpoints", "1", "--checkpoint-dir",
+                    str(ckpt)) == 0
+    assert sorted(os.listdir(ckpt)) == ["checkpoint-0000004.safetensors"]
+    return ckpt / "checkpoint-0000004.safetensors"
+
+
+def test_fork_resume_keeps_the_other_runs_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    """The reported case: `--out fork/x --resume runA/.../checkpoint` rotated run A's file
+    away. Now the fork rotates its own files only."""
+    a = _run_a(corpus, tmp_path)
+    assert pretrain(corpus, tmp_path / "fork" / "x.safetensors", "--steps", "8",
+                    "--checkpoint-every", "2", "--keep-checkpoints", "1", "--resume",
+                    str(a)) == 0
+    assert a.is_file()
+    assert sorted(os.listdir(tmp_path / "fork" / "x.checkpoints")) == \
+        ["checkpoint-0000008.safetensors"]
+
+
+def test_resume_refuses_a_changed_lr(corpus: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    a = _run_a(corpus, tmp_path)
+    capsys.readouterr()
+    assert pretrain(corpus, tmp_path / "b.safetensors", "--steps", "6", "--resume", str(a),
+                    "--lr", "0.01") == 2
+    line = one_error_line(capsys)
+    assert "--lr 0.01 differs from the 0.001 that checkpoint" in line
+    assert "resume with --lr 0.001" in line
+    assert pretrain(corpus, tmp_path / "b.safetensors", "--steps", "6", "--resume", str(a),
+                    "--weight-decay", "0") == 2
+    assert "--weight-decay 0 differs from the 0.1" in one_error_line(capsys)
+
+
+def test_resume_from_damaged_or_foreign_files(corpus: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from minitl.train import load_state, save_state
+
+    a = _run_a(corpus, tmp_path)
+    capsys.readouterr()
+    state = load_state(a)
+    del state["model"]
+    save_state(state, tmp_path / "no-model.safetensors")
+    other = tmp_path / "not-ckpt.safetensors"
+    mt.save({"w": mt.zeros(2)}, other)
+    for path, says in [(tmp_path / "no-model.safetensors", "has no 'model' entry (not a "
+                        "minitl training checkpoint"),
+                       (other, "is not a minitl training checkpoint"),
+                       (corpus, "invalid safetensors file")]:
+        assert pretrain(corpus, tmp_path / "b.safetensors", "--steps", "6", "--resume",
+                        str(path)) == 1
+        line = one_error_line(capsys)
+        assert str(path) in line and says in line, line
+    # the checkpoint of a different model: its weights do not fit, and says so
+    assert pretrain(corpus, tmp_path / "b.safetensors", "--steps", "6", "--resume", str(a),
+                    "--set", "n_embd=32") == 1
+    assert "weights do not fit this model" in one_error_line(capsys)
+
+
+def test_bad_tokenizer_file_names_it(corpus: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert pretrain(corpus, tmp_path / "w.safetensors", "--tokenizer-file", str(corpus)) == 1
+    assert f"{corpus}: not a saved char tokenizer" in one_error_line(capsys)
+
+
+def test_bench_unknown_subject(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "no-such-subject"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("minitl bench: error: unknown subject(s) "
+                                               "no-such-subject; available: ")
+
+
+def test_pretrain_subprocess_nan_is_one_line_exit_1(corpus: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "minitl.cli", *TINY, "--data", str(corpus),
+         "--out", str(tmp_path / "w.safetensors"), "--steps", "6", "--lr", "1e30",
+         "--grad-clip", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MINITL_DEBUG": ""})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("minitl pretrain: error: ")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "w.safetensors").exists()

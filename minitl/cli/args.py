@@ -39,7 +39,7 @@ listed exception types into a `UsageError` (or a `UserError` with `usage=False`)
         train(task)                                    # a ValueError here is a bug: traceback
         return 0
 
-Only the standard library is imported here: the parser is built before numpy loads.
+Only the standard library is imported at the top: the parser is built before numpy loads.
 """
 
 from __future__ import annotations
@@ -129,40 +129,23 @@ probability = float_range(0.0, 1.0, hi_open=True)  # dropout-like rates in [0, 1
 
 # ---- output paths -----------------------------------------------------------------------------
 
-def _usable_dir(directory: str, what: str, path: str) -> None:
-    """Raise UsageError unless `directory` exists as a writable directory or can be made:
-    its nearest existing ancestor must be a writable directory."""
-    probe = os.path.abspath(directory)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        raise UsageError(f"{what} {path!r}: {probe!r} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {path!r}: no permission to write in {probe!r}")
-
-
 def check_output_file(path: str | os.PathLike[str], what: str = "output") -> None:
-    """Raise UsageError unless a file can be written at `path` (its directory existing or
-    creatable, `path` not a directory). Call it before the work that produces the file."""
-    text = os.fspath(path)
-    if not text:
-        raise UsageError(f"{what}: empty path")
-    if os.path.isdir(text) or text.endswith(os.sep):
-        raise UsageError(f"{what} {text!r} is a directory; expected a file name")
-    _usable_dir(os.path.dirname(os.path.abspath(text)), what, text)
+    """Raise UsageError unless a file can be written at `path` (not a directory; its
+    directory existing or creatable). Call it before the work that produces the file."""
+    from minitl.train.paths import OutputPathError
+    from minitl.train.paths import check_output_file as check
+
+    with user_errors(OutputPathError):
+        check(path, what)
 
 
 def check_output_dir(path: str | os.PathLike[str], what: str = "output directory") -> None:
     """Raise UsageError unless `path` is, or can be made, a writable directory."""
-    text = os.fspath(path)
-    if not text:
-        raise UsageError(f"{what}: empty path")
-    if os.path.exists(text) and not os.path.isdir(text):
-        raise UsageError(f"{what} {text!r} is a file; expected a directory")
-    _usable_dir(text, what, text)
+    from minitl.train.paths import OutputPathError
+    from minitl.train.paths import check_output_dir as check
+
+    with user_errors(OutputPathError):
+        check(path, what)
 
 
 # ---- turning exceptions into one line ---------------------------------------------------------

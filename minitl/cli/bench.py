@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from minitl.cli.args import UsageError, UserError
+
 DEFAULT_ORDER = ("ops", "train_step", "gemm", "lora")
 GPU_SUBJECTS = ("cuda",)  # benchmarks/bench_cuda.py: gemm, lora and train on the GPU
 
@@ -41,20 +43,18 @@ def available(bench_dir: Path) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     bench_dir = find_benchmarks()
     if bench_dir is None:
-        print("minitl bench: the benchmarks are not part of the installed package; run this "
-              "from a source checkout of minitl (the directory holding benchmarks/), e.g. "
-              "`git clone ... && cd minitl && pip install -e . && minitl bench`",
-              file=sys.stderr)
-        return 2
+        raise UsageError("the benchmarks are not part of the installed package; run this "
+                         "from a source checkout of minitl (the directory holding "
+                         "benchmarks/), e.g. `git clone ... && cd minitl && pip install -e . "
+                         "&& minitl bench`")
     names = available(bench_dir)
     on_gpu = [n for n in names if n in GPU_SUBJECTS]
     subjects = args.subjects or (on_gpu if args.device == "cuda" else
                                  [n for n in names if n not in GPU_SUBJECTS])
     unknown = [s for s in subjects if s not in names]
     if unknown:
-        print(f"minitl bench: unknown subject(s) {', '.join(unknown)}; available: "
-              f"{', '.join(names)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown subject(s) {', '.join(unknown)}; available: "
+                         f"{', '.join(names)}")
     if args.list:
         print("\n".join(names))
         return 0
@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if rc != 0:
             failed.append(name)
     if failed:
-        print(f"minitl bench: failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
+        raise UserError(f"failed: {', '.join(failed)} (their output is above)")
     return 0
 
 

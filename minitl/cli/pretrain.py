@@ -13,6 +13,11 @@ Writes OUT (safetensors weights), OUT's stem + .config.json (model config, token
 settings, final metrics) and the tokenizer (.tokenizer.json, or .vocab.txt for
 WordPiece) beside it. A run with --checkpoint-every N can be killed and continued with
 --resume CHECKPOINT and the same flags: the loss curve is the uninterrupted one.
+
+Every value is checked before anything is read or trained: a bad flag, an input that does
+not exist or an --out that cannot be written stops the command with one line and exit
+status 2; a bad input file, or a loss that turns nan or infinite during training (the
+weights are then not written), with exit status 1.
 Example: minitl pretrain --model gpt-mini --data movie-dialog --steps 600 --out gpt.safetensors
 """
 
@@ -22,6 +27,15 @@ import argparse
 import json
 import sys
 from typing import Any
+
+from minitl.cli.args import (
+    UsageError,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    user_errors,
+)
 
 # Only the lists the parser shows; the recipe (numpy, the models) loads when `run` starts.
 _MODELS = ("gpt-tiny", "gpt-mini", "gpt-small", "bert-tiny", "bert-mini", "bert-small",
@@ -63,54 +77,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "lower-cased WordPiece vocabulary (bert default); the saved file sits beside --out"))
     tok.add_argument("--tokenizer-file", default=None, metavar="PATH", help=(
         "load this saved tokenizer (of the --tokenizer kind) instead of learning one"))
-    tok.add_argument("--vocab-size", type=int, default=None, metavar="N",
+    tok.add_argument("--vocab-size", type=positive_int, default=None, metavar="N",
                      help="size of a learnt BPE / WordPiece vocabulary (default 4096)")
-    tok.add_argument("--seq-len", type=int, default=None, metavar="T",
+    tok.add_argument("--seq-len", type=positive_int, default=None, metavar="T",
                      help="tokens per training window (default 128)")
 
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--steps", type=int, default=None, metavar="N", help=(
+    opt.add_argument("--steps", type=positive_int, default=None, metavar="N", help=(
         "optimizer steps (default: 600 for text models; wins over --epochs)"))
-    opt.add_argument("--epochs", type=float, default=None, metavar="E", help=(
+    opt.add_argument("--epochs", type=positive_float, default=None, metavar="E", help=(
         "passes over the training set instead of --steps (default for resnet: 1)"))
-    opt.add_argument("--batch-size", type=int, default=None, metavar="B",
+    opt.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                      help="examples per step (default: gpt 16, bert 32, resnet 128)")
-    opt.add_argument("--lr", type=float, default=None, help=(
+    opt.add_argument("--lr", type=positive_float, default=None, help=(
         "peak learning rate, reached after warmup and decayed to 0 on a cosine (default: "
         "AdamW at 1e-3 for gpt and contrastive resnet, 3e-4 for bert (post-LN BERT at 1e-3 "
         "stays on the most-frequent-token plateau), 0.05 with SGD + Nesterov momentum for "
         "supervised resnet)"))
-    opt.add_argument("--warmup-steps", type=int, default=None, metavar="N",
+    opt.add_argument("--warmup-steps", type=nonnegative_int, default=None, metavar="N",
                      help="linear warmup steps (default: 5%% of the steps)")
-    opt.add_argument("--weight-decay", type=float, default=None, metavar="WD",
+    opt.add_argument("--weight-decay", type=nonnegative_float, default=None, metavar="WD",
                      help="on weight matrices and kernels only (default: gpt 0.1, bert 0.01, "
                           "resnet 5e-4)")
-    opt.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
+    opt.add_argument("--grad-clip", type=nonnegative_float, default=None, metavar="NORM",
                      help="clip the global gradient norm (default 1.0 for text models; 0: off)")
-    opt.add_argument("--seed", type=int, default=0,
+    opt.add_argument("--seed", type=nonnegative_int, default=0,
                      help="seeds the init, data order, masks and augmentations (default 0)")
-    opt.add_argument("--train-limit", type=int, default=None, metavar="N",
+    opt.add_argument("--train-limit", type=positive_int, default=None, metavar="N",
                      help="use only the first N training characters (text) or images")
 
     ev = p.add_argument_group("evaluation, logs and checkpoints")
-    ev.add_argument("--eval-every", type=int, default=None, metavar="N", help=(
+    ev.add_argument("--eval-every", type=positive_int, default=None, metavar="N", help=(
         "evaluate on the validation set every N steps and at the end (default: text models "
         "100, resnet once per epoch)"))
-    ev.add_argument("--eval-batches", type=int, default=None, metavar="N", help=(
+    ev.add_argument("--eval-batches", type=positive_int, default=None, metavar="N", help=(
         "validation batches per evaluation, spread over the validation set (default: 16 for "
         "text models, all for images); the final metrics use the same batches"))
     ev.add_argument("--log-dir", default=None, metavar="DIR",
                     help="write metrics.jsonl (one line per step and evaluation) there")
-    ev.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+    ev.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="N",
                     help="save a resumable checkpoint every N steps (0: never)")
     ev.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                     help="where checkpoints go (default: OUT's stem + .checkpoints)")
-    ev.add_argument("--keep-checkpoints", type=int, default=2, metavar="K",
-                    help="keep only the K newest checkpoints (default 2; 0: keep all)")
+    ev.add_argument("--keep-checkpoints", type=nonnegative_int, default=2, metavar="K", help=(
+        "keep only the K newest checkpoints (default 2; 0: keep all); only checkpoint files "
+        "of this run's name pattern in the checkpoint directory are ever deleted"))
     ev.add_argument("--resume", default=None, metavar="CKPT", help=(
         "continue from a checkpoint of a run with the same flags; the steps already done "
-        "are not repeated and the log continues from the checkpoint"))
-    ev.add_argument("--log-every", type=int, default=10, metavar="N",
+        "are not repeated and the log continues from the checkpoint. --lr and "
+        "--weight-decay are part of the checkpoint's optimizer state: a resume asking for "
+        "other values is refused, naming the saved and the requested ones"))
+    ev.add_argument("--log-every", type=positive_int, default=10, metavar="N",
                     help="steps between progress lines when stderr is not a terminal (default 10)")
     ev.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -120,7 +137,7 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -146,14 +163,16 @@ def _fmt(value: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minitl.recipes.pretraining import pretrain
+    from minitl.recipes.pretraining import ConfigError, prepare
+    from minitl.train.paths import OutputPathError
 
-    try:
-        cfg = config_from_args(args)
-        result = pretrain(cfg)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"minitl pretrain: error: {e}", file=sys.stderr)
-        return 2
+    # Wrong settings and paths (exit 2) are found before any data is read; a bad data,
+    # tokenizer or checkpoint file (exit 1) before the first step. A ValueError in training
+    # itself is a bug and keeps its traceback.
+    with user_errors(ValueError, KeyError, OSError, usage=False):
+        with user_errors(ConfigError, OutputPathError):
+            run = prepare(config_from_args(args))
+    result = run.train()
     print(f"trained {result.steps} steps in {result.train_seconds:.1f} s")
     print("final metrics: " + "  ".join(f"{k} {_fmt(v)}" for k, v in result.metrics.items()))
     print("baselines:     " + "  ".join(f"{k} {_fmt(v)}" for k, v in result.baselines.items()))
@@ -165,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minitl pretrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from minitl.cli import run_command
+
+    return run_command("minitl pretrain", run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -36,103 +36,27 @@ from minitl import creation, io, nn
 from minitl.autograd_state import no_grad
 from minitl.data import BasicTokenizer, ByteBPETokenizer, CharTokenizer, WordPieceTokenizer
 from minitl.data.tokenizers.bpe import bytes_to_unicode
-from minitl.models import GPT, BertConfig, BertForMaskedLM, GPTConfig, ResNet, ResNetConfig
+from minitl.models import GPT, BertForMaskedLM, GPTConfig, ResNet
 from minitl.optim import SGD, AdamW, lr_scheduler
 from minitl.pretrain import ImageAugment, causal_lm_shift, mask_tokens, nt_xent, two_views
+from minitl.recipes.pretrain_config import (
+    FAMILIES,
+    ConfigError,
+    PretrainConfig,
+    check_paths,
+    model_family,
+)
 from minitl.tensor import Tensor
 from minitl.train import Checkpoint, Trainer
 
-__all__ = ["PretrainConfig", "PretrainResult", "RoundLoader", "TextCodec", "knn_accuracy",
-           "load_pretrained", "model_family", "pretrain", "train_wordpiece",
-           "unigram_perplexity"]
+__all__ = ["ConfigError", "PretrainConfig", "PretrainResult", "PreparedRun", "RoundLoader",
+           "TextCodec", "knn_accuracy", "load_pretrained", "model_family", "prepare", "pretrain",
+           "train_wordpiece", "unigram_perplexity"]
 
-FAMILIES: dict[str, Any] = {"gpt": GPTConfig, "bert": BertConfig, "resnet": ResNetConfig}
 MODELS: dict[str, Any] = {"gpt": GPT, "bert": BertForMaskedLM, "resnet": ResNet}
-OBJECTIVES = {"gpt": ("clm",), "bert": ("mlm",), "resnet": ("supervised", "contrastive")}
-TOKENIZERS = {"gpt": ("bpe", "char", "wordpiece"), "bert": ("wordpiece", "bpe")}
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4
 _NEVER = 1 << 62  # a Checkpoint interval that never fires (see `_build_trainer`)
 Objective = Callable[[nn.Module, Any], tuple[Tensor, Any, Any]]  # -> loss, logits, labels
-
-# Per family: what a field left at None becomes.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "gpt": {"data": "movie-dialog", "tokenizer": "bpe", "objective": "clm", "vocab_size": 4096,
-            "seq_len": 128, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.1, "steps": 600,
-            "eval_every": 100, "eval_batches": 16, "grad_clip": 1.0},
-    # bert lr: at 1e-3 post-LN BERT stayed on the most-frequent-token plateau (pretraining.md)
-    "bert": {"data": "movie-dialog", "tokenizer": "wordpiece", "objective": "mlm", "steps": 600,
-             "vocab_size": 4096, "seq_len": 128, "batch_size": 32, "lr": 3e-4, "grad_clip": 1.0,
-             "weight_decay": 0.01, "eval_every": 100, "eval_batches": 16},
-    "resnet": {"data": "fashion-mnist", "objective": "supervised", "batch_size": 128,
-               "lr": 0.05, "weight_decay": 5e-4, "epochs": 1.0, "grad_clip": None},
-}
-# Contrastive training uses AdamW (see `_build_trainer`), which wants a smaller step than SGD.
-CONTRASTIVE_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-4}
-
-
-def model_family(name: str) -> str:
-    """"gpt", "bert" or "resnet" for a named size such as "gpt-mini"."""
-    for family, config_cls in FAMILIES.items():
-        if name in config_cls.SIZES:
-            return family
-    raise ValueError(f"unknown model {name!r}; choose one of "
-                     f"{', '.join(n for c in FAMILIES.values() for n in c.sizes())}")
-
-
-@dataclass
-class PretrainConfig:
-    """One pretraining run; fields left at None take the family's `DEFAULTS`."""
-
-    model: str = "gpt-mini"  # a named size: gpt-*, bert-* or resnet-*
-    out: str = "pretrained.safetensors"  # the weights; config/tokenizer files go beside
-    data: str | None = None  # a `load_dataset` name or a UTF-8 text file (last 10% = val)
-    data_root: str | None = None  # read dataset `data` from this file / directory instead
-    steps: int | None = None  # optimizer steps (win over `epochs` when both are set)
-    epochs: float | None = None  # passes over the training set, converted into steps
-    batch_size: int | None = None
-    lr: float | None = None  # peak learning rate (linear warmup, cosine decay to 0)
-    warmup_steps: int | None = None  # None: 5% of the steps
-    weight_decay: float | None = None  # on matrices and kernels only
-    grad_clip: float | None = None  # max global grad norm; 0: off
-    seq_len: int | None = None  # tokens per training window (text models)
-    tokenizer: str | None = None  # "bpe" | "char" | "wordpiece"
-    tokenizer_file: str | None = None  # load this saved tokenizer instead of learning one
-    vocab_size: int | None = None  # target size of a learnt BPE / WordPiece vocabulary
-    objective: str | None = None  # "clm" (gpt), "mlm" (bert), "supervised" | "contrastive"
-    seed: int = 0  # init, data order, masks, augmentations
-    eval_every: int | None = None  # steps between evaluations (resnet: one epoch)
-    eval_batches: int | None = None  # validation batches per evaluation (None: all)
-    train_limit: int | None = None  # use at most this many training chars / images
-    log_dir: str | None = None  # metrics.jsonl (+ loss.png) go here
-    checkpoint_every: int = 0  # a resumable checkpoint every N steps (0: never)
-    checkpoint_dir: str | None = None  # default: <out stem>.checkpoints
-    keep_checkpoints: int | None = 2  # newest checkpoints kept (None: all)
-    resume: str | None = None  # a checkpoint written by a run with the same settings
-    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields
-    progress: bool = True
-    log_every: int = 10  # steps between progress lines when not on a terminal
-
-    def resolved(self) -> PretrainConfig:
-        family = model_family(self.model)
-        defaults = {**DEFAULTS[family],
-                    **(CONTRASTIVE_DEFAULTS if self.objective == "contrastive" else {})}
-        # Asked-for epochs replace the default steps; asked-for steps win over epochs.
-        cfg = dataclasses.replace(self, **{
-            k: v for k, v in defaults.items() if getattr(self, k) is None
-            and not (k == "epochs" and self.steps) and not (k == "steps" and self.epochs)})
-        if cfg.objective not in OBJECTIVES[family] or (
-                family != "resnet" and cfg.tokenizer not in TOKENIZERS[family]):
-            raise ValueError(f"{self.model} trains with objective {OBJECTIVES[family]} and a "
-                             f"tokenizer among {TOKENIZERS.get(family, (None,))} (MLM needs "
-                             f"[MASK]), not {cfg.objective!r} and {cfg.tokenizer!r}")
-        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches"):
-            if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-        return cfg
-
-    @property
-    def stem(self) -> str:
-        return os.fspath(self.out).removesuffix(".safetensors")
 
 
 @dataclass
@@ -194,9 +118,13 @@ class TextCodec:
 
     @classmethod
     def load(cls, kind: str, path: str | os.PathLike[str]) -> TextCodec:
-        return cls(kind, WordPieceTokenizer.from_vocab(path, do_lower_case=True)
-                   if kind == "wordpiece" else
-                   (CharTokenizer if kind == "char" else ByteBPETokenizer).load(path))
+        try:
+            return cls(kind, WordPieceTokenizer.from_vocab(path, do_lower_case=True)
+                       if kind == "wordpiece" else
+                       (CharTokenizer if kind == "char" else ByteBPETokenizer).load(path))
+        except (ValueError, KeyError, TypeError) as e:  # JSON of another shape, or none
+            raise ValueError(f"{os.fspath(path)}: not a saved {kind} tokenizer "
+                             f"({type(e).__name__}: {e})") from e
 
     def save(self, stem: str) -> str:
         if self.kind != "wordpiece":
@@ -505,17 +433,49 @@ def knn_accuracy(net: ResNet, ref_x: np.ndarray, ref_y: np.ndarray, x: np.ndarra
 
 # ---- the run --------------------------------------------------------------------------------
 
+@dataclass
+class PreparedRun:
+    """Everything `pretrain` builds before the first step: what `prepare` returns."""
+
+    cfg: PretrainConfig  # resolved
+    setup: _Setup
+    trainer: Trainer  # already at the checkpoint's step when resuming
+    say: Callable[[str], None]
+
+    def train(self) -> PretrainResult:
+        """Train (or continue), evaluate, save; return the lot."""
+        cfg, setup, trainer = self.cfg, self.setup, self.trainer
+        t0 = time.perf_counter()
+        trainer.fit()
+        seconds = time.perf_counter() - t0
+        last = trainer.eval_history[-1] if trainer.eval_history else {}
+        metrics = ({k: v for k, v in last.items() if k.startswith("eval_")}
+                   if last.get("step") == trainer.step else trainer.evaluate())
+        metrics.update(setup.final(trainer) if setup.final is not None else {})
+        paths = save_pretrained(cfg, setup, metrics, trainer.step, seconds)
+        return PretrainResult(setup.saved, None if setup.codec is None else setup.codec.tokenizer,
+                              metrics, setup.baselines, paths, trainer.step, seconds, trainer)
+
+
 def pretrain(cfg: PretrainConfig, stream: TextIO | None = None) -> PretrainResult:
     """Build everything `cfg` describes, train (or resume), evaluate, save; return the lot.
     Lines about the run go to `stream` (stdout by default), the Trainer's progress to
-    stderr."""
-    cfg = cfg.resolved()
+    stderr. Bad settings raise ConfigError before any data is read (see `prepare`)."""
+    return prepare(cfg, stream).train()
 
+
+def prepare(cfg: PretrainConfig, stream: TextIO | None = None) -> PreparedRun:
+    """Check the settings and paths (ConfigError), read the data, learn or load the
+    tokenizer, build the model and the Trainer, and load the checkpoint to resume from
+    (ValueError naming the file if it is not a fitting one); nothing is trained yet."""
+    cfg = cfg.resolved()
+    check_paths(cfg)
     say = functools.partial(print, file=stream if stream is not None else sys.stdout, flush=True)
     family = model_family(cfg.model)
     creation.manual_seed(cfg.seed)  # model init, masks, dropout, augmentations
     setup = _text_setup(cfg, family, say) if family != "resnet" else _image_setup(cfg, say)
     bs = int(cfg.batch_size or 1)
+    _check_data_size(cfg, family, setup, bs)
     per_epoch = setup.n_train // bs
     steps = cfg.steps or max(1, math.ceil((cfg.epochs or 1) * per_epoch))
     eval_every = min(cfg.eval_every or per_epoch, steps)
@@ -524,18 +484,40 @@ def pretrain(cfg: PretrainConfig, stream: TextIO | None = None) -> PretrainResul
         f"{setup.n_train:,}), evaluation every {eval_every} steps on "
         f"{len(setup.eval_batches)} validation batches")
     trainer = _build_trainer(cfg, setup, steps, eval_every)
-    t0 = time.perf_counter()
     if cfg.resume:
         trainer.load_checkpoint(cfg.resume)
-    trainer.fit()
-    seconds = time.perf_counter() - t0
-    last = trainer.eval_history[-1] if trainer.eval_history else {}
-    metrics = ({k: v for k, v in last.items() if k.startswith("eval_")}
-               if last.get("step") == trainer.step else trainer.evaluate())
-    metrics.update(setup.final(trainer) if setup.final is not None else {})
-    paths = save_pretrained(cfg, setup, metrics, trainer.step, seconds)
-    return PretrainResult(setup.saved, None if setup.codec is None else setup.codec.tokenizer,
-                          metrics, setup.baselines, paths, trainer.step, seconds, trainer)
+        _check_resumed_settings(cfg, trainer)
+    return PreparedRun(cfg, setup, trainer, say)
+
+
+def _check_data_size(cfg: PretrainConfig, family: str, setup: _Setup, bs: int) -> None:
+    """ConfigError unless the data gives one training batch and one validation batch."""
+    unit = ("images" if family == "resnet" else
+            f"windows of {int(cfg.seq_len or 0) + (family == 'gpt')} tokens")
+    limit = f" (--train-limit {cfg.train_limit})" if cfg.train_limit is not None else ""
+    if setup.n_train < bs:
+        raise ConfigError(f"the training data{limit} gives {setup.n_train} {unit}, fewer than "
+                          f"one batch of {bs}: use more data or a smaller --batch-size" +
+                          (" or --seq-len" if family != "resnet" else ""))
+    if not setup.eval_batches:
+        raise ConfigError(f"the validation data gives no {unit}" +
+                          (": use more data or a smaller --seq-len" if family != "resnet"
+                           else ""))
+
+
+def _check_resumed_settings(cfg: PretrainConfig, trainer: Trainer) -> None:
+    """The optimizer state restored from a checkpoint brings its own peak lr and weight
+    decay; a resume asking for others would silently get the saved ones, so it is refused."""
+    saved = {"lr": float(getattr(trainer.scheduler, "base_lrs", [cfg.lr])[0]),
+             "weight_decay": float(trainer.optimizer.param_groups[0]["weight_decay"])}
+    for name, value in saved.items():
+        asked = float(getattr(cfg, name) or 0.0)
+        if not math.isclose(asked, value, rel_tol=1e-9, abs_tol=0.0):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {asked:g} differs from the {value:g} that checkpoint "
+                              f"{cfg.resume} was trained with; a resumed run continues the "
+                              f"saved optimizer: resume with {flag} {value:g}, or start a new "
+                              "run")
 
 
 def _build_trainer(cfg: PretrainConfig, setup: _Setup, steps: int, eval_every: int) -> Trainer:

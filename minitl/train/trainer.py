@@ -369,7 +369,10 @@ class Trainer:
         """Restore a `state_dict()`. Its layout is checked before anything changes: a
         missing entry is named in a ValueError."""
         _check_layout(state)
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:  # missing, unexpected or misshapen weights, all listed
+            raise ValueError(f"the checkpoint's weights do not fit this model: {e}") from e
         self.optimizer.load_state_dict(state["optimizer"])
         if (self.scheduler is None) != (state["scheduler"] is None):
             raise ValueError("the checkpoint was written " +
