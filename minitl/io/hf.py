@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from minitl.io.safetensors import load_file, save_file
+from minitl.io.safetensors import atomic_write, load_file, save_file
 
 if TYPE_CHECKING:
     from minitl.nn.module import Module
@@ -222,8 +222,5 @@ def save_hf(model: Module, directory: str | os.PathLike[str], config: Mapping[st
         arr = t.data if isinstance(t.data, np.ndarray) else t.cpu().numpy()
         arrays[name] = np.ascontiguousarray(arr.T) if _matches(name, transpose) else arr
     save_file(arrays, directory / SAFE_WEIGHTS, metadata={"format": "pt"})
-    tmp = directory / (CONFIG + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(dict(config), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, directory / CONFIG)
+    text = json.dumps(dict(config), indent=2, sort_keys=True) + "\n"
+    atomic_write(directory / CONFIG, lambda f: f.write(text.encode("utf-8")))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from minitl.io import load, save
+from minitl.io.safetensors import atomic_write
 from minitl.nn.conv import Conv2d
 from minitl.nn.linear import Linear
 from minitl.nn.module import Module
@@ -97,11 +98,8 @@ def save_peft_adapter(model: Module, directory: str | os.PathLike[str],
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save(tensors, directory / ADAPTER_WEIGHTS, metadata={"format": "pt"})
-    tmp = directory / (ADAPTER_CONFIG + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, directory / ADAPTER_CONFIG)
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    atomic_write(directory / ADAPTER_CONFIG, lambda f: f.write(text.encode("utf-8")))
     return directory
 
 

@@ -12,7 +12,11 @@ checkpoints use this format and not pickle.
 Writing matches the reference implementation byte for byte (with at most one metadata
 entry; the reference orders metadata by a hash map): compact JSON, ``__metadata__`` first,
 tensors sorted by dtype alignment (descending) then name, header padded with spaces to a
-multiple of 8 bytes, data packed without gaps. Files are written atomically.
+multiple of 8 bytes, data packed without gaps. Files are written atomically, through a
+temporary file named ``.<name>.minitl-<pid>-<random>.tmp`` beside the target; a process killed
+mid-write leaves that file behind, and the next atomic write into the same directory removes
+such leftovers (``remove_stale_temp_files``: only our own pattern, only when their writer is
+gone).
 
 Reading treats the file as hostile: every malformed header raises ``ValueError`` naming the
 file and the problem, and only the bytes a valid header accounts for are ever read, so a
@@ -29,14 +33,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import stat
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["MAX_HEADER_SIZE", "load_file", "load_metadata", "read_header", "save_file"]
+__all__ = ["MAX_HEADER_SIZE", "atomic_write", "load_file", "load_metadata", "read_header",
+           "remove_stale_temp_files", "save_file"]
 
 # Same cap as the reference reader: no real header comes close, and it bounds the memory a
 # hostile length field can make us allocate before anything else is checked.
@@ -180,6 +188,86 @@ def _current_umask() -> int:
     return mask
 
 
+# ---------------------------------------------------------------------------- atomic writes
+# Temporary files carry the writer's pid so a later save can tell a leftover of a killed
+# process from a write in progress: `.<target name>.minitl-<pid>-<8 mkstemp chars>.tmp`.
+_TMP_TAG = ".minitl-"
+_TMP_RE = re.compile(r"\..*\.minitl-([0-9]+)-[a-z0-9_]{8}\.tmp", re.DOTALL)
+STALE_TEMP_AGE_S = 30.0  # a leftover untouched for this long whose process is gone is removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # os.kill(pid, 0) terminates the process on Windows: keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive under another user; anything else: assume alive
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str | os.PathLike[str],
+                            min_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
+    """Delete the temporary files `atomic_write` leaves when its process is killed mid-write,
+    and nothing else: a file is removed only if its name matches minitl's pattern exactly,
+    it is a regular file (not a link) owned by this user, untouched for `min_age_s` seconds,
+    and the process id in its name no longer exists. Returns the names removed; errors are
+    ignored (another process may be cleaning up at the same time)."""
+    removed: list[str] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP_RE.fullmatch(entry.name) if _TMP_TAG in entry.name else None
+        if m is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if (not stat.S_ISREG(st.st_mode) or now - st.st_mtime < min_age_s
+                    or (hasattr(os, "getuid") and st.st_uid != os.getuid())
+                    or _pid_alive(int(m.group(1)))):
+                continue
+            os.unlink(entry.path)
+            removed.append(entry.name)
+        except (OSError, ValueError):
+            continue
+    return removed
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+    """Create or replace `path` so that readers see the old file or the new one, never a
+    part: `write(f)` fills a temporary file in the same directory, which is flushed, fsynced,
+    given the mode a plain open() would (0666 less the umask; mkstemp's is 0600) and renamed
+    over `path`. On any error the temporary file is removed and `path` is left untouched.
+    Leftovers of killed writers in that directory are removed first."""
+    target = os.path.abspath(os.fspath(path))
+    directory, base = os.path.split(target)
+    remove_stale_temp_files(directory)
+    # the name is bounded so that a long target name still leaves room for the suffix
+    prefix = f".{base[:120]}{_TMP_TAG}{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
 def _write_arrays(f: IO[bytes], items: list[tuple[str, str, np.ndarray]]) -> None:
     for _, _, arr in items:
         if arr.size:
@@ -192,9 +280,9 @@ def save_file(arrays: Mapping[str, np.ndarray], path: str | os.PathLike[str],
 
     Arrays of dtype float16/32/64, int8/16/32/64, uint8/16/32/64 and bool are accepted;
     non-contiguous or big-endian arrays are converted. ``metadata`` must map str to str.
-    The write is atomic: data goes to a temporary file in the same directory, is flushed and
-    fsync'ed, then renamed over ``path``; on any error the temporary file is removed and an
-    existing ``path`` is left untouched.
+    The write is atomic (see `atomic_write`): data goes to a temporary file in the same
+    directory, is flushed and fsync'ed, then renamed over ``path``; on any error the
+    temporary file is removed and an existing ``path`` is left untouched.
 
     Raises:
         ValueError: a name, array or metadata entry is invalid (the message names it).
@@ -202,25 +290,12 @@ def save_file(arrays: Mapping[str, np.ndarray], path: str | os.PathLike[str],
     items = _prepare(arrays)
     header = _build_header(items, _check_metadata(metadata))
 
-    target = os.path.abspath(os.fspath(path))
-    directory, base = os.path.split(target)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            _write_arrays(f, items)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give the checkpoint the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+
+    def write(f: IO[bytes]) -> None:
+        f.write(header)
+        _write_arrays(f, items)
+
+    atomic_write(path, write)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_write_text", "read_json", "write_json"]
@@ -17,23 +15,14 @@ FORMAT_VERSION = 1
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` so that readers see the old file or the new one.
 
-    The bytes go to a temporary file in the same directory (same filesystem, so the final
-    ``os.replace`` is atomic), which is flushed and fsynced first; a failure removes it.
+    Through minitl.io's atomic write: a temporary file in the same directory, fsynced, given
+    the usual umask-respecting mode (0644 under umask 022) and renamed over ``path``; a
+    failure removes it.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from minitl.io.safetensors import atomic_write
+
+    data = text.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_json(path: str | os.PathLike[str], kind: str, payload: dict[str, Any]) -> None:
