@@ -360,3 +360,23 @@ def test_pretrain_subprocess_nan_is_one_line_exit_1(corpus: Path, tmp_path: Path
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("minitl pretrain: error: ")
     assert "Traceback" not in proc.stderr and not (tmp_path / "w.safetensors").exists()
+
+
+def test_export_never_overwrites_its_inputs(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    for d in ("backbone", "adapter"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "backbone" / "model.safetensors").write_text("precious")
+    for flag in ("backbone", "adapter"):
+        assert main(["export", "--backbone", str(tmp_path / "backbone"), "--adapter",
+                     str(tmp_path / "adapter"), "--merge", "--out",
+                     str(tmp_path / flag / ".")]) == 2
+        assert f"is the --{flag} directory" in capsys.readouterr().err
+    assert (tmp_path / "backbone" / "model.safetensors").read_text() == "precious"
+
+
+def test_data_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\xff\xfe not utf-8\n" * 50)
+    assert pretrain(bad, tmp_path / "w.safetensors") == 1
+    assert f"{bad}: not UTF-8 text (invalid start byte at byte 5)" in one_error_line(capsys)

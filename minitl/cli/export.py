@@ -48,9 +48,15 @@ def build_model(backbone: str, adapter: str) -> tuple[Any, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minitl.cli.args import check_output_dir, user_errors
+    import os
+
+    from minitl.cli.args import UsageError, check_output_dir, user_errors
 
     check_output_dir(args.out, "--out")  # before the backbone loads, not after
+    for flag, source in (("--backbone", args.backbone), ("--adapter", args.adapter)):
+        if os.path.isdir(source) and os.path.realpath(source) == os.path.realpath(args.out):
+            raise UsageError(f"--out {args.out!r} is the {flag} directory: its files would be "
+                             "overwritten; write the export somewhere else")
     from minitl.io.peft import save_peft_adapter
     from minitl.transfer import merge_and_unload
 

@@ -165,7 +165,10 @@ def load_text(data: str, seed: int, root: str | None = None) -> tuple[str, str]:
         if not Path(data).is_file():
             raise FileNotFoundError(f"{data!r} is neither a dataset name "
                                     f"({', '.join(list_datasets())}) nor a file")
-        lines = Path(data).read_text(encoding="utf-8").splitlines()
+        try:
+            lines = Path(data).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{data}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         cut = len(lines) - max(1, len(lines) // 10)
         return "\n".join(lines[:cut]) + "\n", "\n".join(lines[cut:]) + "\n"
     splits = load_dataset(data, seed=seed, root=root)

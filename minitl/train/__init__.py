@@ -1,5 +1,5 @@
-"""Training: the Trainer loop, callbacks (early stopping, checkpoints), metrics and
-progress display / logging."""
+"""Training: the Trainer loop, callbacks (early stopping, checkpoints), metrics,
+progress display / logging, and checks of output paths before a run."""
 
 from minitl.train.callbacks import Callback, Checkpoint, EarlyStopping, LambdaCallback
 from minitl.train.checkpoint import load_state, model_state_dict, save_state
@@ -14,12 +14,14 @@ from minitl.train.metrics import (
                                   macro_f1,
                                   perplexity,
 )
+from minitl.train.paths import OutputPathError, check_output_dir, check_output_file
 from minitl.train.progress import MetricsLog, ProgressDisplay, plot_loss, read_jsonl
 from minitl.train.trainer import NonFiniteLossError, Trainer
 
 __all__ = [
     "Accuracy", "Callback", "Checkpoint", "EarlyStopping", "LambdaCallback", "MacroF1",
-    "Metric", "MetricsLog", "NonFiniteLossError", "Perplexity", "ProgressDisplay", "Trainer",
-    "accuracy", "confusion_matrix", "get_metric", "load_state", "macro_f1", "model_state_dict",
+    "Metric", "MetricsLog", "NonFiniteLossError", "OutputPathError", "Perplexity",
+    "ProgressDisplay", "Trainer", "accuracy", "check_output_dir", "check_output_file",
+    "confusion_matrix", "get_metric", "load_state", "macro_f1", "model_state_dict",
     "perplexity", "plot_loss", "read_jsonl", "save_state",
 ]
