@@ -31,7 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="minitl", description="minitl: transfer learning from first principles.")
+        prog="minitl", description="minitl: transfer learning from first principles.",
+        epilog="Errors are one line: exit status 2 for a wrong command line, 1 for a bad "
+               "input file or a failed run, 130 for Ctrl-C. MINITL_DEBUG=1 shows the "
+               "traceback of every error.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(f"minitl.cli.{module}")

@@ -211,12 +211,12 @@ class Trainer:
             if pending == 0:
                 group = k if n is None else max(1, min(k, n - self.batch_in_epoch))
             loss, _, _ = self.compute_loss(batch)
-            value = float(loss.item())
+            (loss if group == 1 else loss * (1.0 / group)).backward()
+            value = float(loss.item())  # after backward: a GPU has it queued meanwhile
             if not math.isfinite(value):  # stop before a nan reaches the weights
                 self.model.zero_grad()
                 self.optimizer.zero_grad()
                 raise NonFiniteLossError(self.step + 1, value)
-            (loss if group == 1 else loss * (1.0 / group)).backward()
             loss_sum += value / group
             samples += _count(batch, None)
             pending += 1
