@@ -3,7 +3,15 @@
 Validators are argparse `type=` functions: each converts the string and checks its range,
 so a bad value stops the command at parse time with argparse's own two lines (usage, then
 `minitl <command>: error: argument --lr: must be a finite number > 0, got 'inf'`) and exit
-status 2, before anything is loaded or trained.
+status 2, before anything is loaded or trained:
+
+    positive_int       sizes, steps, intervals (0 refused: `--max-steps 0` is no run at all)
+    nonnegative_int    counts where 0 means something documented (0: off, keep all)
+    positive_float     learning rates, epochs
+    nonnegative_float  weight decay, clipping norms (0: off)
+    finite_float       any real number, nan and +-inf refused (as by all the float ones)
+    probability        dropout-like rates in [0, 1)
+    int_range(lo, hi) / float_range(lo, hi, lo_open=, hi_open=) for other ranges
 
 Errors a command raises on purpose:
 
@@ -23,6 +31,7 @@ A `ValueError` means bad input only where the command says so: wrap the steps th
 what the user named (config, data, checkpoints) in `user_errors(...)`, which turns the
 listed exception types into a `UsageError` (or a `UserError` with `usage=False`):
 
+    from minitl.cli import run_command
     from minitl.cli.args import (UsageError, check_output_dir, positive_int, probability,
                                  user_errors)
 
@@ -33,11 +42,16 @@ listed exception types into a `UsageError` (or a `UserError` with `usage=False`)
     def run(args: argparse.Namespace) -> int:
         if args.labels is not None and args.labels < 2:
             raise UsageError(f"--labels must be at least 2, got {args.labels}")
-        check_output_dir(args.out, "--out")           # before hours of training, not after
+        check_output_dir(args.out, "--out")  # before hours of training, not after
         with user_errors(ValueError, KeyError, FileNotFoundError, usage=False):
-            task = load_task(args.data)                # a bad data file is the user's to fix
-        train(task)                                    # a ValueError here is a bug: traceback
+            task = load_task(args.data)  # a bad data file is the user's to fix: exit 1
+        train(task)  # a ValueError in here is a bug: it keeps its traceback
         return 0
+
+    def main(argv: list[str] | None = None) -> int:  # a module run on its own
+        parser = argparse.ArgumentParser(prog="minitl finetune")
+        add_arguments(parser)
+        return run_command("minitl finetune", run, parser.parse_args(argv))
 
 Only the standard library is imported at the top: the parser is built before numpy loads.
 """

@@ -18,8 +18,10 @@ bare encoder.
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from typing import Any
+
+from minitl.cli.args import UsageError, check_output_dir, user_errors
 
 
 def build_model(backbone: str, adapter: str) -> tuple[Any, dict[str, Any]]:
@@ -48,10 +50,6 @@ def build_model(backbone: str, adapter: str) -> tuple[Any, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from minitl.cli.args import UsageError, check_output_dir, user_errors
-
     check_output_dir(args.out, "--out")  # before the backbone loads, not after
     for flag, source in (("--backbone", args.backbone), ("--adapter", args.adapter)):
         if os.path.isdir(source) and os.path.realpath(source) == os.path.realpath(args.out):
