@@ -5,15 +5,20 @@ backtrack, and the temporary files an interrupted save leaves behind."""
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_torch_pickle import build
 
 from minitl.io import save_file, torch_pickle
@@ -183,3 +188,196 @@ def test_tokenizer_and_config_files_get_the_umask_mode(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "u022.txt").stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["char.json", "plain.txt", "u022.txt"]
+
+
+# ---- PEFT adapters: checked against the header and the model before any allocation ----------
+
+CFG = {"vocab_size": 97, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+       "intermediate_size": 64, "max_position_embeddings": 40}
+
+
+@pytest.fixture(scope="module")
+def peft_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from minitl import transfer as tl
+    from minitl.io.peft import save_peft_adapter
+    from minitl.models import BertConfig
+    from minitl.models.bert import BertForSequenceClassification
+
+    root = tmp_path_factory.mktemp("peft")
+    BertForSequenceClassification(BertConfig(**CFG), num_labels=3).save_pretrained(root / "b")
+    model = BertForSequenceClassification.from_pretrained(root / "b", num_labels=3)
+    tl.apply_lora(model, tl.LoRAConfig(r=4, alpha=8, target=("query", "value"),
+                                       modules_to_save=("classifier",)))
+    save_peft_adapter(model, root / "good")
+    return root / "b", root / "good"
+
+
+def _variant(peft_dirs: tuple[Path, Path], tmp_path: Path, config: dict[str, Any] | None = None,
+             tensors: dict[str, np.ndarray] | None = None, drop: tuple[str, ...] = ()) -> Path:
+    """A copy of the good adapter with config fields replaced and tensors added/dropped."""
+    from minitl.io import load_file
+    from minitl.io.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+    good = peft_dirs[1]
+    out = tmp_path / "adapter"
+    out.mkdir()
+    cfg = json.loads((good / ADAPTER_CONFIG).read_text())
+    cfg.update(config or {})
+    (out / ADAPTER_CONFIG).write_text(json.dumps(cfg))
+    arrays = {k: v for k, v in load_file(good / ADAPTER_WEIGHTS).items() if k not in drop}
+    arrays.update(tensors or {})
+    save_file(arrays, out / ADAPTER_WEIGHTS)
+    return out
+
+
+def _load_into_fresh(peft_dirs: tuple[Path, Path], adapter: Path) -> Any:
+    from minitl.io.peft import load_peft_adapter
+    from minitl.models.bert import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(peft_dirs[0], num_labels=3)
+    return load_peft_adapter(model, adapter)
+
+
+Q = "base_model.model.bert.encoder.layer.0.attention.self.query"
+
+
+def test_a_huge_r_fails_before_allocating(peft_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    import tracemalloc
+
+    adapter = _variant(peft_dirs, tmp_path, {"r": 65536})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"not a LoRA factor of rank r=65536"):
+            _load_into_fresh(peft_dirs, adapter)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the backbone itself is ~0.5 MB; r=65536 factors for 4 layers would be ~70 MB
+    assert peak < 8 << 20
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"r": 0}, "r must be a positive integer"),
+    ({"r": "8"}, "r must be a positive integer"),
+    ({"r": True}, "r must be a positive integer"),
+    ({"r": 4.5}, "r must be a positive integer"),
+    ({"lora_alpha": "8"}, "lora_alpha must be a positive number"),
+    ({"lora_alpha": float("nan")}, "lora_alpha must be a positive number"),
+    ({"lora_dropout": 1.5}, "lora_dropout must be a number in"),
+    ({"target_modules": 5}, "target_modules must be a list"),
+    ({"target_modules": ["query"] * 20_000}, "at most 10000"),
+    ({"target_modules": ["q" * 5000]}, "at most 1000"),
+    ({"target_modules": "(?=query)"}, "lookarounds"),
+    ({"target_modules": r"(a)\1"}, "backreferences"),
+    ({"target_modules": "(.{0,100}){0,300}"}, "too large"),
+    ({"modules_to_save": "classifier"}, "modules_to_save must be a list"),
+])
+def test_config_fields_are_checked(peft_dirs: tuple[Path, Path], tmp_path: Path,
+                                   config: dict[str, Any], match: str) -> None:
+    from minitl.io.peft import read_peft_config
+
+    adapter = _variant(peft_dirs, tmp_path, config)
+    with pytest.raises(ValueError, match=match):
+        read_peft_config(adapter)
+
+
+@pytest.mark.parametrize("tensors, drop, match", [
+    ({"lora_A.weight": np.zeros((4, 32), np.float32)}, (), "not named base_model.model"),
+    ({Q + ".lora_A.weight": np.zeros((4, 32), np.int32)}, (), "floating-point"),
+    ({"base_model.model.classifier.weight": np.zeros((10**9, 0), np.float32)}, (),
+     "non-empty"),
+    ({}, (Q + ".lora_B.weight",), "lora_B.weight is missing"),
+    ({Q + ".lora_A.weight": np.zeros((4, 31), np.float32)}, (), "model's layer need"),
+    ({Q.replace("query", "key") + ".lora_A.weight": np.zeros((4, 32), np.float32),
+      Q.replace("query", "key") + ".lora_B.weight": np.zeros((32, 4), np.float32)}, (),
+     "names neither a LoRA factor of a targeted layer"),
+    ({}, (Q + ".lora_A.weight", Q + ".lora_B.weight"), "lacks 2 LoRA factors"),
+])
+def test_weights_are_checked_against_config_and_model(
+        peft_dirs: tuple[Path, Path], tmp_path: Path, tensors: dict[str, np.ndarray],
+        drop: tuple[str, ...], match: str) -> None:
+    adapter = _variant(peft_dirs, tmp_path, tensors=tensors, drop=drop)
+    with pytest.raises(ValueError, match=match):
+        _load_into_fresh(peft_dirs, adapter)
+
+
+def test_export_of_a_head_claiming_a_billion_labels_is_one_line(
+        peft_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from minitl.cli import main
+
+    adapter = _variant(peft_dirs, tmp_path, tensors={
+        "base_model.model.classifier.weight": np.zeros((10**9, 0), np.float32)})
+    assert main(["export", "--backbone", str(peft_dirs[0]), "--adapter", str(adapter),
+                 "--merge", "--out", str(tmp_path / "out")]) == 1
+    assert "non-empty" in capsys.readouterr().err
+
+
+HOSTILE_REGEXES = ["(.*.*)*x", "(a|a)*b", "(x+x+)+y", ".*" * 12 + "!", "(.*a){12}",
+                   "((b|e|r|t|.)+)+Z", r"(\w+\.?)+$!"]
+
+
+@pytest.mark.parametrize("regex", HOSTILE_REGEXES)
+def test_backtracking_regexes_finish_fast(peft_dirs: tuple[Path, Path], tmp_path: Path,
+                                          regex: str) -> None:
+    adapter = _variant(peft_dirs, tmp_path, {"target_modules": regex})
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="matches no Linear or Conv2d"):
+        _load_into_fresh(peft_dirs, adapter)
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("targets", [r".*\.(query|value)", r"bert\..*self\.(query|value)$",
+                                     ["query", "value"], ["self.query", "attention.self.value"]])
+def test_regex_and_list_targets_select_as_peft_does(peft_dirs: tuple[Path, Path],
+                                                    tmp_path: Path, targets: Any) -> None:
+    from minitl.transfer.lora import LoRALayer
+
+    model = _load_into_fresh(peft_dirs, _variant(peft_dirs, tmp_path,
+                                                 {"target_modules": targets}))
+    adapted = sorted(n for n, m in model.named_modules() if isinstance(m, LoRALayer))
+    assert adapted == [f"bert.encoder.layer.{i}.attention.self.{w}" for i in range(2)
+                       for w in ("query", "value")]
+
+
+def test_list_entries_are_names_not_globs(peft_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    adapter = _variant(peft_dirs, tmp_path, {"target_modules": ["que*", "[qv]*"]})
+    with pytest.raises(ValueError, match="matches no Linear"):
+        _load_into_fresh(peft_dirs, adapter)
+
+
+def test_glob_patterns_are_bounded() -> None:
+    from minitl.io.patterns import glob_match
+    from minitl.transfer.lora import module_matches
+
+    start = time.perf_counter()
+    assert not module_matches("a" * 200, ["*a" * 200 + "b", "*?*?" * 100 + "!"])
+    assert time.perf_counter() - start < 1
+    with pytest.raises(ValueError, match="at most 1000"):
+        glob_match("x", "*" * 1001)
+
+
+# ---- SafeRegex answers exactly as re.fullmatch -------------------------------------------------
+
+_ATOMS = st.sampled_from(["a", "b", ".", r"\.", "[ab]", "[^a]", r"\d", r"\w", "[a-c.]", "(?i:A)",
+                          "^", "$", r"\b", r"\B", r"\A", r"\Z"])
+
+
+def _regex() -> st.SearchStrategy[str]:
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        return st.one_of(
+            st.tuples(inner, inner).map("".join),
+            st.tuples(inner, inner).map(lambda t: f"(?:{t[0]}|{t[1]})"),
+            st.tuples(inner, st.sampled_from(["*", "+", "?", "*?", "{2}", "{0,2}", "{1,}"]))
+            .map(lambda t: f"({t[0]}){t[1]}"),
+        )
+    return st.recursive(_ATOMS, extend, max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_regex(), st.lists(st.text("ab.1 _A\n", max_size=7), min_size=1, max_size=6))
+def test_safe_regex_agrees_with_re(pattern: str, names: list[str]) -> None:
+    from minitl.io.patterns import SafeRegex
+
+    rx = SafeRegex(pattern)
+    for name in names:
+        assert rx.fullmatch(name) == bool(re.fullmatch(pattern, name)), (pattern, name)

@@ -24,7 +24,6 @@ name table, never by position:
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from minitl.io.patterns import glob_match
 from minitl.io.safetensors import atomic_write, load_file, save_file
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def load_hf_state_dict(directory: str | os.PathLike[str]) -> dict[str, np.ndarra
 
 
 def _matches(key: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+    return any(glob_match(key, p) for p in patterns)
 
 
 def canonical(key: str, strip: Iterable[str] = (),

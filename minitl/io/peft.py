@@ -15,17 +15,26 @@ Only plain LoRA is read: options that change the computation in ways minitl's Lo
 not implement (DoRA, rank-stabilised scaling, per-module rank or alpha, LoRA biases, layer
 subsets, fan-in-fan-out weights) are refused with a message naming the field, never
 ignored.
+
+An adapter directory is checked before anything is allocated from it: the config's fields
+(types and ranges), then the weights file's header (names, dtypes, shapes; no tensor bytes)
+against the config's `r` and, when loading, against the model's own layer shapes, so a few-KB
+adapter claiming `r: 65536` fails in milliseconds instead of allocating gigabytes first.
+`target_modules` is matched as PEFT matches it (a list: module names or `.name` suffixes,
+compared as plain strings; a string: a regex over full names), the regex by
+`minitl.io.patterns.SafeRegex`, which cannot backtrack.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-from minitl.io import load, save
+from minitl.io import load, read_header, save
+from minitl.io.patterns import SafeRegex, check_pattern
 from minitl.io.safetensors import atomic_write
 from minitl.nn.conv import Conv2d
 from minitl.nn.linear import Linear
@@ -37,6 +46,9 @@ __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "load_peft_adapter", "read_peft_
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
+_FACTORS = (".lora_A.weight", ".lora_B.weight")
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+MAX_TARGETS = 10_000  # entries of target_modules / modules_to_save
 
 # PEFT options whose non-default values change the forward pass; value = the default.
 _UNSUPPORTED = {"use_dora": False, "use_rslora": False, "lora_bias": False, "bias": "none",
@@ -133,25 +145,157 @@ def read_peft_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in config:
             raise ValueError(f"{directory / ADAPTER_CONFIG}: missing field {key!r}")
+    _check_fields(directory / ADAPTER_CONFIG, config)
+    _check_header(directory, config)
     return config
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _names(where: Path, key: str, value: Any) -> None:
+    """A list of at most MAX_TARGETS strings, each at most MAX_PATTERN_CHARS long."""
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ValueError(f"{where}: {key} must be a list of module names"
+                         f"{' or a regex string' if key == 'target_modules' else ''}, "
+                         f"got {str(value)[:80]}")
+    if len(value) > MAX_TARGETS:
+        raise ValueError(f"{where}: {key} lists {len(value)} names (at most {MAX_TARGETS})")
+    for t in value:
+        check_pattern(t, f"{key} entry {t[:40]!r}...")
+
+
+def _check_fields(where: Path, config: dict[str, Any]) -> None:
+    """Types and ranges of the fields load_peft_adapter uses (ValueError naming the field)."""
+    r, alpha, dropout = config["r"], config["lora_alpha"], config.get("lora_dropout")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise ValueError(f"{where}: r must be a positive integer, got {r!r}")
+    if not _number(alpha) or alpha <= 0:
+        raise ValueError(f"{where}: lora_alpha must be a positive number, got {alpha!r}")
+    if dropout is not None and (not _number(dropout) or not 0 <= dropout < 1):
+        raise ValueError(f"{where}: lora_dropout must be a number in [0, 1), got {dropout!r}")
+    targets = config["target_modules"]
+    if isinstance(targets, str):
+        SafeRegex(targets)  # ValueError for a regex that is invalid, too long or unsafe
+    else:
+        _names(where, "target_modules", targets)
+    if config.get("modules_to_save") is not None:
+        _names(where, "modules_to_save", config["modules_to_save"])
+
+
+def _check_header(directory: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The weights file's header (no tensor data), checked against the config alone: PEFT
+    names, float dtypes, no empty dimension, and LoRA factors of rank `r` in pairs."""
+    path = directory / ADAPTER_WEIGHTS
+    header = {k: v for k, v in read_header(path).items() if k != "__metadata__"}
+    r = config["r"]
+    modules = set()
+    for key, info in header.items():
+        shape = tuple(info["shape"])
+        if not key.startswith(_PREFIX):
+            raise ValueError(f"{path}: tensor {key!r} is not named {_PREFIX}<module>... as "
+                             f"PEFT names adapter tensors")
+        if info["dtype"] not in _FLOAT_DTYPES or 0 in shape or not shape:
+            raise ValueError(f"{path}: tensor {key!r} is {info['dtype']} of shape {shape}; "
+                             "adapter tensors are non-empty floating-point arrays")
+        if key.endswith(_FACTORS):
+            rank = shape[0] if key.endswith(_FACTORS[0]) else shape[1] if len(shape) > 1 else 0
+            if rank != r or len(shape) not in (2, 4):
+                raise ValueError(f"{path}: {key} has shape {shape}, which is not a LoRA factor "
+                                 f"of rank r={r} (adapter_config.json)")
+            modules.add(key[: -len(_FACTORS[0])])
+    for m in sorted(modules):
+        unpaired = [m + f for f in _FACTORS if m + f not in header]
+        if unpaired:
+            raise ValueError(f"{path}: {unpaired[0]} is missing (LoRA factors come in pairs)")
+    return header
+
+
+def _check_fits(model: Module, directory: Path, config: dict[str, Any],
+                targets: tuple[str, ...], saved: list[str]) -> None:
+    """Every tensor of the weights file against the shape the model will give it, before
+    apply_lora allocates anything: LoRA factors for exactly the targeted layers, full
+    tensors of the modules to save, nothing else."""
+    from minitl.transfer.lora import LoRALayer
+
+    r = config["r"]
+    modules = dict(model.named_modules())
+    want: dict[str, tuple[int, ...]] = {}
+    for n in targets:
+        w = tuple(modules[n].weight.shape)  # Linear (out, in); Conv2d (out, in, kh, kw)
+        conv = isinstance(modules[n], Conv2d) or (isinstance(modules[n], LoRALayer)
+                                                  and len(w) == 4)
+        want[f"{_PREFIX}{n}.lora_A.weight"] = (r, *w[1:]) if conv else (r, w[1])
+        want[f"{_PREFIX}{n}.lora_B.weight"] = (w[0], r, 1, 1) if conv else (w[0], r)
+    for n in saved:
+        for pname, p in modules[n].named_parameters():
+            want.setdefault(f"{_PREFIX}{n}.{pname}", tuple(p.shape))
+    path = directory / ADAPTER_WEIGHTS
+    header = _check_header(directory, config)
+    for key, info in header.items():
+        if key not in want:
+            raise ValueError(f"{path}: tensor {key!r} names neither a LoRA factor of a "
+                             f"targeted layer nor a parameter of modules_to_save "
+                             f"({len(targets)} layers targeted by {_short(config)})")
+        if tuple(info["shape"]) != want[key]:
+            raise ValueError(f"{path}: {key} has shape {tuple(info['shape'])}, but r={r} "
+                             f"and the model's layer need {want[key]}")
+    missing = [k for k in want if k.endswith(_FACTORS) and k not in header]
+    if missing:
+        raise ValueError(f"{directory}: {ADAPTER_WEIGHTS} lacks {len(missing)} LoRA factors "
+                         f"the config asks for, e.g. {missing[:3]}")
+
+
+def _short(config: dict[str, Any]) -> str:
+    return f"target_modules={str(config['target_modules'])[:80]}"
+
+
+def _layers(model: Module) -> list[str]:
+    """Names of the layers LoRA can adapt: Linear, Conv2d, or one already adapted (not the
+    factors inside an adapted layer)."""
+    from minitl.transfer.lora import LoRALayer
+
+    out: list[str] = []
+    adapted: list[str] = []
+    for n, m in model.named_modules():
+        if not n or any(n.startswith(a) for a in adapted):
+            continue
+        if isinstance(m, LoRALayer):
+            adapted.append(n + ".")
+        if isinstance(m, (Linear, Conv2d, LoRALayer)):
+            out.append(n)
+    return out
+
+
 def _targets(model: Module, target_modules: Any) -> tuple[str, ...]:
-    """PEFT's target_modules as minitl patterns: a list (exact name or `.name` suffix) maps
-    to itself; a string is a regular expression over full module names, resolved here."""
+    """The full names of the layers PEFT's target_modules selects: a list entry matches a
+    module named exactly so or ending in "." + entry (plain strings, as PEFT compares them);
+    a string is a regular expression that must match a whole name (re.fullmatch)."""
+    layers = _layers(model)
     if isinstance(target_modules, str):
-        names = tuple(n for n, m in model.named_modules()
-                      if n and isinstance(m, (Linear, Conv2d))
-                      and re.fullmatch(target_modules, n))
-        if not names:
-            raise ValueError(f"target_modules regex {target_modules!r} matches no Linear or "
-                             f"Conv2d module of {type(model).__name__}")
-        return names
-    if not isinstance(target_modules, list) or not all(isinstance(t, str) for t in
-                                                       target_modules):
-        raise ValueError(f"target_modules must be a list of names or a regex string, got "
-                         f"{target_modules!r}")
-    return tuple(target_modules)
+        rx = SafeRegex(target_modules)
+        names = tuple(n for n in layers if rx.fullmatch(n))
+        what = f"target_modules regex {target_modules!r}"
+    else:
+        if not isinstance(target_modules, list) or not all(isinstance(t, str)
+                                                           for t in target_modules):
+            raise ValueError(f"target_modules must be a list of names or a regex string, got "
+                             f"{str(target_modules)[:80]}")
+        wanted = set(target_modules)
+        names = tuple(n for n in layers
+                      if n in wanted or n.rsplit(".", 1)[-1] in wanted
+                      or any(n.endswith("." + t) for t in wanted if "." in t))
+        what = f"target_modules {str(target_modules)[:80]}"
+    if not names:
+        raise ValueError(f"{what} matches no Linear or Conv2d module of "
+                         f"{type(model).__name__}")
+    return names
+
+
+def _glob_literal(name: str) -> str:
+    """A glob matching exactly `name` (module names may hold * ? [ in a ModuleDict key)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def load_peft_adapter(model: Module, directory: str | os.PathLike[str],
@@ -171,21 +315,19 @@ def load_peft_adapter(model: Module, directory: str | os.PathLike[str],
     """
     from minitl.transfer.lora import LoRAConfig, apply_lora, load_adapter_state_dict
 
+    directory = Path(directory)
     config = read_peft_config(directory)
-    saved = [s for s in (config.get("modules_to_save") or []) if isinstance(s, str)]
-    present = [n for n, _ in model.named_modules() if n]
-    saved = sorted({s for s in saved if any(n == s or n.endswith("." + s) for n in present)})
-    cfg = LoRAConfig(r=int(config["r"]), alpha=float(config["lora_alpha"]),
+    wanted = set(config.get("modules_to_save") or [])
+    saved = [n for n, _ in model.named_modules()
+             if n and (n in wanted or any(n.endswith("." + s) for s in wanted))]
+    targets = _targets(model, config["target_modules"])
+    # everything the file holds is checked against the model before apply_lora allocates
+    _check_fits(model, directory, config, targets, saved)
+    cfg = LoRAConfig(r=config["r"], alpha=float(config["lora_alpha"]),
                      dropout=float(config.get("lora_dropout") or 0.0),
-                     target=_targets(model, config["target_modules"]),
-                     modules_to_save=tuple(saved))
-    state = load(Path(directory) / ADAPTER_WEIGHTS)
+                     target=tuple(_glob_literal(n) for n in targets),
+                     modules_to_save=tuple(_glob_literal(n) for n in saved))
     apply_lora(model, cfg, adapter_name)
-    wanted = [f"{_PREFIX}{n}.{f}.weight" for n in _lora_modules(model, adapter_name)
-              for f in ("lora_A", "lora_B")]
-    missing = [k for k in wanted if k not in state]
-    if missing:
-        raise ValueError(f"{directory}: {ADAPTER_WEIGHTS} lacks {len(missing)} LoRA factors "
-                         f"the config asks for, e.g. {missing[:3]}")
+    state = load(directory / ADAPTER_WEIGHTS)
     load_adapter_state_dict(model, state, adapter_name)  # names and shapes checked there
     return model

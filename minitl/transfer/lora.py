@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 import minitl.nn.functional as F
 from minitl.autograd_state import no_grad
 from minitl.backend import array_module
+from minitl.io.patterns import glob_match
 from minitl.nn.container import ModuleDict
 from minitl.nn.conv import Conv2d
 from minitl.nn.linear import Linear
@@ -81,8 +81,9 @@ class LoRAConfig:
 
 def module_matches(name: str, patterns: Sequence[str]) -> bool:
     """Glob match on a module name; a pattern also matches any name ending in
-    "." + pattern (peft's suffix rule)."""
-    return any(fnmatchcase(name, p) or fnmatchcase(name, "*." + p) for p in patterns)
+    "." + pattern (peft's suffix rule). Globs cannot backtrack without bound
+    (minitl.io.patterns.glob_match: fnmatch's atomic groups, patterns of bounded length)."""
+    return any(glob_match(name, p) or glob_match(name, "*." + p) for p in patterns)
 
 
 # ---- layers ---------------------------------------------------------------------------------
