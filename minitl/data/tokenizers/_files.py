@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 __all__ = ["atomic_write_text", "read_json", "write_json"]
 
 # Bumped when a saved tokenizer file changes shape; loaders refuse newer versions.
 FORMAT_VERSION = 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -26,9 +28,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def write_json(path: str | os.PathLike[str], kind: str, payload: dict[str, Any]) -> None:
-    """Save ``payload`` tagged with the tokenizer ``kind`` and the format version."""
+    """Save ``payload`` tagged with the tokenizer ``kind`` and the format version.
+
+    Characters are written as themselves (readable UTF-8), except lone surrogates (a
+    CharTokenizer trained on ``errors="surrogateescape"`` text has them), which UTF-8
+    cannot hold: they become ``\\udXXX`` escapes, which ``json.load`` reads back.
+    """
     doc = {"type": kind, "version": FORMAT_VERSION, **payload}
-    atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+    text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
+    atomic_write_text(path, _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def read_json(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:

@@ -10,6 +10,17 @@ the original BERT ``tokenization.py``, Devlin et al., arXiv:1810.04805).
    longer than ``max_input_chars_per_word``, becomes ``[UNK]``.
 
 Every rule follows Hugging Face's Python ``BertTokenizer`` so that ids agree exactly.
+
+Character classes (control, whitespace, punctuation, accents) come from the running Python's
+``unicodedata``, as in Hugging Face's Python tokenizer, so the two agree on every code point
+whatever the Unicode version (tests/test_hostile_tokenizers.py checks all of U+0000-U+2FFFF).
+The Rust ("fast") tokenizer does not: its tables are its own and older, and its "control"
+leaves out unassigned code points (category Cn), which it keeps as ``[UNK]`` where the
+Python rule (any category ``C*``) drops them. With tokenizers 0.23 and Python 3.11 (Unicode
+14.0) the two Hugging Face tokenizers part on 49,072 single code points of U+0000-U+2FFFF:
+48,674 unassigned, the rest marks and format characters its tables lack. Under an older
+Python, characters added since (U+061D, U+2E55, the end of CJK Extension B) are unassigned,
+so both Python tokenizers drop them while the Rust one may not.
 """
 
 from __future__ import annotations

@@ -5,6 +5,14 @@ most frequent adjacent pair of symbols into a new symbol. GPT-2 (Radford et al.,
 it on UTF-8 *bytes*: the base alphabet is the 256 byte values, so every string has an
 encoding, nothing is ever unknown, and ``decode(encode(text)) == text`` for any text.
 
+"Any text" means Unicode text: a Python str can also hold lone surrogates (U+D800-U+DFFF,
+e.g. from ``errors="surrogateescape"``), which are not characters and have no UTF-8 bytes.
+Hugging Face refuses them too (transformers' Python GPT2Tokenizer raises UnicodeEncodeError
+from ``token.encode("utf-8")``, the Rust one TypeError), so ``encode`` and ``train`` raise
+UnicodeEncodeError naming the code point and its index in the text, before any work.
+Decoding is lenient as in transformers (``errors="replace"``): ids that cut a character
+give U+FFFD.
+
 Text is first cut into words by a regex (below) and merges never cross a word boundary,
 so training only needs the word-frequency table. Training keeps the count of every
 adjacent pair and, for each pair, the words that contain it; a merge rewrites only those
@@ -44,6 +52,19 @@ GPT2_SPLIT_PATTERN = (
 )
 
 _CACHE_LIMIT = 100_000  # words remembered by encode(); the cache is dropped when full
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _require_unicode(text: str, what: str = "text") -> None:
+    """UnicodeEncodeError at the first lone surrogate of ``text`` (see the module docstring)."""
+    m = _SURROGATE.search(text)
+    if m is not None:
+        i = m.start()
+        raise UnicodeEncodeError(
+            "utf-8", text, i, i + 1,
+            f"the {what} holds a lone surrogate U+{ord(text[i]):04X} at index {i}, which is not "
+            "a Unicode character and has no bytes; byte-level BPE (like GPT-2's tokenizers "
+            "in transformers) only encodes valid text")
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -124,6 +145,7 @@ class ByteBPETokenizer:
         # id -> bytes for decode; special tokens decode to their own text.
         self._id_bytes: dict[int, bytes] = {i: _token_bytes(t) for t, i in self.encoder.items()}
         for tok, i in self.special_tokens.items():
+            _require_unicode(tok, "special token")
             self._id_bytes[i] = tok.encode("utf-8")
         self._id_token = {i: t for t, i in self.encoder.items()}
         self._id_token.update((i, t) for t, i in self.special_tokens.items())
@@ -174,8 +196,11 @@ class ByteBPETokenizer:
         special_split = (re.compile("|".join(re.escape(t) for t in
                                              sorted(specials, key=len, reverse=True)))
                          if specials else None)
+        for t in specials:
+            _require_unicode(t, "special token")
         word_counts: Counter[str] = Counter()
         for text in [texts] if isinstance(texts, str) else texts:
+            _require_unicode(text, "training text")
             for part in special_split.split(text) if special_split else [text]:
                 word_counts.update(split.findall(part))
 
@@ -277,7 +302,12 @@ class ByteBPETokenizer:
 
     def encode(self, text: str, split_special_tokens: bool = False) -> list[int]:
         """Token ids of ``text``. Special-token strings in the text get their own ids
-        unless ``split_special_tokens`` (then they are encoded as ordinary text)."""
+        unless ``split_special_tokens`` (then they are encoded as ordinary text).
+
+        Raises:
+            UnicodeEncodeError: ``text`` holds a lone surrogate (not Unicode text).
+        """
+        _require_unicode(text)
         if self._special_split is None or split_special_tokens:
             parts = [text]
         else:
