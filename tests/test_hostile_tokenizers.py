@@ -131,7 +131,7 @@ def test_mixed_strings(tokenizers: tuple[WordPieceTokenizer, Any]) -> None:
     # tokenizer changed both (see wordpiece.py); minitl keeps transformers 4's behaviour,
     # which tests/data/wordpiece_reference.json holds
     pool = [chr(c) for c in ALL if c != 0x3A3]
-    common = list("aZ09 .,;'-_\t\n\x00\x07\u00a0éÉ\u0301ßİıσς中ア") + ["[MASK]", "##", "[", "]"]
+    common = [*"aZ09 .,;'-_\t\n\x00\x07\u00a0éÉ\u0301ßİıσς中ア", "[MASK]", "##", "[", "]"]
     texts = MIXED + ["".join(rng.choice(common) if rng.random() < 0.6 else rng.choice(pool)
                              for _ in range(rng.randint(1, 10))) for _ in range(1500)]
     wrong = [t for t in texts if mine.encode(t) != hf.encode(t)]

@@ -9,10 +9,10 @@ directory / minitl asset by name.
 
 The reference is the pure-Python ``BertTokenizer`` of transformers 4.x, which agrees with
 the Rust ("fast") tokenizer on every text of the reference file, but not on unassigned and
-some recent code points (see :mod:`.basic`): minitl follows the Python one there too. transformers 5 renamed it
-``BertTokenizerLegacy`` and dropped its character-wise lower-casing, which changes two
-corner cases (a word-final capital sigma, and "[MASK]" split by a control character); we
-keep the 4.x behaviour. Pair truncation follows the Python tokenizer; the fast one breaks
+some recent code points (see :mod:`.basic`): minitl follows the Python one there too.
+transformers 5 renamed it ``BertTokenizerLegacy`` and dropped its character-wise
+lower-casing, which changes two corner cases (a word-final capital sigma, and "[MASK]" split
+by a control character); we keep the 4.x behaviour. Pair truncation follows the Python tokenizer; the fast one breaks
 ties the other way.
 """
 
