@@ -182,6 +182,16 @@ def test_check_indices_accepts_ignore_index_and_the_full_range() -> None:
         guards.check_indices("op", np.array([True]), 5)
 
 
+def test_kernels_get_a_private_copy_of_what_was_checked() -> None:
+    ids = np.array([[3, 1], [0, 2]], dtype=np.int32)
+    own = guards.checked_indices("op", ids, 4)
+    assert own.dtype == np.int64 and own.shape == (4,) and not np.shares_memory(own, ids)
+    ids[0, 0] = 99  # a later change to the caller's array is not seen by the kernel
+    assert own.tolist() == [3, 1, 0, 2]
+    with pytest.raises(IndexError, match="out of range"):
+        guards.checked_indices("op", np.array([2**64 - 1], np.uint64), 4)
+
+
 def test_valid_targets_with_ignore_index_still_match_the_reference() -> None:
     b = backend.get_backend("cpu")
     rng = np.random.default_rng(0)

@@ -131,6 +131,24 @@ def check_indices(op: str, ids: Array, n: int, what: str = "rows",
                      f"(valid: {allowed}{extra}){why}")
 
 
+def checked_indices(op: str, ids: Array, n: int, what: str = "rows",
+                    ignore_index: int | None = None, backward: bool = False) -> Array:
+    """`check_indices` on a private flat C-contiguous int64 copy of `ids`, which is returned
+    for the kernel: it then reads exactly the values that were checked, even if another
+    thread changes the caller's array in the meantime. One copy and one min/max pass."""
+    kind = getattr(getattr(ids, "dtype", None), "kind", None)
+    if kind not in ("i", "u"):
+        check_indices(op, ids, n, what)  # raises the TypeError
+    from minitl.backend import array_module
+
+    xp = array_module(ids)
+    if kind == "u" and ids.dtype.itemsize >= 8:  # beyond int64 is out of range for any n
+        ids = xp.minimum(ids, np.iinfo(np.int64).max)
+    own = xp.array(ids, dtype=np.int64, order="C", copy=True).reshape(-1)
+    check_indices(op, own, n, what, ignore_index, backward)
+    return own
+
+
 def check_same_shape(op: str, **arrays: Array) -> None:
     """ValueError unless the named arrays all have the same shape (kernels index one by the
     other's extent, so a mismatch would read past the end of the smaller one)."""

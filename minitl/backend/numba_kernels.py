@@ -39,7 +39,7 @@ except ImportError:  # numba is a runtime dependency; this guards broken install
 
 # AdamW and im2col/col2im live in their own modules; the backend installs kernels by name
 # from this one, so it re-exports them.
-from minitl.backend.guards import check_indices, check_length, check_same_shape
+from minitl.backend.guards import check_length, check_same_shape, checked_indices
 from minitl.backend.numba_adam import adamw_step  # noqa: F401
 from minitl.backend.numba_common import (
     _FM,
@@ -270,14 +270,14 @@ def softmax_xent_fwd(x: Array, target: Array, weight: Array | None, ignore_index
     m, c = x.shape
     # the kernel reads x[i, target[i]] and w[target[i]]: every target is checked first
     check_length("softmax_xent_fwd", "target", target, m)
-    check_indices("softmax_xent_fwd", target, c, "classes", ignore_index)
+    target = checked_indices("softmax_xent_fwd", target, c, "classes", ignore_index)
     if x.size == 0:
         from minitl.backend import reference
 
         return reference.softmax_xent_fwd(x, target, weight, ignore_index, label_smoothing)
     loss, lse = np.empty(m, x.dtype), np.empty(m, x.dtype)
     wsum = float(c) if weight is None else float(weight.sum())
-    _launch(_xent_fwd, x.size, x, _c(target).astype(np.int64, copy=False),
+    _launch(_xent_fwd, x.size, x, target,
             _rows2d(weight, c, x.dtype), weight is not None, int(ignore_index),
             float(label_smoothing), wsum, loss, lse)
     return loss, lse
@@ -314,13 +314,14 @@ def softmax_xent_bwd(x: Array, lse: Array, target: Array, weight: Array | None,
     # the targets were checked in forward, but the saved array may have changed since
     check_length("softmax_xent_bwd", "target", target, m)
     check_length("softmax_xent_bwd", "lse", lse, m)
-    check_indices("softmax_xent_bwd", target, c, "classes", ignore_index, backward=True)
+    target = checked_indices("softmax_xent_bwd", target, c, "classes", ignore_index,
+                             backward=True)
     dx = np.empty_like(x)
     if x.size == 0:
         return dx
     wsum = float(c) if weight is None else float(weight.sum())
     grad = np.broadcast_to(np.asarray(grad, dtype=x.dtype), (m,))
-    _launch(_xent_bwd, x.size, x, _c(lse).reshape(m), _c(target).astype(np.int64, copy=False),
+    _launch(_xent_bwd, x.size, x, _c(lse).reshape(m), target,
             _rows2d(weight, c, x.dtype), weight is not None, int(ignore_index),
             float(label_smoothing), wsum, _c(grad), dx)
     return dx
@@ -481,11 +482,11 @@ def embedding_bwd(g: Array, ids: Array, num_embeddings: int, padding_idx: int | 
     # the kernel adds into dw[ids[i]] unchecked; the ids saved by forward may have been
     # changed in place since (a from_numpy buffer), so they are checked here, every call
     check_length("embedding_bwd", "ids", ids, m)
-    check_indices("embedding_bwd", ids, num_embeddings, "embeddings", backward=True)
+    ids = checked_indices("embedding_bwd", ids, num_embeddings, "embeddings", backward=True)
     dw = np.zeros((num_embeddings, d), dtype=g.dtype)
     if m:
         nblock = max(1, min(numba.get_num_threads(), d // 16)) if numba is not None else 1
-        _launch(_embedding_bwd, g.size, g, _c(ids).astype(np.int64, copy=False), nblock, dw)
+        _launch(_embedding_bwd, g.size, g, ids, nblock, dw)
     if scale_grad_by_freq:
         counts = np.bincount(ids, minlength=num_embeddings)
         dw /= np.maximum(counts, 1)[:, None].astype(g.dtype)
