@@ -23,14 +23,38 @@ def _batched_operand(xp: Any, x: Array) -> Array:
     return xp.ascontiguousarray(x)
 
 
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def check_matmul_shapes(sa: tuple[int, ...], sb: tuple[int, ...]) -> None:
+    """PyTorch's errors for operands that cannot be multiplied, naming both shapes (numpy's
+    own message speaks of "remapped shapes" and gufunc signatures)."""
+    ka, kb = sa[-1], sb[-2] if len(sb) > 1 else sb[0]
+    if len(sa) <= 2 and len(sb) <= 2:
+        if ka != kb:
+            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({_dims(sa)} and "
+                               f"{_dims(sb)}): matmul of shapes {sa} and {sb}")
+        return
+    ba, bb = sa[:-2], sb[:-2]
+    n = max(len(ba), len(bb))
+    for i, (x, y) in enumerate(zip(reversed(ba), reversed(bb))):
+        if x != y and x != 1 and y != 1:
+            raise RuntimeError(f"matmul: the batch dims of shapes {sa} and {sb} do not "
+                               f"broadcast: the size of tensor a ({x}) must match the size of "
+                               f"tensor b ({y}) at non-singleton dimension {n - 1 - i}")
+    if ka != kb:
+        raise RuntimeError(f"matmul: shapes {sa} and {sb} cannot be multiplied: batched "
+                           f"matrices ...x{ka} and {kb}x... (the last dim of the first operand "
+                           f"must equal the second-to-last of the second)")
+
+
 class MatMul(Function):
     """z = a @ b over broadcast batch dims;  da = g b^T, db = a^T g."""
 
     @staticmethod
     def forward(ctx: Context, a: Array, b: Array) -> Array:
-        if a.shape[-1] != b.shape[-2]:
-            raise RuntimeError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot "
-                               f"be multiplied ({a.shape[-1]} != {b.shape[-2]})")
+        check_matmul_shapes(tuple(a.shape), tuple(b.shape))
         if a.dtype != b.dtype:
             raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
                                f"{a.dtype} and {b.dtype}")
@@ -65,9 +89,7 @@ def matmul(a: Any, b: Any) -> Tensor:
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError(f"matmul: both arguments need at least 1 dim, got shapes "
                            f"{a.shape} and {b.shape}")
-    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-        raise RuntimeError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
-                           f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})")
+    check_matmul_shapes(a.shape, b.shape)
     squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
     if squeeze_a:
         a = a.unsqueeze(0)
