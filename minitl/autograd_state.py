@@ -1,9 +1,24 @@
-"""Global autograd switches: grad mode (`no_grad`, `enable_grad`)."""
+"""Global autograd state: grad mode (`no_grad`, `enable_grad`), the version counters that
+catch in-place writes to values saved for backward, and the lock around `.grad`
+accumulation.
+
+Version counters. Every storage (the buffer an array views: numpy and CuPy lead each view
+to it through `.base`) has a counter, bumped by every in-place write minitl makes to it:
+`Tensor.__setitem__` and the `*_` methods, optimizer steps, `nn.init`, `load_state_dict`.
+A recorded op notes the counter of each array it saved for backward; `backward()` compares
+them again before it runs the op's backward and raises instead of computing a gradient
+from values that changed. Keying the counters by storage rather than by Tensor means every
+view of a buffer (a slice, a transpose, `.detach()`, a reshape made inside an op) shares
+one counter without any bookkeeping when the view is made, as views share PyTorch's
+VariableVersion. A storage that was never written has no entry and is at version 0, so the
+table only holds storages that someone modified in place.
+"""
 
 from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,3 +83,87 @@ class no_grad(_GradModeContext):
 
 class enable_grad(_GradModeContext):
     enabled = True
+
+
+# ---- version counters -------------------------------------------------------------------
+
+# id(storage) -> number of in-place writes. An entry leaves with its storage (a weakref
+# finalizer), so an id the allocator hands out again starts over at 0.
+_versions: dict[int, int] = {}
+_NOT_ARRAY = object()
+
+
+def storage_of(arr: Any) -> Any:
+    """The object that owns `arr`'s memory: the end of its chain of `.base` links."""
+    base = arr.base
+    while base is not None:
+        arr = base
+        base = getattr(arr, "base", None)
+    return arr
+
+
+def version_of(arr: Any) -> int:
+    """How many in-place writes the storage under `arr` has seen."""
+    return _versions.get(id(storage_of(arr)), 0)
+
+
+def bump_version(arr: Any) -> None:
+    """Record an in-place write to the array `arr` (for a Tensor: `increment_version`).
+
+    Call it after every write that bypasses the ops, so that a value saved for backward
+    cannot change unnoticed. Two threads bumping at once may count one write, which is
+    still a change: the check only asks whether the counter moved.
+    """
+    root = storage_of(arr)
+    key = id(root)
+    v = _versions.get(key)
+    if v is None:
+        try:
+            weakref.finalize(root, _versions.pop, key, None)
+        except TypeError:  # a storage without weakrefs (bytes): keep its entry for good
+            pass
+        v = 0
+    _versions[key] = v + 1
+
+
+def saved_versions(values: tuple[Any, ...]) -> tuple[tuple[int, int, int], ...]:
+    """(position, storage id, version) of every array in `values`; other values (None,
+    Python numbers, slices) cannot be written in place and are skipped. The saved array
+    keeps its storage alive, so the id stays valid until backward."""
+    out = []
+    get = _versions.get
+    for i, v in enumerate(values):
+        base = getattr(v, "base", _NOT_ARRAY)
+        if base is _NOT_ARRAY:
+            continue
+        root = v
+        while base is not None:
+            root = base
+            base = getattr(base, "base", None)
+        key = id(root)
+        out.append((i, key, get(key, 0)))
+    return tuple(out)
+
+
+def stale_saved(recorded: tuple[tuple[int, int, int], ...]) -> tuple[int, int, int] | None:
+    """(position, version then, version now) of the first saved array written in place
+    since it was saved, or None: one dictionary lookup per saved array."""
+    get = _versions.get
+    for i, key, v in recorded:
+        now = get(key, 0)
+        if now != v:
+            return i, v, now
+    return None
+
+
+def increment_version(tensor: Any) -> None:
+    """Mark `tensor` as modified in place (`torch.autograd.graph.increment_version`): for
+    code that writes into `tensor.data` directly."""
+    bump_version(tensor.data)
+
+
+# ---- gradient accumulation ----------------------------------------------------------------
+
+# Held only around the read-modify-write of a leaf's `.grad`, so backward passes running in
+# several threads over shared parameters add every contribution (as PyTorch's engine does).
+grad_accumulation_lock = threading.Lock()

@@ -1,7 +1,12 @@
-"""Tensor factories: tensor, zeros, ones, full, randn, rand, arange, ... and the seed."""
+"""Tensor factories: tensor, zeros, ones, full, randn, rand, arange, ... and the seed.
+
+Sizes must be ints, as in PyTorch: `zeros(2.9)` raises TypeError naming the argument
+instead of truncating to 2 elements.
+"""
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Sequence
 
 import numpy as np
@@ -64,23 +69,37 @@ def from_numpy(arr: np.ndarray) -> Tensor:
     return Tensor(arr)
 
 
+def _int_arg(value: Any, op: str, arg: str) -> int:
+    """A scalar argument that must be an int (numpy integers too; never a bool or a float)."""
+    if isinstance(value, (bool, np.bool_, float, np.floating)):
+        raise TypeError(f"{op}(): argument '{arg}' must be int, not {type(value).__name__}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}(): argument '{arg}' must be int, not "
+                        f"{type(value).__name__}") from None
+
+
 def _dt(dtype: Any) -> np.dtype:
     return get_default_dtype() if dtype is None else np.dtype(dtype)
 
 
 def zeros(*size: Any, dtype: Any = None, device: Any = None,
           requires_grad: bool = False) -> Tensor:
-    return _finish(np.zeros(_as_sequence(size), dtype=_dt(dtype)), None, device, requires_grad)
+    return _finish(np.zeros(_as_sequence(size, "zeros"), dtype=_dt(dtype)), None, device,
+                   requires_grad)
 
 
 def ones(*size: Any, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
-    return _finish(np.ones(_as_sequence(size), dtype=_dt(dtype)), None, device, requires_grad)
+    return _finish(np.ones(_as_sequence(size, "ones"), dtype=_dt(dtype)), None, device,
+                   requires_grad)
 
 
 def empty(*size: Any, dtype: Any = None, device: Any = None,
           requires_grad: bool = False) -> Tensor:
-    return zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+    return _finish(np.zeros(_as_sequence(size, "empty"), dtype=_dt(dtype)), None, device,
+                   requires_grad)
 
 
 def full(size: Sequence[int], fill_value: float, dtype: Any = None, device: Any = None,
@@ -89,7 +108,8 @@ def full(size: Sequence[int], fill_value: float, dtype: Any = None, device: Any 
         dtype = (np.int64 if isinstance(fill_value, (int, np.integer)) and
                  not isinstance(fill_value, bool) else
                  np.bool_ if isinstance(fill_value, bool) else get_default_dtype())
-    return _finish(np.full(tuple(size), fill_value, dtype=np.dtype(dtype)), None, device,
+    shape = _as_sequence((size,), "full")
+    return _finish(np.full(shape, fill_value, dtype=np.dtype(dtype)), None, device,
                    requires_grad)
 
 
@@ -114,13 +134,13 @@ def full_like(x: Tensor, fill_value: float, dtype: Any = None,
 
 def randn(*size: Any, dtype: Any = None, device: Any = None,
           requires_grad: bool = False) -> Tensor:
-    arr = _rng.standard_normal(_as_sequence(size)).astype(_dt(dtype))
+    arr = _rng.standard_normal(_as_sequence(size, "randn")).astype(_dt(dtype))
     return _finish(arr, None, device, requires_grad)
 
 
 def rand(*size: Any, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
-    arr = _rng.random(_as_sequence(size)).astype(_dt(dtype))
+    arr = _rng.random(_as_sequence(size, "rand")).astype(_dt(dtype))
     return _finish(arr, None, device, requires_grad)
 
 
@@ -128,7 +148,9 @@ def randint(low: int, high: int | None = None, size: Sequence[int] = (), dtype: 
             device: Any = None) -> Tensor:
     if high is None:
         low, high = 0, low
-    arr = _rng.integers(low, high, size=tuple(size)).astype(np.int64 if dtype is None else dtype)
+    low, high = _int_arg(low, "randint", "low"), _int_arg(high, "randint", "high")
+    shape = _as_sequence((size,), "randint")
+    arr = _rng.integers(low, high, size=shape).astype(np.int64 if dtype is None else dtype)
     return _finish(arr, None, device, False)
 
 
@@ -137,6 +159,7 @@ def randn_like(x: Tensor, dtype: Any = None) -> Tensor:
 
 
 def randperm(n: int, device: Any = None) -> Tensor:
+    n = _int_arg(n, "randperm", "n")
     return _finish(_rng.permutation(n).astype(np.int64), None, device, False)
 
 
@@ -151,11 +174,14 @@ def arange(start: float, end: float | None = None, step: float = 1, dtype: Any =
 
 def linspace(start: float, end: float, steps: int, dtype: Any = None, device: Any = None,
              requires_grad: bool = False) -> Tensor:
+    steps = _int_arg(steps, "linspace", "steps")
     return _finish(np.linspace(start, end, steps).astype(_dt(dtype)), None, device,
                    requires_grad)
 
 
 def eye(n: int, m: int | None = None, dtype: Any = None, device: Any = None) -> Tensor:
+    n = _int_arg(n, "eye", "n")
+    m = None if m is None else _int_arg(m, "eye", "m")
     return _finish(np.eye(n, m, dtype=_dt(dtype)), None, device, False)
 
 

@@ -6,6 +6,12 @@ argument and plain Python values for everything else; `backward` receives the
 gradient of the output and returns one gradient per positional argument of
 `forward` (None where there is none). `Function.apply` does the bookkeeping that
 every op shares: device checks, graph recording and un-broadcasting.
+
+What `forward` passes to `ctx.save_for_backward` is checked at backward: if an array saved
+there (an input, the output, or a view of either) was modified in place after the forward
+pass, backward raises instead of differentiating the new values (see the version counters
+in minitl/autograd_state.py). An op that keeps an input for backward must therefore save it
+through `save_for_backward`, not as a `ctx` attribute.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class Context:
         self.fn: type[Function] | None = None
         self.parents: tuple[Any, ...] = ()  # (position, Tensor) for each Tensor input
         self.input_shapes: tuple[tuple[int, ...], ...] = ()
+        self.saved_versions: tuple[tuple[int, int, int], ...] = ()
         self.released = False
 
     if TYPE_CHECKING:
@@ -38,7 +45,25 @@ class Context:
         def __setattr__(self, name: str, value: Any) -> None: ...
 
     def save_for_backward(self, *values: Any) -> None:
+        """Keep `values` (arrays, None or plain Python values) for backward as `ctx.saved`."""
         self.saved = values
+
+    def check_saved_versions(self) -> None:
+        """Raise if an array saved for backward has been written in place since forward."""
+        stale = autograd_state.stale_saved(self.saved_versions)
+        if stale is None:
+            return
+        i, then, now = stale
+        arr = self.saved[i]
+        name = self.fn.__name__ if self.fn is not None else "an op"
+        raise RuntimeError(
+            f"one of the variables needed for gradient computation has been modified by an "
+            f"inplace operation: [{arr.dtype} {list(arr.shape)}], saved for backward by "
+            f"{name} (saved value {i}), is at version {now}; expected version {then} "
+            f"instead. Hint: the tensor was changed (e.g. by copy_, __setitem__, a *_ method, "
+            f"an optimizer step or nn.init) after {name}'s forward pass; clone it before "
+            f"changing it, or change it after backward()."
+        )
 
     def release(self) -> None:
         """Drop saved arrays and parent links so memory is returned after backward."""
@@ -102,5 +127,7 @@ class Function:
             ctx.fn = cls
             ctx.parents = tuple((i, a) for i, a in enumerate(args) if isinstance(a, Tensor))
             ctx.input_shapes = tuple(a.shape for _, a in ctx.parents)
+            if ctx.saved:
+                ctx.saved_versions = autograd_state.saved_versions(ctx.saved)
             result._ctx = ctx
         return result

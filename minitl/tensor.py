@@ -2,26 +2,29 @@
 
 `Tensor.data` is a numpy array (CuPy on the GPU). Every differentiable operation
 is a `Function` (minitl/function.py); the Tensor methods below are one-line
-wrappers over them. `backward()` walks the recorded graph in reverse
-topological order with an explicit stack (no recursion, so a 10,000-op chain is
-fine) and releases each node's saved arrays as soon as they are used.
+wrappers over them, and the in-place writes live in minitl/tensor_inplace.py.
+`backward()` walks the recorded graph in reverse topological order with an
+explicit stack (no recursion, so a 10,000-op chain is fine), checks before each
+node's backward that nothing it saved was written in place since forward, adds
+into each leaf's `.grad` under a lock (so threads may run backward over shared
+parameters), and releases each node's saved arrays as soon as they are used.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
-
 import builtins
+import operator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from minitl import autograd_state
 from minitl.backend import array_module, device_of
+from minitl.dtypes import bool_, float32, float64, int64, result_type
+from minitl.tensor_inplace import TensorInplace
+from minitl.tensor_methods import TensorMethods
 
 Array = Any
-
-from minitl.dtypes import bool_, float32, float64, int64
-from minitl.tensor_methods import TensorMethods
 
 _default_dtype = float32
 
@@ -56,7 +59,7 @@ def _check_grad_dtype(dtype: np.dtype, what: str = "tensor") -> None:
         )
 
 
-class Tensor(TensorMethods):
+class Tensor(TensorMethods, TensorInplace):
     """An n-dimensional array with reverse-mode automatic differentiation."""
 
     __slots__ = ("data", "_grad", "_requires_grad", "_ctx", "__weakref__", "__dict__")
@@ -197,6 +200,14 @@ class Tensor(TensorMethods):
     def __int__(self) -> int:
         return int(self.item())
 
+    def __index__(self) -> int:
+        # Lets a one-element integer tensor serve as a size or an index, as in PyTorch.
+        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError(f"only integer tensors of a single element can be converted to "
+                            f"an index, got dtype {self.data.dtype} with {self.data.size} "
+                            f"elements")
+        return int(self.item())
+
     def __bool__(self) -> bool:
         if self.data.size != 1:
             raise RuntimeError(f"the truth value of a Tensor with {self.data.size} elements "
@@ -261,45 +272,6 @@ class Tensor(TensorMethods):
     def type_as(self, other: Tensor) -> Tensor:
         return self.to(other.dtype)
 
-    # ---- in-place (outside the graph) ----------------------------------------------
-
-    def _check_inplace(self, op: str) -> None:
-        if autograd_state.is_grad_enabled() and (self._requires_grad or self._ctx is not None):
-            raise RuntimeError(
-                f"{op}: in-place change of a tensor that requires grad; "
-                "wrap it in `with mt.no_grad():` or use the out-of-place op"
-            )
-
-    def zero_(self) -> Tensor:
-        self._check_inplace("zero_")
-        self.data[...] = 0
-        return self
-
-    def fill_(self, value: builtins.float) -> Tensor:
-        self._check_inplace("fill_")
-        self.data[...] = value
-        return self
-
-    def copy_(self, src: Any) -> Tensor:
-        self._check_inplace("copy_")
-        src_data = src.data if isinstance(src, Tensor) else src
-        xp = array_module(self.data)
-        src_data = xp.asarray(src_data)
-        try:
-            self.data[...] = xp.broadcast_to(src_data, self.shape)
-        except ValueError as e:
-            raise RuntimeError(f"copy_: source shape {tuple(src_data.shape)} does not "
-                               f"broadcast to {self.shape}") from e
-        return self
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        self._check_inplace("__setitem__")
-        if isinstance(index, Tensor):
-            index = index.data
-        elif isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        self.data[index] = value.data if isinstance(value, Tensor) else value
-
     # ---- autograd -------------------------------------------------------------------
 
     def backward(self, gradient: Tensor | None = None, retain_graph: builtins.bool = False) -> None:
@@ -332,17 +304,15 @@ class Tensor(TensorMethods):
             ctx = node._ctx
             if ctx is None:  # a leaf
                 if node._requires_grad:
-                    g = g.astype(node.dtype, copy=False)
-                    if node._grad is None:
-                        node._grad = Tensor._wrap(g.copy())
-                    else:
-                        node._grad = Tensor._wrap(node._grad.data + g)
+                    _accumulate_grad(node, g.astype(node.dtype, copy=False))
                 continue
             if ctx.released:
                 raise RuntimeError(
                     "backward(): trying to backward through the graph a second time; "
                     "pass retain_graph=True to the first backward() call"
                 )
+            if ctx.saved_versions:
+                ctx.check_saved_versions()
             in_grads = ctx.fn.backward(ctx, g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
@@ -472,23 +442,36 @@ class Tensor(TensorMethods):
         return "tensor(" + ", ".join([body] + extra) + ")"
 
 
+_PY_NUMBERS = (int, float)
+
+
 def _promote(a: Any, b: Any) -> tuple[Any, Any]:
-    """PyTorch's promotion where it differs from numpy's: an integer or bool tensor meeting a
-    floating operand (a float tensor or a Python float) becomes that float dtype, so
-    `int64_tensor * 0.5` is float32 rather than numpy's float64."""
-    fa = _float_kind(a)
-    fb = _float_kind(b)
-    if fa is not None and fb is None and isinstance(b, Tensor):
-        b = b.to(fa)
-    elif fb is not None and fa is None and isinstance(a, Tensor):
-        a = a.to(fb)
+    """Cast tensor operands to PyTorch's result dtype (minitl.dtypes.result_type): a float
+    tensor meeting an int tensor keeps its float dtype, `int64_tensor * 0.5` is float32, and
+    Python scalars never widen a tensor (numpy would give float64 in the first two cases)."""
+    # The common cases, decided without the full rule: equal dtypes, or a float tensor with
+    # a Python number (which keeps the tensor's dtype).
+    if isinstance(a, Tensor):
+        if isinstance(b, Tensor):
+            if a.data.dtype == b.data.dtype:
+                return a, b
+        elif type(b) in _PY_NUMBERS and a.data.dtype.kind == "f":
+            return a, b
+    elif type(a) in _PY_NUMBERS and isinstance(b, Tensor) and b.data.dtype.kind == "f":
+        return a, b
+    dt = result_type(a, b, default_float=_default_dtype)
+    if isinstance(a, Tensor) and a.data.dtype != dt:
+        a = a.to(dt)
+    if isinstance(b, Tensor) and b.data.dtype != dt:
+        b = b.to(dt)
     return a, b
 
 
 def _true_div_operands(a: Any, b: Any) -> tuple[Any, Any]:
     """True division of integers gives the default float dtype (numpy would give float64)."""
     a, b = _promote(a, b)
-    if _float_kind(a) is None and _float_kind(b) is None:
+    t = a if isinstance(a, Tensor) else b
+    if t.data.dtype.kind not in "fc":
         if isinstance(a, Tensor):
             a = a.to(_default_dtype)
         if isinstance(b, Tensor):
@@ -496,12 +479,13 @@ def _true_div_operands(a: Any, b: Any) -> tuple[Any, Any]:
     return a, b
 
 
-def _float_kind(v: Any) -> Any:
-    if isinstance(v, Tensor):
-        return v.dtype if v.dtype.kind == "f" else None
-    if isinstance(v, float):
-        return _default_dtype
-    return None
+def _accumulate_grad(leaf: Tensor, g: Array) -> None:
+    """leaf.grad += g, atomically: backward passes in other threads may add to the same leaf,
+    and an unlocked read-modify-write would drop one of the two contributions. A new array
+    each time, never an in-place add, so a `.grad` someone holds does not change under them."""
+    with autograd_state.grad_accumulation_lock:
+        prev = leaf._grad
+        leaf._grad = Tensor._wrap(g.copy() if prev is None else prev.data + g)
 
 
 def _operand(o: Any, like: Tensor) -> Any:
@@ -535,7 +519,23 @@ def _topological_order(root: Tensor) -> list[Tensor]:
     return order
 
 
-def _as_sequence(shape: Sequence[Any]) -> tuple[int, ...]:
+def _as_sequence(shape: Sequence[Any], op: str = "view", arg: str = "size") -> tuple[int, ...]:
+    """`f(2, 3)` or `f((2, 3))` as a tuple of ints. As in PyTorch, a size must be an int
+    (a numpy integer or anything with `__index__` will do, a bool will not): `zeros(2.9)`
+    raises TypeError rather than silently making 2 elements."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(int(s) for s in shape[0])
-    return tuple(int(s) for s in shape)
+        shape = shape[0]
+    out = []
+    for i, s in enumerate(shape):
+        if isinstance(s, int) and not isinstance(s, bool):
+            out.append(s)
+            continue
+        if not isinstance(s, (bool, np.bool_, float, np.floating)):
+            try:
+                out.append(operator.index(s))
+                continue
+            except TypeError:
+                pass
+        raise TypeError(f"{op}(): argument '{arg}' must be a tuple of ints, but found element "
+                        f"of type {type(s).__name__} at pos {i}")
+    return tuple(out)

@@ -183,14 +183,21 @@ class TensorMethods:
         from minitl.ops import movement
         return movement.reshape(self, *shape)  # type: ignore[arg-type]
 
-    view = reshape
+    def view(self, *shape: Any) -> Tensor:
+        from minitl.ops import movement
+        return movement.view(self, *shape)  # type: ignore[arg-type]
 
     def view_as(self, other: Tensor) -> Tensor:
         from minitl.ops import movement
         return movement.view_as(self, other)  # type: ignore[arg-type]
 
     def contiguous(self) -> Tensor:
-        return self  # type: ignore[return-value]
+        from minitl.ops import movement
+        return movement.contiguous(self)  # type: ignore[arg-type]
+
+    def is_contiguous(self) -> bool:
+        from minitl.ops import movement
+        return movement.is_contiguous(self)  # type: ignore[arg-type]
 
     def permute(self, *dims: Any) -> Tensor:
         from minitl.ops import movement

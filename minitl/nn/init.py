@@ -1,6 +1,7 @@
 """Weight initialisation (`torch.nn.init` names and semantics).
 
-Every function writes into `tensor.data` in place, outside the autograd graph, and
+Every function writes into `tensor.data` in place, outside the autograd graph, bumps the
+tensor's version counter (so a graph that saved the old values refuses to backward), and
 returns the tensor. Random draws come from `minitl.creation.default_generator()`,
 so `mt.manual_seed(s)` makes initialisation reproducible. Draws happen in float64
 on the host and are cast to the tensor's dtype (and copied to its device).
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from minitl.autograd_state import increment_version
 from minitl.backend import array_module
 from minitl.creation import default_generator
 from minitl.tensor import Tensor
@@ -30,6 +32,7 @@ def _write(tensor: Tensor, values: Any) -> Tensor:
     """Copy host `values` into `tensor.data` in place, keeping its dtype and device."""
     xp = array_module(tensor.data)
     tensor.data[...] = xp.asarray(np.asarray(values).astype(tensor.dtype, copy=False))
+    increment_version(tensor)
     return tensor
 
 
@@ -115,6 +118,7 @@ def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float 
 def constant_(tensor: Tensor, val: float) -> Tensor:
     """Fill with `val`."""
     tensor.data[...] = val
+    increment_version(tensor)
     return tensor
 
 

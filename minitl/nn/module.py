@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from minitl.autograd_state import increment_version
 from minitl.backend import array_module
 from minitl.nn.parameter import Parameter
 from minitl.tensor import Device, Tensor
@@ -472,6 +473,7 @@ class Module:
             target = targets[key]
             xp = array_module(target.data)
             target.data[...] = xp.asarray(arr).astype(target.dtype, copy=False)
+            increment_version(target)  # an in-place write, like copy_
         return _IncompatibleKeys(missing, unexpected)
 
     # ---- printing --------------------------------------------------------------------

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from minitl.dtypes import result_type
 from minitl.function import Context, Function
-from minitl.tensor import Tensor, get_default_dtype
+from minitl.tensor import Tensor, _operand, _promote, get_default_dtype
 
 Array = Any
 
@@ -247,22 +248,30 @@ class Minimum(Function):
 
 
 class Where(Function):
-    """z = cond ? x : y;  dx = g [cond], dy = g [not cond]."""
+    """z = cond ? x : y;  dx = g [cond], dy = g [not cond].
+
+    x and y meet in PyTorch's result dtype (float32 with int64 is float32, a Python float
+    does not widen float16); each gradient goes back in its own operand's dtype."""
 
     @staticmethod
-    def forward(ctx: Context, cond: Array, x: Array, y: Array) -> Array:
+    def forward(ctx: Context, cond: Array, x: Any, y: Any) -> Array:
         xp = ctx.xp
         cond = xp.asarray(cond)
         if cond.dtype != bool:
             raise RuntimeError(f"where: condition must be a bool tensor, got {cond.dtype}")
         ctx.save_for_backward(cond)
-        return xp.where(cond, x, y)
+        dt = result_type(x, y, default_float=get_default_dtype())
+        ctx.dtypes = (getattr(x, "dtype", dt), getattr(y, "dtype", dt))
+        return xp.where(cond, xp.asarray(x, dtype=dt), xp.asarray(y, dtype=dt))
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[None, Array, Array]:
         (cond,) = ctx.saved
-        zero = ctx.xp.zeros((), dtype=g.dtype)
-        return None, ctx.xp.where(cond, g, zero), ctx.xp.where(cond, zero, g)
+        xp = ctx.xp
+        zero = xp.zeros((), dtype=g.dtype)
+        dx_dtype, dy_dtype = ctx.dtypes
+        return (None, xp.where(cond, g, zero).astype(dx_dtype, copy=False),
+                xp.where(cond, zero, g).astype(dy_dtype, copy=False))
 
 
 class MaskedFill(Function):
@@ -355,11 +364,11 @@ def masked_fill(self: Tensor, mask: Tensor, value: float) -> Tensor:
 
 
 def maximum(self: Tensor, other: Any) -> Tensor:
-    return Maximum.apply(self, other)
+    return Maximum.apply(*_promote(self, _operand(other, self)))
 
 
 def minimum(self: Tensor, other: Any) -> Tensor:
-    return Minimum.apply(self, other)
+    return Minimum.apply(*_promote(self, _operand(other, self)))
 
 
 def where(self: Tensor, condition: Tensor, other: Any) -> Tensor:

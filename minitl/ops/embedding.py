@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from minitl.autograd_state import increment_version
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
 
@@ -63,6 +64,7 @@ def _renorm_(weight: Tensor, ids: Array, max_norm: float, norm_type: float) -> N
     norms = (xp.abs(w) ** norm_type).sum(axis=1, keepdims=True) ** (1.0 / norm_type)
     scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
     weight.data[rows] = (w * scale).astype(weight.dtype, copy=False)
+    increment_version(weight)  # as torch.embedding_renorm_: an in-place write
 
 
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,

@@ -1,6 +1,11 @@
 """Movement and indexing: reshape/view, permute/transpose, expand, squeeze/unsqueeze,
 flatten, cat, stack, split/chunk, pad, gather, and `__getitem__` with slices and
 integer arrays (whose gradient is a scatter-add, so repeated indices accumulate).
+
+`view` always aliases its input and raises where the new shape cannot be expressed over
+the input's strides (a transposed tensor flattened, say), as in PyTorch; `reshape` copies
+then. `cat` and `stack` promote mixed dtypes with PyTorch's rule (float32 with int64 is
+float32).
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from minitl.autograd_state import storage_of
+from minitl.dtypes import result_type
 from minitl.function import Context, Function
-from minitl.tensor import Tensor, _as_sequence
+from minitl.tensor import Tensor, _as_sequence, get_default_dtype
 
 Array = Any
 
@@ -55,6 +62,46 @@ class Reshape(Function):
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array, None]:
         return g.reshape(ctx.shape), None
+
+
+class View(Function):
+    """z = x with a new shape over the same memory;  dx = g reshaped back.
+
+    numpy's reshape copies exactly when no strides over x's memory give the new shape;
+    PyTorch's view raises then, since a view must alias its base.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, shape: tuple[int, ...]) -> Array:
+        ctx.shape = x.shape
+        z = x.reshape(_resolve_shape(shape, x.size, "view", tuple(x.shape)))
+        if not x.flags.c_contiguous and x.size > 1 and storage_of(z) is not storage_of(x):
+            raise RuntimeError(
+                f"view size is not compatible with input tensor's size and stride (at least "
+                f"one dimension spans across two contiguous subspaces): viewing "
+                f"{tuple(x.shape)} with strides {_elem_strides(x)} as {shape}. "
+                f"Use .reshape(...) instead.")
+        return z
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None]:
+        return g.reshape(ctx.shape), None
+
+
+def _elem_strides(x: Array) -> tuple[int, ...]:
+    return tuple(s // x.itemsize for s in x.strides)
+
+
+class Contiguous(Function):
+    """z = a C-ordered copy of x;  dx = g."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array) -> Array:
+        return ctx.xp.ascontiguousarray(x)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> Array:
+        return g
 
 
 class Permute(Function):
@@ -111,7 +158,10 @@ class GetItem(Function):
 
     @staticmethod
     def forward(ctx: Context, x: Array, index: tuple[Any, ...]) -> Array:
-        ctx.shape, ctx.dtype, ctx.index = x.shape, x.dtype, index
+        ctx.shape, ctx.dtype = x.shape, x.dtype
+        # Saved, not kept as an attribute: index arrays are the caller's tensors, and
+        # backward must notice if they are written in place before it scatters by them.
+        ctx.save_for_backward(*index)
         try:
             return x[index]
         except IndexError as e:
@@ -121,16 +171,17 @@ class GetItem(Function):
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array, None]:
         xp = ctx.xp
+        index = ctx.saved
         out = xp.zeros(ctx.shape, dtype=g.dtype)
-        if _has_advanced(ctx.index):
+        if _has_advanced(index):
             if xp is np:
-                np.add.at(out, ctx.index, g)
+                np.add.at(out, index, g)
             else:  # pragma: no cover - GPU only
                 import cupyx
 
-                cupyx.scatter_add(out, ctx.index, g)
+                cupyx.scatter_add(out, index, g)
         else:
-            out[ctx.index] = g
+            out[index] = g
         return out, None
 
 
@@ -235,19 +286,21 @@ class Gather(Function):
         # PyTorch's gather reads only the leading index.shape block of the other dims.
         grid = list(ctx.xp.indices(index.shape, sparse=True))
         grid[axis] = index
-        ctx.shape, ctx.grid = x.shape, tuple(grid)
-        return x[ctx.grid]
+        ctx.shape = x.shape
+        ctx.save_for_backward(*grid)  # holds the caller's index: checked at backward
+        return x[tuple(grid)]
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array, None, None]:
         xp = ctx.xp
+        grid = ctx.saved
         out = xp.zeros(ctx.shape, dtype=g.dtype)
         if xp is np:
-            np.add.at(out, ctx.grid, g)
+            np.add.at(out, grid, g)
         else:  # pragma: no cover - GPU only
             import cupyx
 
-            cupyx.scatter_add(out, ctx.grid, g)
+            cupyx.scatter_add(out, grid, g)
         return out, None, None
 
 
@@ -255,22 +308,30 @@ class Gather(Function):
 
 
 def reshape(self: Tensor, *shape: Any) -> Tensor:
-    return Reshape.apply(self, _as_sequence(shape))
+    """A view where the strides allow one, else a copy."""
+    return Reshape.apply(self, _as_sequence(shape, "reshape", "shape"))
 
 
-view = reshape
+def view(self: Tensor, *shape: Any) -> Tensor:
+    """The same memory with a new shape; RuntimeError where that needs a copy."""
+    return View.apply(self, _as_sequence(shape, "view", "size"))
+
+
+def is_contiguous(self: Tensor) -> bool:
+    return bool(self.data.flags.c_contiguous)
 
 
 def contiguous(self: Tensor) -> Tensor:
-    return self  # numpy arrays are re-laid out by the ops that need contiguity
+    """self when already C-contiguous, else a C-ordered copy (in the graph)."""
+    return self if self.data.flags.c_contiguous else Contiguous.apply(self)
 
 
 def view_as(self: Tensor, other: Tensor) -> Tensor:
-    return Reshape.apply(self, other.shape)
+    return View.apply(self, other.shape)
 
 
 def permute(self: Tensor, *dims: Any) -> Tensor:
-    return Permute.apply(self, _as_sequence(dims))
+    return Permute.apply(self, _as_sequence(dims, "permute", "dims"))
 
 
 def transpose(self: Tensor, dim0: int, dim1: int) -> Tensor:
@@ -292,7 +353,7 @@ def t(self: Tensor) -> Tensor:
 
 
 def expand(self: Tensor, *shape: Any) -> Tensor:
-    return Expand.apply(self, _as_sequence(shape))
+    return Expand.apply(self, _as_sequence(shape, "expand", "size"))
 
 
 def expand_as(self: Tensor, other: Tensor) -> Tensor:
@@ -366,7 +427,7 @@ def index_select(self: Tensor, dim: int, index: Tensor) -> Tensor:
 
 
 def repeat(self: Tensor, *sizes: Any) -> Tensor:
-    reps = _as_sequence(sizes)
+    reps = _as_sequence(sizes, "repeat", "repeats")
     if len(reps) < self.ndim:
         raise RuntimeError(f"repeat: {len(reps)} repeat sizes given for a tensor with "
                            f"{self.ndim} dims; give at least one per dim")
@@ -378,18 +439,29 @@ def repeat(self: Tensor, *sizes: Any) -> Tensor:
     return out
 
 
+def _promoted(tensors: list[Tensor]) -> list[Tensor]:
+    """The tensors cast to PyTorch's result dtype of the list (float32 + int64 -> float32,
+    where numpy's concatenate gives float64); the casts are graph ops, so each gradient
+    comes back in its input's dtype."""
+    first = tensors[0].dtype
+    if all(t.dtype == first for t in tensors):
+        return tensors
+    dt = result_type(*tensors, default_float=get_default_dtype())
+    return [t if t.dtype == dt else t.to(dt) for t in tensors]
+
+
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("cat: expected a non-empty list of tensors")
-    return Cat.apply(dim, *tensors)
+    return Cat.apply(dim, *_promoted(tensors))
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack: expected a non-empty list of tensors")
-    return Stack.apply(dim, *tensors)
+    return Stack.apply(dim, *_promoted(tensors))
 
 
 def pad(x: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
@@ -398,6 +470,6 @@ def pad(x: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.
     return Pad.apply(x, tuple(pad), value)
 
 
-TENSOR_METHODS = ("reshape", "view", "contiguous", "view_as", "permute", "transpose", "t",
-                  "expand", "expand_as", "unsqueeze", "squeeze", "flatten", "split", "chunk",
-                  "gather", "index_select", "repeat")
+TENSOR_METHODS = ("reshape", "view", "contiguous", "is_contiguous", "view_as", "permute",
+                  "transpose", "t", "expand", "expand_as", "unsqueeze", "squeeze", "flatten",
+                  "split", "chunk", "gather", "index_select", "repeat")

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from minitl.autograd_state import bump_version
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
 
@@ -107,6 +108,8 @@ class BatchNorm(Function):
                 running_mean[...] = (1 - momentum) * running_mean + momentum * mean.reshape(c)
                 running_var[...] = ((1 - momentum) * running_var
                                     + momentum * var.reshape(c) * (n / (n - 1)))
+                bump_version(running_mean)  # in-place buffer updates, as in PyTorch
+                bump_version(running_var)
         else:
             if running_mean is None or running_var is None:
                 raise ValueError("batch_norm: running_mean and running_var are required "

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from minitl.autograd_state import bump_version
 from minitl.backend import array_module, device_of, get_backend
 from minitl.optim.optimizer import Optimizer, ParamsT, check_nonnegative, check_unit_interval
 
@@ -82,6 +83,7 @@ class Adam(Optimizer):
                     param, grad, state["exp_avg"], state["exp_avg_sq"], max_sq, state["step"],
                     lr, beta1, beta2, eps, weight_decay, group["decoupled_weight_decay"],
                     group["maximize"])
+                bump_version(param)  # a graph still holding p for backward must notice
         return loss
 
 

@@ -1,7 +1,7 @@
 """Gradient clipping: `clip_grad_norm_` and `clip_grad_value_` (PyTorch semantics).
 
-Re-exported as `minitl.nn.utils.clip_grad_norm_`. Both modify `p.grad` in place and
-skip parameters without a gradient. The norm is computed as PyTorch does it: the norm
+Re-exported as `minitl.nn.utils.clip_grad_norm_`. Both modify `p.grad` in place (bumping
+its version counter, in case a graph saved it) and skip parameters without a gradient. The norm is computed as PyTorch does it: the norm
 of each gradient first, then the norm of those norms, so `inf` and any p > 0 compose.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from minitl.autograd_state import bump_version
 from minitl.backend import array_module
 from minitl.tensor import Tensor
 
@@ -72,6 +73,7 @@ def clip_grad_norm_(parameters: TensorOrTensors, max_norm: float, norm_type: flo
     coef = xp.minimum(max_norm / (total + 1e-6), 1.0)
     for g in grads:
         g *= coef.astype(g.dtype, copy=False)
+        bump_version(g)
     return Tensor(total)
 
 
@@ -80,3 +82,4 @@ def clip_grad_value_(parameters: TensorOrTensors, clip_value: float) -> None:
     clip_value = float(clip_value)
     for g in _grads(parameters):
         array_module(g).clip(g, -clip_value, clip_value, out=g)
+        bump_version(g)

@@ -11,7 +11,9 @@ replaced by their position counted across groups:
 Buffers in `state` are raw arrays (numpy or CuPy, matching the parameter), never
 Tensors: updates are plain in-place array arithmetic on `p.data`, so a step cannot
 record an autograd graph, and parameters that share an array (tied weights) see the
-update through every Tensor that holds it.
+update through every Tensor that holds it. Each step bumps the version counter of every
+parameter it writes, so a graph that saved a parameter before the step refuses to
+backward through the old values.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 else:
-                    p.grad.data.fill(0)
+                    p.grad.zero_()
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; returns `closure()` if given."""

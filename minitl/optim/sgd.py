@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from minitl.autograd_state import bump_version
 from minitl.backend import array_module
 from minitl.optim.optimizer import Optimizer, ParamsT, check_nonnegative
 
@@ -69,4 +70,5 @@ class SGD(Optimizer):
                         buf += (1 - dampening) * grad
                     grad = grad + momentum * buf if group["nesterov"] else buf
                 param -= lr * grad
+                bump_version(param)  # a graph still holding p for backward must notice
         return loss
