@@ -91,6 +91,9 @@ class enable_grad(_GradModeContext):
 # finalizer), so an id the allocator hands out again starts over at 0.
 _versions: dict[int, int] = {}
 _NOT_ARRAY = object()
+# storage_version(id(storage), 0): the counter of a storage; the table is never replaced, so
+# the hot loop in backward binds this once.
+storage_version = _versions.get
 
 
 def storage_of(arr: Any) -> Any:
@@ -133,6 +136,8 @@ def saved_versions(values: tuple[Any, ...]) -> tuple[tuple[int, int, int], ...]:
     out = []
     get = _versions.get
     for i, v in enumerate(values):
+        if v is None:
+            continue
         base = getattr(v, "base", _NOT_ARRAY)
         if base is _NOT_ARRAY:
             continue

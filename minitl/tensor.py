@@ -296,6 +296,7 @@ class Tensor(TensorMethods, TensorInplace):
         from minitl.function import unbroadcast
 
         order = _topological_order(self)
+        version_now = autograd_state.storage_version
         grads: dict[int, Array] = {id(self): g}
         for node in order:
             g = grads.pop(id(node), None)
@@ -311,8 +312,9 @@ class Tensor(TensorMethods, TensorInplace):
                     "backward(): trying to backward through the graph a second time; "
                     "pass retain_graph=True to the first backward() call"
                 )
-            if ctx.saved_versions:
-                ctx.check_saved_versions()
+            for _, key, version in ctx.saved_versions:  # one counter compare per saved array
+                if version_now(key, 0) != version:
+                    ctx.check_saved_versions()  # raises, naming the op and the versions
             in_grads = ctx.fn.backward(ctx, g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
