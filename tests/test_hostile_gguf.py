@@ -89,7 +89,8 @@ CASES = {
     "overlap": (gguf([], [info("a", [16]), info("b", [16], 0, 32)], b"\0" * 128), "overlap"),
     "duplicate tensor": (gguf([], [info("a", [8]), info("a", [8], 0, 32)], b"\0" * 64),
                          "'a' appears twice"),
-    "truncated info": (gguf([kv_u32(f"pad{i}", 0) for i in range(3)], [info("w", [4])])[:-40], "truncated"),
+    "truncated info": (gguf([kv_u32(f"pad{i}", 0) for i in range(3)], [info("w", [4])])[:-40],
+                       "truncated"),
     "header past the end": (gguf([], [info("w", [4])]).rstrip(b"\0")[:-1] + b"\1",
                             "truncated|past the end"),
 }

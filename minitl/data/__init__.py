@@ -8,11 +8,12 @@ from minitl.data.corpora import (ImageClassificationData, TextClassificationData
 from minitl.data.dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
 from minitl.data.loader import (BatchSampler, DataLoader, LengthBucketSampler, RandomSampler,
                                 Sampler, SequentialSampler, default_collate, pad_collate)
-from minitl.data.tokenizers import (BasicTokenizer, ByteBPETokenizer, CharTokenizer,
-                                    WordPieceTokenizer)
+from minitl.data.tokenizers import (BasicTokenizer, BPETokenizer, ByteBPETokenizer,
+                                    CharTokenizer, WordPieceTokenizer)
 
 __all__ = [
-    "BasicTokenizer", "BatchSampler", "ByteBPETokenizer", "CharTokenizer", "ConcatDataset",
+    "BPETokenizer", "BasicTokenizer", "BatchSampler", "ByteBPETokenizer", "CharTokenizer",
+    "ConcatDataset",
     "DataLoader", "Dataset", "ImageClassificationData", "LengthBucketSampler", "RandomSampler",
     "Sampler", "SequentialSampler", "Subset", "TensorDataset", "TextClassificationData",
     "WordPieceTokenizer", "default_collate", "list_datasets", "load_dataset", "pad_collate",

@@ -118,11 +118,15 @@ class ByteBPETokenizer:
 
     Args:
         vocab: token string (GPT-2 byte alphabet) -> id, for every ordinary token; it must
-            hold all 256 single-byte tokens.
+            hold all 256 single-byte tokens unless ``unk_id`` is given.
         merges: learned merges as pairs of token strings, highest priority first.
         special_tokens: literal strings with their own ids (e.g. ``{"<|endoftext|>": 0}``);
             found in text by ``encode`` unless ``split_special_tokens=True``.
         pattern: the pre-tokenisation regex.
+        skip_unknown_bytes: leave bytes without a single-byte token out of the ids instead of
+            refusing such a vocabulary, as Hugging Face's BPE does when its model has no
+            unknown token (pretrained vocabularies such as SmolLM2's lack bytes that never
+            occurred in their corpus: 0xC0, 0xF5-0xFF and a few control characters).
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class ByteBPETokenizer:
         merges: Sequence[tuple[str, str]],
         special_tokens: dict[str, int] | None = None,
         pattern: str = GPT2_SPLIT_PATTERN,
+        skip_unknown_bytes: bool = False,
     ) -> None:
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
         if "" in self.special_tokens:
@@ -140,7 +145,7 @@ class ByteBPETokenizer:
         if len(set(ids)) != len(ids):
             raise ValueError("token ids must be unique across the vocabulary and special tokens")
         missing = [b for b in range(256) if _BYTE_ENCODER[b] not in self.encoder]
-        if missing:
+        if missing and not skip_unknown_bytes:
             raise ValueError(f"vocabulary lacks {len(missing)} single-byte tokens")
         # id -> bytes for decode; special tokens decode to their own text.
         self._id_bytes: dict[int, bytes] = {i: _token_bytes(t) for t, i in self.encoder.items()}
@@ -149,7 +154,8 @@ class ByteBPETokenizer:
             self._id_bytes[i] = tok.encode("utf-8")
         self._id_token = {i: t for t, i in self.encoder.items()}
         self._id_token.update((i, t) for t, i in self.special_tokens.items())
-        self._byte_ids = [self.encoder[_BYTE_ENCODER[b]] for b in range(256)]
+        self._byte_ids = [self.encoder.get(_BYTE_ENCODER[b], -1) for b in range(256)]
+        self._all_bytes = not missing
         # (left id, right id) -> (rank, merged id); a lower rank merges first.
         self.merges: list[tuple[str, str]] = [(a, b) for a, b in merges]
         self._ranks: dict[tuple[int, int], tuple[int, int]] = {}
@@ -287,6 +293,8 @@ class ByteBPETokenizer:
         if ids is not None:
             return ids
         ids = [self._byte_ids[b] for b in word.encode("utf-8")]
+        if not self._all_bytes:
+            ids = [i for i in ids if i >= 0]
         ranks = self._ranks
         while len(ids) > 1:
             # The lowest-ranked adjacent pair merges next (GPT-2's bpe()).
@@ -299,6 +307,10 @@ class ByteBPETokenizer:
             self._cache.clear()
         self._cache[word] = ids
         return ids
+
+    def _words(self, text: str) -> list[str]:
+        """Pre-tokenisation: the pieces merges never cross (subclasses may split further)."""
+        return self._split.findall(text)
 
     def encode(self, text: str, split_special_tokens: bool = False) -> list[int]:
         """Token ids of ``text``. Special-token strings in the text get their own ids
@@ -317,7 +329,7 @@ class ByteBPETokenizer:
             if k % 2 == 1:  # odd pieces of a capturing split are the separators
                 ids.append(self.special_tokens[part])
                 continue
-            for word in self._split.findall(part):
+            for word in self._words(part):
                 ids.extend(self._encode_word(word))
         return ids
 
