@@ -21,6 +21,8 @@ import minitl as mt
 import minitl.nn as nn
 import minitl.nn.functional as F
 from minitl.function import Function
+from minitl.io.gguf_quants import quantize
+from minitl.ops.quant import quant_linear
 from minitl.pretrain.objectives import nt_xent
 
 INPLACE = "modified by an inplace operation"
@@ -63,6 +65,7 @@ def b(*shape: int) -> tuple[str, tuple[int, ...]]:
 
 
 X = f(3, 4)
+_Q8 = quantize(np.linspace(-1, 1, 64).reshape(2, 32), "Q8_0")  # a (2, 32) weight in Q8_0
 CASES = [
     Case("Add", lambda a, b_: a + b_, [X, X]),
     Case("Sub", lambda a, b_: a - b_, [X, X]),
@@ -146,6 +149,13 @@ CASES = [
     Case("Var", lambda a: a.var(1), [X]),
     Case("Std", lambda a: a.std(1), [X], ("out",)),
     Case("NTXent", lambda a, b_: nt_xent(a, b_), [X, X]),
+    Case("RMSNorm", lambda x, w: F.rms_norm(x, (4,), w), [X, f(4)], (1,)),
+    Case("Rotary", lambda x, cos, sin: F.apply_rotary_emb(x, cos, sin), [X, c(3, 4), c(3, 4)],
+         (1, 2)),
+    Case("SwiGLU", lambda a, b_: F.swiglu(a, b_), [X, X], (0, 1)),
+    # the blocks are a constant of the layer (frozen), not an input of the case
+    Case("QuantLinear", lambda x, bias: quant_linear(x.to(mt.float32), _Q8, 8, bias.to(
+        mt.float32)), [f(3, 32), f(2)]),
 ]
 # Functions that a CPU-only run cannot record.
 NOT_COVERED = {"ToDevice": "moves between host and GPU"}

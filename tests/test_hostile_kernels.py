@@ -21,6 +21,7 @@ import pytest
 
 from minitl import backend
 from minitl.backend import guards, reference
+from minitl.io.gguf_quants import quantize
 
 # ---- crash-prone cases, in a child process ---------------------------------------------------
 
@@ -209,6 +210,8 @@ def test_valid_targets_with_ignore_index_still_match_the_reference() -> None:
 
 # ---- dtypes the native kernels do not take -----------------------------------------------------
 
+_Q8 = quantize(np.random.default_rng(2).standard_normal((5, 32)), "Q8_0")  # uint8 blocks (5, 34)
+
 
 def _kernel_args(name: str, dtype: Any) -> tuple[Any, ...]:
     """Small valid arguments for each backend kernel, with float operands in `dtype`."""
@@ -243,6 +246,9 @@ def _kernel_args(name: str, dtype: Any) -> tuple[Any, ...]:
         "gelu_bwd": (g2, x2, "tanh"),
         "embedding_bwd": (g2, np.array([0, 3, 3, 1, 0, 2]), 4, 1, True),
         "adamw_step": (*state, 2, 1e-2, 0.9, 0.999, 1e-8, 0.1, True, False),
+        "quant_linear_fwd": (r(6, 32), _Q8, 8, r(5)),
+        "quant_linear_bwd": (r(6, 5), _Q8, 8),
+        "dequantize_rows": (_Q8, 8, np.array([0, 4, 2, 4])),
     }
     return table[name]
 

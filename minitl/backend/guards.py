@@ -46,6 +46,10 @@ OPERANDS: dict[str, tuple[str, ...]] = {
     "gelu_bwd": ("g", "x"),
     "embedding_bwd": ("g",),
     "adamw_step": ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    # the quantized weight q is uint8 blocks by design; only the float operands count
+    "quant_linear_fwd": ("x", "bias"),
+    "quant_linear_bwd": ("g",),
+    "dequantize_rows": (),
 }
 
 # Kernels whose arithmetic only means something on floating-point data (exp, sqrt, division);
@@ -53,7 +57,7 @@ OPERANDS: dict[str, tuple[str, ...]] = {
 # layer, exact on integers as F.linear is) and im2col/col2im run on integers in the reference.
 FLOAT_ONLY = frozenset({"layernorm_fwd", "layernorm_bwd", "softmax_xent_fwd", "softmax_xent_bwd",
                         "softmax_fwd", "softmax_bwd", "gelu_fwd", "gelu_bwd", "embedding_bwd",
-                        "adamw_step"})
+                        "adamw_step", "quant_linear_fwd", "quant_linear_bwd"})
 
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -88,6 +92,8 @@ def guarded(name: str, native: Callable[..., Any], fallback: Callable[..., Any],
     reference); see the module docstring. The check costs a few attribute reads per call."""
     params = list(inspect.signature(fallback).parameters)
     where = [(p, params.index(p)) for p in OPERANDS[name]]
+    if not where:  # no float operands (a lookup into uint8 blocks): the kernel checks its own
+        return native
 
     @functools.wraps(native)
     def run(*args: Any, **kwargs: Any) -> Any:

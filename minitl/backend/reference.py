@@ -284,6 +284,68 @@ def gelu_bwd(g: Array, x: Array, approximate: str) -> Array:
     return dx.astype(x.dtype, copy=False)
 
 
+# ---- quantized linear: ggml blocks (minitl/io/gguf_quants.py describes the layouts) ---------
+# A weight W (out, in) is kept as its stored bytes q (out, in / 32 * bytes per block) uint8;
+# qtype is the ggml type id. The float types are one value per "block".
+
+QUANT_BLOCKS = {0: (1, 4), 1: (1, 2), 30: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34)}
+
+
+def _f16_at(blocks: Array, at: int) -> Array:
+    """The float16 at byte `at` of each block row, as float32 (n, 1)."""
+    return blocks[:, at:at + 2].copy().view("<f2").astype(np.float32)
+
+
+def _nibbles(xp: Any, qs: Array) -> Array:
+    """(n, 16) bytes -> (n, 32) codes: the low nibbles are values 0-15, the high ones 16-31."""
+    return xp.concatenate([qs & 0x0F, qs >> 4], axis=1)
+
+
+def dequantize_blocks(q: Array, qtype: int) -> Array:
+    """(rows, row_bytes) uint8 -> (rows, in) float32, as ggml's reference dequantizers compute
+    it: Q8_0 d q;  Q4_0 d (q - 8);  Q4_1 d q + m (two roundings, no fused multiply-add)."""
+    xp = _xp(q)
+    size, nbytes = QUANT_BLOCKS[int(qtype)]
+    rows, n = q.shape[0], q.shape[1] // nbytes * size
+    if qtype == 0:
+        return q.copy().view("<f4").astype(np.float32).reshape(rows, n)
+    if qtype == 1:
+        return q.copy().view("<f2").astype(np.float32).reshape(rows, n)
+    if qtype == 30:  # bfloat16: the high half of a float32
+        return (q.copy().view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(rows, n)
+    blocks = q.reshape(-1, nbytes)
+    if qtype == 8:
+        out = blocks[:, 2:].copy().view(np.int8).astype(np.float32) * _f16_at(blocks, 0)
+    elif qtype == 2:
+        codes = _nibbles(xp, blocks[:, 2:]).astype(np.int8) - np.int8(8)
+        out = _f16_at(blocks, 0) * codes.astype(np.float32)
+    else:
+        out = _f16_at(blocks, 0) * _nibbles(xp, blocks[:, 4:]).astype(np.float32) \
+            + _f16_at(blocks, 2)
+    return out.reshape(rows, n)
+
+
+def quant_linear_fwd(x: Array, q: Array, qtype: int, bias: Array | None) -> Array:
+    """y (N, out) = x (N, in) W^T + bias with W the dequantized q."""
+    require_float("quant_linear_fwd", x, bias)
+    y = x @ dequantize_blocks(q, qtype).T
+    if bias is not None:
+        y += bias
+    return y
+
+
+def quant_linear_bwd(g: Array, q: Array, qtype: int) -> Array:
+    """dx (N, in) = g (N, out) W: the input gradient (the quantized weight is frozen)."""
+    require_float("quant_linear_bwd", g)
+    return g @ dequantize_blocks(q, qtype)
+
+
+def dequantize_rows(q: Array, qtype: int, ids: Array) -> Array:
+    """(len(ids), in) float32: rows `ids` of the block array q, dequantized (a lookup)."""
+    check_indices("dequantize_rows", ids, q.shape[0], "rows")
+    return dequantize_blocks(q[ids], qtype)
+
+
 # ---- embedding backward -------------------------------------------------------------
 
 
@@ -358,7 +420,8 @@ def adamw_step(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
     param += update
 
 
-__all__ = ["adamw_step", "col2im", "col2im_cm", "conv_out_size", "embedding_bwd",
-           "gelu_bwd", "gelu_fwd", "gemm", "im2col", "im2col_cm", "layernorm_bwd", "layernorm_fwd",
-           "lora_linear_bwd", "lora_linear_fwd", "np", "softmax_bwd", "softmax_fwd",
+__all__ = ["adamw_step", "col2im", "col2im_cm", "conv_out_size", "dequantize_blocks", "dequantize_rows",
+           "embedding_bwd", "gelu_bwd", "gelu_fwd", "gemm", "im2col", "im2col_cm",
+           "layernorm_bwd", "layernorm_fwd", "lora_linear_bwd", "lora_linear_fwd", "np",
+           "quant_linear_bwd", "quant_linear_fwd", "softmax_bwd", "softmax_fwd",
            "softmax_xent_bwd", "softmax_xent_fwd"]

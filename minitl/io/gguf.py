@@ -32,13 +32,14 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from minitl.io.gguf_quants import GGMLType, dequantize, type_info
 
-__all__ = ["VALUE_TYPES", "GGUFFile", "GGUFTensor", "read_gguf"]
+__all__ = ["VALUE_TYPES", "GGUFFile", "GGUFTensor", "read_gguf", "resolve_gguf"]
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)  # version 1 used 32-bit counts; nothing current writes it
@@ -295,3 +296,24 @@ class GGUFFile:
 def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
     """Parse and memory-map a GGUF file (see GGUFFile)."""
     return GGUFFile(path)
+
+
+def resolve_gguf(name_or_path: str | os.PathLike[str]) -> Path:
+    """The .gguf file an asset name ("smollm2-135m"), a file path or a folder holding exactly
+    one .gguf file stands for (an asset is fetched on first use)."""
+    from minitl import assets
+
+    text = os.fspath(name_or_path)
+    p = Path(text)
+    if not p.exists() and text in assets.list_assets():
+        p = assets.path(text)
+    if p.is_dir():
+        found = sorted(p.glob("*.gguf"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{p}: expected one .gguf file in the folder, found "
+                                    f"{len(found)}")
+        p = found[0]
+    if not p.is_file():
+        raise FileNotFoundError(f"{text!r} is neither a minitl asset nor a GGUF file "
+                                f"(assets: {', '.join(assets.list_assets())})")
+    return p

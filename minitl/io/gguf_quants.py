@@ -10,9 +10,10 @@ A ggml tensor is stored row by row; each row of `ne0` values is cut into blocks 
 In a 4-bit block byte i holds value i in its low nibble and value i + 16 in its high nibble
 (ggml's `dequantize_row_q4_0`). Q4_1 is about 5 bits a weight, a sixth of float32.
 
-`dequantize` is the numpy reference every faster path is checked against (the C++
-dequantize-GEMM in csrc/cpu/qgemm.cpp, and the `gguf` package in the tests); it computes
-exactly what ggml's reference does, in float32 (`d * q + m`, not a fused multiply-add).
+`dequantize` runs `minitl.backend.reference.dequantize_blocks`, the numpy reference every
+faster path is checked against (the C++ dequantize-GEMM in csrc/cpu/qgemm.cpp, and the `gguf`
+package in the tests); it computes exactly what ggml's reference does, in float32
+(`d * q + m`, not a fused multiply-add).
 `quantize` follows ggml's `quantize_row_*_ref` (the same rounding), so a float model can be
 stored in a file llama.cpp reads and minitl can test its kernels on any shape.
 """
@@ -22,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from minitl.backend.reference import dequantize_blocks
 
 __all__ = ["GGML_TYPES", "GGMLType", "dequantize", "quantize", "row_bytes", "type_info"]
 
@@ -69,16 +72,6 @@ def row_bytes(t: int | str, n: int) -> int:
     return n // info.block_size * info.type_size
 
 
-def _f16(blocks: np.ndarray, at: int) -> np.ndarray:
-    """The float16 at byte `at` of each block, as float32 (n_blocks, 1)."""
-    return blocks[:, at:at + 2].copy().view("<f2").astype(np.float32)
-
-
-def _nibbles(qs: np.ndarray) -> np.ndarray:
-    """(n_blocks, 16) bytes -> (n_blocks, 32) codes 0..15: low nibbles first, then high."""
-    return np.concatenate([qs & 0x0F, qs >> 4], axis=1)
-
-
 def dequantize(data: np.ndarray, t: int | str, shape: tuple[int, ...]) -> np.ndarray:
     """float32 array of `shape` (numpy order, last axis = ggml's ne0) from its stored bytes.
 
@@ -97,22 +90,9 @@ def dequantize(data: np.ndarray, t: int | str, shape: tuple[int, ...]) -> np.nda
     if info.name not in DEQUANTIZABLE:
         raise NotImplementedError(f"no dequantizer for ggml type {info.name}; minitl reads "
                                   f"{', '.join(DEQUANTIZABLE)}")
-    if info.name == "F32":
-        out = raw.view("<f4").astype(np.float32)
-    elif info.name == "F16":
-        out = raw.view("<f2").astype(np.float32)
-    elif info.name == "BF16":  # the high half of a float32
-        out = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
-    else:
-        blocks = raw.reshape(-1, info.type_size)
-        if info.name == "Q8_0":
-            out = blocks[:, 2:].view(np.int8).astype(np.float32) * _f16(blocks, 0)
-        elif info.name == "Q4_0":
-            q = _nibbles(blocks[:, 2:]).astype(np.int8) - np.int8(8)
-            out = _f16(blocks, 0) * q.astype(np.float32)
-        else:  # Q4_1
-            out = _f16(blocks, 0) * _nibbles(blocks[:, 4:]).astype(np.float32) + _f16(blocks, 2)
-    return out.reshape(shape)
+    rows = n // inner if inner else 0
+    return dequantize_blocks(raw.reshape(rows, -1) if rows else raw.reshape(0, 0),
+                             info.id).reshape(shape)
 
 
 def _round_away(x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Models: a BERT-style encoder, a GPT-style decoder and a ResNet-style CNN, with heads.
+"""Models: a BERT-style encoder, GPT- and LLaMA-style decoders and a ResNet-style CNN, with
+heads.
 
 Each model file holds the modules and nothing about training; the `@dataclass` configs
 with their named sizes live in `minitl.models.configs`.
@@ -12,12 +13,14 @@ from minitl.models.bert import (
     encode_sentences,
     mean_pool,
 )
-from minitl.models.configs import BertConfig, GPTConfig, ResNetConfig
+from minitl.models.configs import BertConfig, GPTConfig, LlamaConfig, ResNetConfig
 from minitl.models.gpt import GPT, KVCache
+from minitl.models.llama import LlamaForCausalLM
 from minitl.models.resnet import BasicBlock, ResNet
 
 __all__ = [
     "GPT", "BasicBlock", "Bert", "BertConfig", "BertForMaskedLM",
     "BertForSequenceClassification", "BertForTokenClassification", "GPTConfig", "KVCache",
-    "ResNet", "ResNetConfig", "encode_sentences", "mean_pool",
+    "LlamaConfig", "LlamaForCausalLM", "ResNet", "ResNetConfig", "encode_sentences",
+    "mean_pool",
 ]

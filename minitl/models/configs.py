@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, ClassVar, Self
 
-__all__ = ["BertConfig", "GPTConfig", "ResNetConfig"]
+__all__ = ["BertConfig", "GPTConfig", "LlamaConfig", "ResNetConfig"]
 
 
 class _Named:
@@ -231,6 +231,86 @@ class GPTConfig(_Named):
                 "activation_function": "gelu" if self.activation == "gelu" else "gelu_new",
                 "layer_norm_epsilon": self.layer_norm_eps,
                 "initializer_range": self.initializer_range}
+
+
+# ---- LLaMA -----------------------------------------------------------------------------
+
+@dataclass
+class LlamaConfig(_Named):
+    """A LLaMA-style decoder (Touvron et al., arXiv:2302.13971), Hugging Face's field names.
+
+    Pre-RMSNorm blocks, rotary positions, a SwiGLU MLP and grouped-query attention (Ainslie et
+    al., arXiv:2305.13245): `num_key_value_heads` key/value heads each serve
+    num_attention_heads / num_key_value_heads query heads. SmolLM2-135M: 30 layers of width
+    576, 9 query and 3 key/value heads, MLP 1536, 49,152 tokens, rope_theta 100,000.
+    """
+
+    vocab_size: int = 49152  # rows of the token embedding (and of the tied LM head)
+    hidden_size: int = 576  # D, the width of every token vector
+    intermediate_size: int = 1536  # width of the SwiGLU MLP
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 9  # query heads
+    num_key_value_heads: int = 3  # key/value heads; divides num_attention_heads
+    head_dim: int | None = None  # None: hidden_size / num_attention_heads
+    max_position_embeddings: int = 8192  # longest context the rotary tables are built for
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0  # base of the rotary frequencies
+    tie_word_embeddings: bool = True  # lm_head.weight IS model.embed_tokens.weight
+    initializer_range: float = 0.02  # std of the normal init of a model built from scratch
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    SIZES: ClassVar[dict[str, dict[str, Any]]] = {
+        "llama-tiny": {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 160,
+                       "num_hidden_layers": 2, "num_attention_heads": 4,
+                       "num_key_value_heads": 2, "max_position_embeddings": 256},
+        "smollm2-135m": {"rope_theta": 100000.0, "bos_token_id": 1, "eos_token_id": 2},
+    }
+
+    def __post_init__(self) -> None:
+        _set(self, **{n: _int(self, n) for n in (
+            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "max_position_embeddings")})
+        if self.head_dim is None:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(f"LlamaConfig: hidden_size {self.hidden_size} is not a multiple "
+                                 f"of num_attention_heads {self.num_attention_heads}")
+            _set(self, head_dim=self.hidden_size // self.num_attention_heads)
+        _set(self, head_dim=_int(self, "head_dim"))
+        if self.head_dim % 2:
+            raise ValueError(f"LlamaConfig: head_dim {self.head_dim} must be even (rotary pairs)")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"LlamaConfig: num_attention_heads {self.num_attention_heads} is not "
+                             f"a multiple of num_key_value_heads {self.num_key_value_heads}")
+        _set(self, rms_norm_eps=_real(self, "rms_norm_eps", 0.0, lo_open=True),
+             rope_theta=_real(self, "rope_theta", 1.0, lo_open=True),
+             initializer_range=_real(self, "initializer_range", 0.0))
+        _choice(self, "tie_word_embeddings", (True, False))
+        for name in ("bos_token_id", "eos_token_id"):
+            if getattr(self, name) is not None:
+                _set(self, **{name: _int(self, name, 0)})
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any], **overrides: Any) -> LlamaConfig:
+        """Build from a Hugging Face Llama `config.json` dict."""
+        rope = d.get("rope_parameters") or {}
+        keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                "num_attention_heads", "max_position_embeddings", "rms_norm_eps",
+                "tie_word_embeddings", "initializer_range", "bos_token_id", "eos_token_id",
+                "head_dim")
+        kwargs = {k: d[k] for k in keys if k in d}
+        kwargs["num_key_value_heads"] = d.get("num_key_value_heads", d["num_attention_heads"])
+        kwargs["rope_theta"] = d.get("rope_theta", rope.get("rope_theta", 10000.0))
+        return cls(**{**kwargs, **overrides})
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in (
+            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
+            "rms_norm_eps", "rope_theta", "tie_word_embeddings", "initializer_range",
+            "bos_token_id", "eos_token_id")}
+        return {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, **d}
 
 
 # ---- ResNet ----------------------------------------------------------------------------

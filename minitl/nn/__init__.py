@@ -14,14 +14,16 @@ from minitl.nn.embedding import Embedding
 from minitl.nn.linear import Identity, Linear
 from minitl.nn.loss import CrossEntropyLoss, MSELoss
 from minitl.nn.module import Module
-from minitl.nn.norm import BatchNorm1d, BatchNorm2d, LayerNorm
+from minitl.nn.norm import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
 from minitl.nn.parameter import Parameter
 from minitl.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d
+from minitl.nn.quantized import QuantEmbedding, QuantLinear
 
 __all__ = [
     "GELU", "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv2d",
     "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "Identity", "LayerNorm", "LeakyReLU",
     "Linear", "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleDict", "ModuleList",
-    "MultiheadAttention", "Parameter", "ReLU", "Sequential", "SiLU", "Sigmoid", "Softmax", "Tanh",
-    "TransformerEncoder", "TransformerEncoderLayer", "init", "utils",
+    "MultiheadAttention", "Parameter", "QuantEmbedding", "QuantLinear", "RMSNorm", "ReLU",
+    "Sequential", "SiLU", "Sigmoid", "Softmax", "Tanh", "TransformerEncoder",
+    "TransformerEncoderLayer", "init", "utils",
 ]

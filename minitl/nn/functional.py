@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from minitl.ops.activation import dropout, gelu, leaky_relu, log_softmax, silu, softmax
-from minitl.ops.attention import lora_linear, scaled_dot_product_attention
+from minitl.ops.activation import (dropout, gelu, leaky_relu, log_softmax, silu, softmax,
+                                   swiglu)
+from minitl.ops.attention import apply_rotary_emb, lora_linear, scaled_dot_product_attention
 from minitl.ops.conv import adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, max_pool2d
 from minitl.ops.embedding import embedding, one_hot
 from minitl.ops.linalg import linear
@@ -23,7 +24,7 @@ from minitl.ops.loss import (
     nll_loss,
 )
 from minitl.ops.movement import pad as _pad
-from minitl.ops.norm import batch_norm, group_norm, layer_norm, normalize
+from minitl.ops.norm import batch_norm, group_norm, layer_norm, normalize, rms_norm
 from minitl.tensor import Tensor
 
 
@@ -47,9 +48,10 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant",
 
 
 __all__ = [
-    "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "binary_cross_entropy",
-    "binary_cross_entropy_with_logits", "conv1d", "conv2d", "cross_entropy", "dropout",
-    "embedding", "gelu", "group_norm", "l1_loss", "layer_norm", "leaky_relu", "linear",
-    "log_softmax", "lora_linear", "max_pool2d", "mse_loss", "nll_loss", "normalize", "one_hot",
-    "pad", "relu", "scaled_dot_product_attention", "sigmoid", "silu", "softmax", "tanh",
+    "adaptive_avg_pool2d", "apply_rotary_emb", "avg_pool2d", "batch_norm",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "conv1d", "conv2d",
+    "cross_entropy", "dropout", "embedding", "gelu", "group_norm", "l1_loss", "layer_norm",
+    "leaky_relu", "linear", "log_softmax", "lora_linear", "max_pool2d", "mse_loss", "nll_loss",
+    "normalize", "one_hot", "pad", "relu", "rms_norm", "scaled_dot_product_attention",
+    "sigmoid", "silu", "softmax", "swiglu", "tanh",
 ]

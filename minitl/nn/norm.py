@@ -19,7 +19,7 @@ from minitl.nn.module import Module
 from minitl.nn.parameter import Parameter
 from minitl.tensor import Tensor
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm"]
 
 ShapeLike = int | Sequence[int]
 
@@ -71,6 +71,38 @@ class LayerNorm(Module):
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+
+
+class RMSNorm(Module):
+    """`y = x / sqrt(mean(x^2) + eps) * weight` over the trailing dims (Zhang & Sennrich,
+    arXiv:1910.07467; LLaMA's norm), PyTorch's nn.RMSNorm.
+
+    Args:
+        normalized_shape: the trailing dims to normalise over (an int means the last dim).
+        eps: added to the mean square; None means the dtype's machine epsilon.
+        elementwise_affine: learn `weight` (ones) (default True).
+    """
+
+    def __init__(self, normalized_shape: ShapeLike, eps: float | None = None,
+                 elementwise_affine: bool = True, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (int(normalized_shape),)
+        self.normalized_shape = tuple(int(n) for n in normalized_shape)  # type: ignore[union-attr]
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(empty(self.normalized_shape, dtype=dtype, device=device))
+            init.ones_(self.weight)
+        else:
+            self.register_parameter("weight", None)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
 
 
 class _BatchNorm(Module):

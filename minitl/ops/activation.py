@@ -59,6 +59,30 @@ class SiLU(Function):
         return g * s * (1 + x * (1 - s))
 
 
+class SwiGLU(Function):
+    """y = silu(a) b, the gated unit of LLaMA's MLP (Shazeer, arXiv:2002.05202), fused so that
+    only a and b are kept; da = g b s (1 + a (1 - s)), db = g a s, with s = sigmoid(a)."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Array, b: Array) -> Array:
+        xp = ctx.xp
+        e = xp.exp(-xp.abs(a))
+        s = xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+        ctx.save_for_backward(a, b)
+        return a * s * b
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, Array | None]:
+        a, b = ctx.saved
+        xp = ctx.xp
+        e = xp.exp(-xp.abs(a))
+        s = xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+        na, nb = ctx.needs_input_grad
+        da = g * b * s * (1 + a * (1 - s)) if na else None
+        db = g * a * s if nb else None
+        return da, db
+
+
 class LeakyReLU(Function):
     """y = x if x > 0 else a x;  dx = g if x > 0 else a g (a at 0, as in PyTorch)."""
 
@@ -178,6 +202,14 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     _float_input(input, "silu")
     return SiLU.apply(input)
+
+
+def swiglu(gate: Tensor, up: Tensor) -> Tensor:
+    """silu(gate) * up in one op (not in torch.nn.functional: LLaMA's MLP spells it as two)."""
+    _float_input(gate, "swiglu")
+    if tuple(gate.shape) != tuple(up.shape):
+        raise ValueError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} differ")
+    return SwiGLU.apply(gate, up)
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:

@@ -1,4 +1,4 @@
-"""Attention and the fused LoRA linear layer.
+"""Attention, rotary position embeddings and the fused LoRA linear layer.
 
 `scaled_dot_product_attention` (arXiv:1706.03762) is one Function, softmax(q k^T * scale +
 mask) v with dropout on the weights, whose backward is written out (see its docstring): one
@@ -163,6 +163,44 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             raise TypeError(f"scaled_dot_product_attention: attn_mask must be bool or "
                             f"{query.dtype}, got {mask.dtype}")
     return ScaledDotProductAttention.apply(query, key, value, mask, s, float(dropout_p))
+
+
+class Rotary(Function):
+    """RoPE (Su et al., arXiv:2104.09864) in Hugging Face's half-split layout:
+    y = x cos + rot(x) sin with rot(x) = cat(-x2, x1) over the last dim (x1, x2 its halves);
+    dx = g cos + rot^T(g sin) with rot^T(z) = cat(z2, -z1). cos and sin are constants."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, cos: Array, sin: Array) -> Array:
+        h = x.shape[-1] // 2
+        y = x * cos  # (..., T, D)
+        y[..., :h] -= x[..., h:] * sin[..., :h]
+        y[..., h:] += x[..., :h] * sin[..., h:]
+        ctx.save_for_backward(cos, sin)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, None, None]:
+        cos, sin = ctx.saved
+        h = g.shape[-1] // 2
+        gs = g * sin
+        dx = g * cos
+        dx[..., :h] += gs[..., h:]
+        dx[..., h:] -= gs[..., :h]
+        return dx, None, None
+
+
+def apply_rotary_emb(x: Tensor, cos: Any, sin: Any) -> Tensor:
+    """Rotate the pairs (x[i], x[i + D/2]) of the last dim of x (..., T, D) by the angles whose
+    cos and sin (T, D) arrays (or Tensors) are given, as Hugging Face's apply_rotary_pos_emb."""
+    c = cos.data if isinstance(cos, Tensor) else cos
+    s = sin.data if isinstance(sin, Tensor) else sin
+    if x.ndim < 2 or x.shape[-1] % 2 or tuple(c.shape) != tuple(s.shape) \
+            or tuple(c.shape) != tuple(x.shape[-2:]):
+        raise ValueError(f"apply_rotary_emb: x {tuple(x.shape)} needs an even last dim and cos/"
+                         f"sin of shape (T, D) = {tuple(x.shape[-2:])}, got {tuple(c.shape)} and "
+                         f"{tuple(s.shape)}")
+    return Rotary.apply(x, c.astype(x.dtype, copy=False), s.astype(x.dtype, copy=False))
 
 
 class LoRALinear(Function):

@@ -1,5 +1,6 @@
-"""Normalization: LayerNorm (arXiv:1607.06450), BatchNorm (arXiv:1502.03167), GroupNorm
-(arXiv:1803.08494) and Lp `normalize`, each one fused Function with an analytic backward.
+"""Normalization: LayerNorm (arXiv:1607.06450), RMSNorm (arXiv:1910.07467), BatchNorm
+(arXiv:1502.03167), GroupNorm (arXiv:1803.08494) and Lp `normalize`, each one fused Function
+with an analytic backward.
 
 All three share one identity: with xhat = (x - mean) * rstd over the normalized axes and
 dxhat = g * weight,
@@ -13,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from minitl.autograd_state import bump_version
 from minitl.function import Context, Function
@@ -227,6 +230,33 @@ class Normalize(Function):
         return dx.astype(g.dtype, copy=False), None, None, None
 
 
+class RMSNorm(Function):
+    """y = x rstd w with rstd = 1 / sqrt(mean(x^2) + eps) over the last k dims (no centring);
+    dx = rstd (g w - xhat mean(g w xhat)), dw = sum g xhat, with xhat = x rstd."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, weight: Array | None, k: int, eps: float) -> Array:
+        axes = tuple(range(x.ndim - k, x.ndim))
+        rstd = ((x * x).mean(axis=axes, keepdims=True) + eps) ** -0.5
+        xhat = x * rstd
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.axes = axes
+        return xhat if weight is None else xhat * weight
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
+        xhat, rstd, weight = ctx.saved
+        nx, nw = ctx.needs_input_grad[:2]
+        dw = None
+        if nw:
+            dw = (g * xhat).reshape(-1, *weight.shape).sum(axis=0)
+        dx = None
+        if nx:
+            dxhat = g if weight is None else g * weight
+            dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(axis=ctx.axes, keepdims=True))
+        return dx, dw, None, None
+
+
 # ---- functional forms (torch.nn.functional signatures) ----------------------------------
 
 
@@ -239,6 +269,25 @@ def layer_norm(input: Tensor, normalized_shape: int | Sequence[int],
                eps: float = 1e-5) -> Tensor:
     """Normalize over the trailing `normalized_shape` dims, then scale and shift."""
     return LayerNorm.apply(input, weight, bias, _shape_tuple(normalized_shape), float(eps))
+
+
+def rms_norm(input: Tensor, normalized_shape: int | Sequence[int], weight: Tensor | None = None,
+             eps: float | None = None) -> Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight over the trailing `normalized_shape` dims (LLaMA's
+    norm); eps None means the dtype's machine epsilon, as in PyTorch."""
+    shape = _shape_tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or input.ndim < k or tuple(input.shape[input.ndim - k:]) != shape:
+        raise ValueError(f"rms_norm: normalized_shape {list(shape)} does not match the trailing "
+                         f"dims of input of shape {tuple(input.shape)}")
+    if weight is not None and tuple(weight.shape) != shape:
+        raise ValueError(f"rms_norm: weight of shape {tuple(weight.shape)} does not match "
+                         f"normalized_shape {list(shape)}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"rms_norm: expected a floating point tensor, got {input.dtype}")
+    _check_dtypes("rms_norm", input.data, None if weight is None else weight.data)
+    e = float(np.finfo(input.dtype).eps) if eps is None else float(eps)
+    return RMSNorm.apply(input, weight, k, e)
 
 
 def _array(t: Any) -> Any:

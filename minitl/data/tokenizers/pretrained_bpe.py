@@ -33,7 +33,6 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from minitl.data.tokenizers.bpe import ByteBPETokenizer, bytes_to_unicode
@@ -196,6 +195,8 @@ class BPETokenizer(ByteBPETokenizer):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> BPETokenizer:
         """From an asset name ("smollm2-135m"), a .gguf file, or a folder holding one."""
+        from minitl.io.gguf import resolve_gguf
+
         return cls.from_gguf(resolve_gguf(name_or_path))
 
     # ---- encoding -------------------------------------------------------------------------
@@ -249,22 +250,3 @@ class BPETokenizer(ByteBPETokenizer):
         return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
                 f"pre_tokenizer={self.pre_tokenizer!r}, eos_token_id={self.eos_token_id})")
 
-
-def resolve_gguf(name_or_path: str | os.PathLike[str]) -> Path:
-    """The .gguf file named by an asset, a path to a file, or a folder holding exactly one."""
-    from minitl import assets
-
-    text = os.fspath(name_or_path)
-    p = Path(text)
-    if not p.exists() and text in assets.list_assets():
-        p = assets.path(text)
-    if p.is_dir():
-        found = sorted(p.glob("*.gguf"))
-        if len(found) != 1:
-            raise FileNotFoundError(f"{p}: expected one .gguf file in the folder, found "
-                                    f"{len(found)}")
-        p = found[0]
-    if not p.is_file():
-        raise FileNotFoundError(f"{text!r} is neither a minitl asset nor a GGUF file "
-                                f"(assets: {', '.join(assets.list_assets())})")
-    return p
