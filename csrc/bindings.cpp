@@ -14,6 +14,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/lora.h"
+#include "cpu/qgemm.h"
 
 namespace py = pybind11;
 
@@ -169,6 +170,91 @@ py::tuple lora_linear_bwd(const py::array& g, const py::array& x, const py::arra
     return py::make_tuple(or_none(dx), or_none(dw), or_none(db), or_none(da), or_none(dbm));
 }
 
+// ---------------------------------------------------------------------------------------------
+// quantized linear (ggml blocks)
+
+// The block matrix q (rows, row_bytes) uint8 of ggml type qtype, checked.
+minitl::cpu::QuantMatrix quant_matrix(const char* op, const py::array& q, int qtype) {
+    const py::ssize_t bytes = minitl::cpu::quant_block_bytes(qtype);
+    if (bytes == 0)
+        throw py::value_error(std::string(op) + ": ggml type " + std::to_string(qtype) +
+                              " is not one the kernels take (2 Q4_0, 3 Q4_1, 8 Q8_0)");
+    if (!q.dtype().equal(py::dtype::of<std::uint8_t>()))
+        throw py::value_error(std::string(op) + ": expected uint8 blocks, got " + dtype_str(q) +
+                              " with shape " + shape_str(q));
+    check_c_contiguous(op, "q", q);
+    if (q.ndim() != 2 || q.shape(1) % bytes != 0)
+        throw py::value_error(std::string(op) + ": q must be (rows, k * " +
+                              std::to_string(bytes) + ") for ggml type " +
+                              std::to_string(qtype) + ", got shape " + shape_str(q));
+    return {static_cast<const std::uint8_t*>(q.data()), q.shape(0), q.shape(1) / bytes * 32,
+            qtype};
+}
+
+py::array quant_linear_fwd(const py::array& x, const py::array& q, int qtype,
+                           const std::optional<py::array>& bias) {
+    const char* op = "quant_linear_fwd";
+    const minitl::cpu::QuantMatrix w = quant_matrix(op, q, qtype);
+    check_operand(op, "x", x, 2);
+    if (bias) check_operand(op, "bias", *bias, 1);
+    if (x.shape(1) != w.cols || (bias && bias->shape(0) != w.rows))
+        throw py::value_error(std::string(op) + ": shapes do not fit: x " + shape_str(x) +
+                              ", q " + shape_str(q) + " (" + std::to_string(w.rows) + " x " +
+                              std::to_string(w.cols) + " weights), bias " +
+                              (bias ? shape_str(*bias) : std::string("None")));
+    py::array_t<float> y({x.shape(0), w.rows});
+    const float* pb = bias ? fdata(*bias) : nullptr;
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::quant_linear_fwd(fdata(x), w, pb, y.mutable_data(), x.shape(0));
+    }
+    return std::move(y);
+}
+
+py::array quant_linear_bwd(const py::array& g, const py::array& q, int qtype) {
+    const char* op = "quant_linear_bwd";
+    const minitl::cpu::QuantMatrix w = quant_matrix(op, q, qtype);
+    check_operand(op, "g", g, 2);
+    if (g.shape(1) != w.rows)
+        throw py::value_error(std::string(op) + ": shapes do not fit: g " + shape_str(g) +
+                              ", q " + shape_str(q) + " (" + std::to_string(w.rows) + " x " +
+                              std::to_string(w.cols) + " weights)");
+    py::array_t<float> dx({g.shape(0), w.cols});
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::quant_linear_bwd(fdata(g), w, dx.mutable_data(), g.shape(0));
+    }
+    return std::move(dx);
+}
+
+py::array dequantize_rows(const py::array& q, int qtype, const py::array& ids) {
+    const char* op = "dequantize_rows";
+    const minitl::cpu::QuantMatrix w = quant_matrix(op, q, qtype);
+    if (!ids.dtype().equal(py::dtype::of<std::int64_t>()) || ids.ndim() != 1)
+        throw py::value_error(std::string(op) + ": ids must be 1-D int64, got " +
+                              dtype_str(ids) + " with shape " + shape_str(ids));
+    check_c_contiguous(op, "ids", ids);
+    const auto* pid = static_cast<const std::int64_t*>(ids.data());
+    for (py::ssize_t i = 0; i < ids.shape(0); ++i)
+        if (pid[i] < 0 || pid[i] >= w.rows)
+            throw py::index_error(std::string(op) + ": index " + std::to_string(pid[i]) +
+                                  " at position " + std::to_string(i) + " is out of range for " +
+                                  std::to_string(w.rows) + " rows");
+    py::array_t<float> out({ids.shape(0), w.cols});
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::dequantize_rows(w, pid, ids.shape(0), out.mutable_data());
+    }
+    return std::move(out);
+}
+
+void set_quant_path(const std::string& name) {
+    if (!minitl::cpu::set_quant_path(name))
+        throw py::value_error("set_quant_path: unknown or unsupported path '" + name +
+                              "' (expected 'auto', 'generic', 'avx2' or 'avx512' where the CPU "
+                              "has it)");
+}
+
 py::dict cpu_features() {
     const minitl::cpu::CpuFeatures f = minitl::cpu::cpu_features();
     py::dict d;
@@ -177,6 +263,7 @@ py::dict cpu_features() {
     d["avx512f"] = f.avx512f;
     d["openmp_threads"] = f.openmp_threads;
     d["gemm_path"] = f.gemm_path;
+    d["quant_path"] = minitl::cpu::quant_path();
     return d;
 }
 
@@ -208,8 +295,21 @@ PYBIND11_MODULE(_C, m) {
           "(dx, dw, db, da, dbm) of lora_linear_fwd given g = dL/dy (N, Dout) and its xa; "
           "needs holds 5 flags, and a gradient not needed is None and costs nothing. "
           "Reference: minitl/backend/reference.py: lora_linear_bwd.");
+    m.def("quant_linear_fwd", &quant_linear_fwd, py::arg("x"), py::arg("q"), py::arg("qtype"),
+          py::arg("bias"),
+          "y = x W^T + bias for C-contiguous float32 x (N, k) and W (n, k) kept as ggml blocks "
+          "q (n, k / 32 * block bytes) uint8 of type qtype (2 Q4_0, 3 Q4_1, 8 Q8_0); bias (n,) "
+          "or None. Reference: minitl/backend/reference.py: quant_linear_fwd.");
+    m.def("quant_linear_bwd", &quant_linear_bwd, py::arg("g"), py::arg("q"), py::arg("qtype"),
+          "dx = g W for float32 g (N, n) and the blocks q of W (n, k). Reference: "
+          "minitl/backend/reference.py: quant_linear_bwd.");
+    m.def("dequantize_rows", &dequantize_rows, py::arg("q"), py::arg("qtype"), py::arg("ids"),
+          "W[ids] (len(ids), k) float32 from the blocks q of W; ids 1-D int64 in [0, n). "
+          "Reference: minitl/backend/reference.py: dequantize_rows.");
+    m.def("set_quant_path", &set_quant_path, py::arg("name"),
+          "Force the dequantizing path: 'auto' (default), 'generic', 'avx2' or 'avx512'.");
     m.def("cpu_features", &cpu_features,
-          "dict: avx2, fma, avx512f (bool), openmp_threads (int), gemm_path (str)");
+          "dict: avx2, fma, avx512f (bool), openmp_threads (int), gemm_path, quant_path (str)");
     m.def("set_gemm_path", &set_gemm_path, py::arg("name"),
           "Force the GEMM micro-kernel: 'auto' (default), 'generic', 'avx2', 'avx512', or "
           "'generic_12x32' (portable code in the AVX-512 kernel's shape, for tests).");

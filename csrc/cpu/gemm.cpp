@@ -206,6 +206,7 @@ struct Problem {  // see gemm_fused
     index_t m, n, k;
     bool trans_a, trans_b;
     LowRank lr;
+    const PackB* packb = nullptr;  // packs op(B) itself when set (b is then unused)
 };
 
 template <class K>
@@ -334,7 +335,8 @@ private:
     void pack_b_share(Range share, index_t n_panels, index_t jc, index_t nc, index_t pc,
                       index_t kc, bool last, index_t ke, float* bp) const {
         const index_t panel = ke * NR;
-        const index_t full_end = std::min(share.end, nc / NR);  // whole panels of op(B)
+        // whole panels of op(B), packed in storage order (a self-packing B does its own)
+        const index_t full_end = pr_.packb ? share.begin : std::min(share.end, nc / NR);
         if (share.begin < full_end)
             pack_b_panels<NR>(pr_.b, ldb_, pr_.trans_b, pc, jc + share.begin * NR, kc,
                               full_end - share.begin, panel, bp + share.begin * panel);
@@ -347,7 +349,10 @@ private:
                 continue;
             }
             const index_t j0 = jc + p * NR, nr = std::min(NR, nc - p * NR);
-            if (p >= full_end) pack_b_panel<NR>(pr_.b, ldb_, pr_.trans_b, pc, j0, kc, nr, dst);
+            if (pr_.packb)
+                pr_.packb->pack(pc, j0, kc, nr, NR, dst);
+            else if (p >= full_end)
+                pack_b_panel<NR>(pr_.b, ldb_, pr_.trans_b, pc, j0, kc, nr, dst);
             if (!last || k_ext_ == 0) continue;
             dst += kc * NR;
             if (lr_.r > 0) pack_b_panel<NR>(lr_.u, ldu_, lr_.trans_u, 0, j0, lr_.r, nr, dst);
@@ -444,6 +449,35 @@ void gemm_fused(const float* a, const float* b, float* c, index_t m, index_t n, 
         return;
     }
     const Problem pr{a, b, c, m, n, k, trans_a, trans_b, low_rank};
+    switch (active_path()) {
+#if MINITL_X86_64
+        case Path::Avx512:
+            run_with<Avx512>(pr, max_threads);
+            return;
+        case Path::Avx2:
+            run_with<Avx2>(pr, max_threads);
+            return;
+#endif
+        case Path::GenericWide:
+            run_with<GenericWide>(pr, max_threads);
+            return;
+        default:
+            run_with<Generic>(pr, max_threads);
+    }
+}
+
+void gemm_packed_b(const float* a, const PackB& b, float* c, index_t m, index_t n, index_t k,
+                   bool trans_a, const float* bias, int max_threads) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        for (index_t i = 0; i < m; ++i)
+            for (index_t j = 0; j < n; ++j) c[i * n + j] = bias ? bias[j] : 0.0f;
+        return;
+    }
+    LowRank lr;
+    lr.bias = bias;
+    Problem pr{a, nullptr, c, m, n, k, trans_a, false, lr};
+    pr.packb = &b;
     switch (active_path()) {
 #if MINITL_X86_64
         case Path::Avx512:

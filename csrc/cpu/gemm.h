@@ -38,6 +38,22 @@ struct LowRank {
 void gemm_fused(const float* a, const float* b, float* c, index_t m, index_t n, index_t k,
                 bool trans_a, bool trans_b, const LowRank& low_rank, int max_threads = 0);
 
+// An op(B) that packs itself: weights not stored as floats (csrc/cpu/qgemm.cpp dequantizes ggml
+// blocks straight into the panels, so the float matrix never exists). pack() writes
+// op(B)[p0 : p0+kc, j0 : j0+nr] as one micro-panel dst[p * nr_panel + j] (kc x nr_panel,
+// k-major), columns nr .. nr_panel zero. p0 is a multiple of 64 or the start of the last k
+// slice, j0 a multiple of nr_panel.
+class PackB {
+public:
+    virtual ~PackB() = default;
+    virtual void pack(index_t p0, index_t j0, index_t kc, index_t nr, index_t nr_panel,
+                      float* dst) const = 0;
+};
+
+// C (m, n) = op(A) @ op(B) + 1 bias^T with op(B) (k, n) packed by `b`; bias may be null.
+void gemm_packed_b(const float* a, const PackB& b, float* c, index_t m, index_t n, index_t k,
+                   bool trans_a, const float* bias, int max_threads = 0);
+
 struct CpuFeatures {
     bool avx2 = false;
     bool fma = false;

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from minitl.backend import reference
+from minitl.backend.guards import checked_indices
 
 _UNSET: Any = object()
 _module: Any = _UNSET
@@ -123,9 +124,47 @@ def lora_linear_bwd(g: np.ndarray, x: np.ndarray, w: np.ndarray, a: np.ndarray,
                                      tuple(bool(v) for v in needs)))
 
 
+# ---- quantized linear (csrc/cpu/qgemm.cpp) -------------------------------------------------
+
+_QUANT_TYPES = (2, 3, 8)  # Q4_0, Q4_1, Q8_0; F16/F32 rows and the rest run the reference
+
+
+def quant_linear_fwd(x: np.ndarray, q: np.ndarray, qtype: int, bias: np.ndarray | None
+                     ) -> np.ndarray:
+    """y = x W^T + bias on the C++ dequantize-GEMM for float32 x (N, k) and Q4_0/Q4_1/Q8_0
+    blocks q of W (n, k); other types and dtypes go to the numpy reference."""
+    mod = native_module()
+    operands = (x,) if bias is None else (x, bias)
+    if mod is None or int(qtype) not in _QUANT_TYPES or not _all_float32(*operands) \
+            or x.ndim != 2 or not isinstance(q, np.ndarray) or q.dtype != np.uint8:
+        return reference.quant_linear_fwd(x, q, qtype, bias)
+    c = np.ascontiguousarray
+    return mod.quant_linear_fwd(c(x), c(q), int(qtype), None if bias is None else c(bias))
+
+
+def quant_linear_bwd(g: np.ndarray, q: np.ndarray, qtype: int) -> np.ndarray:
+    """dx = g W on the C++ kernel (see quant_linear_fwd)."""
+    mod = native_module()
+    if mod is None or int(qtype) not in _QUANT_TYPES or not _all_float32(g) or g.ndim != 2 \
+            or not isinstance(q, np.ndarray) or q.dtype != np.uint8:
+        return reference.quant_linear_bwd(g, q, qtype)
+    return mod.quant_linear_bwd(np.ascontiguousarray(g), np.ascontiguousarray(q), int(qtype))
+
+
+def dequantize_rows(q: np.ndarray, qtype: int, ids: np.ndarray) -> np.ndarray:
+    """W[ids] from the blocks q; the ids are checked on a private int64 copy first."""
+    mod = native_module()
+    if mod is None or int(qtype) not in _QUANT_TYPES or not isinstance(q, np.ndarray) \
+            or q.dtype != np.uint8 or q.ndim != 2:
+        return reference.dequantize_rows(q, qtype, ids)
+    own = checked_indices("dequantize_rows", ids, q.shape[0], "rows")
+    return mod.dequantize_rows(np.ascontiguousarray(q), int(qtype), own)
+
+
 # ---- self-check --------------------------------------------------------------------------
 
-NATIVE_KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd")
+NATIVE_KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd", "quant_linear_fwd",
+                  "quant_linear_bwd", "dequantize_rows")
 NATIVE_DTYPES = (np.dtype(np.float32),)  # what csrc/cpu is compiled for
 _verified: tuple[str, ...] | None = None
 
@@ -150,6 +189,21 @@ def _self_check() -> dict[str, bool]:
     needs = (True, True, True, True, True)
     ok["lora_linear_bwd"] = close(lora_linear_bwd(g, x, w, la, lb, xa, 0.5, needs),
                                   reference.lora_linear_bwd(g, x, w, la, lb, xa, 0.5, needs))
+    # Q4_1 blocks of a (13, 64) weight, built by hand: scale, minimum, random nibbles; m = 2
+    # takes the dot-product kernel and m = 9 the blocked GEMM
+    blocks = np.concatenate([np.full((26, 2), [0, 48], np.uint8), np.full((26, 2), [0, 188],
+                             np.uint8), rng.integers(0, 256, (26, 16), dtype=np.uint8)], axis=1)
+    q = blocks.reshape(13, 40)
+    qb = rand(13)
+    ok["quant_linear_fwd"] = all(
+        close([quant_linear_fwd(xq, q, 3, qb)], [reference.quant_linear_fwd(xq, q, 3, qb)])
+        for xq in (rand(2, 64), rand(9, 64)))
+    g2 = rand(9, 13)
+    ok["quant_linear_bwd"] = close([quant_linear_bwd(g2, q, 3)],
+                                   [reference.quant_linear_bwd(g2, q, 3)])
+    ids = np.array([12, 0, 5])
+    ok["dequantize_rows"] = bool(np.array_equal(dequantize_rows(q, 3, ids),
+                                                reference.dequantize_rows(q, 3, ids)))
     return ok
 
 
@@ -162,10 +216,10 @@ def native_kernels() -> tuple[str, ...]:
             _verified = ()
         else:
             ok = _self_check()
-            bad = [name for name in NATIVE_KERNELS if not ok[name]]
+            bad = [name for name in NATIVE_KERNELS if not ok.get(name, False)]
             if bad:
                 warnings.warn(f"minitl: native CPU kernels {bad} disagree with their numpy "
                               f"references on this machine ({cpu_features().get('gemm_path')}); "
                               "using the references for them.", RuntimeWarning, stacklevel=2)
-            _verified = tuple(name for name in NATIVE_KERNELS if ok[name])
+            _verified = tuple(name for name in NATIVE_KERNELS if ok.get(name, False))
     return _verified
