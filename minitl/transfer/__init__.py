@@ -36,6 +36,7 @@ from minitl.transfer.lora import (
                                     LoRAConv2d,
                                     LoRALayer,
                                     LoRALinear,
+                                    LoRAQuantLinear,
                                     adapter_state_dict,
                                     apply_lora,
                                     load_adapter_state_dict,
@@ -57,7 +58,8 @@ from minitl.transfer.schedules import (
 
 __all__ = [
     "EWC", "L2SP", "Adapter", "FeatureCache", "FeatureSet", "ForgettingLedger",
-    "GradualUnfreezing", "LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear", "ReplayBuffer",
+    "GradualUnfreezing", "LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear",
+    "LoRAQuantLinear", "ReplayBuffer",
     "ReplayLoader", "SoftPrompt", "adapter_parameters", "adapter_state_dict",
     "apply_adapters", "apply_lora", "apply_prompt_tuning", "bert_unfreezing_stages",
     "count_parameters", "default_feature_cache", "extract_features", "freeze",

@@ -1,5 +1,6 @@
 """LoRA: low-rank adaptation of frozen Linear and Conv2d layers (Hu et al., arXiv:2106.09685),
-laid out as peft lays it out (config / layer / injection).
+and of quantized QuantLinear layers (QLoRA, arXiv:2305.14314), laid out as peft lays it out
+(config / layer / injection).
 
 For a frozen weight W (out, in) a LoRA layer learns A (r, in) and B (out, r) and computes
 
@@ -33,9 +34,12 @@ from minitl.nn.conv import Conv2d
 from minitl.nn.linear import Linear
 from minitl.nn.module import Module, _IncompatibleKeys
 from minitl.nn.parameter import Parameter
+from minitl.nn.quantized import QuantLinear
+from minitl.ops.quant import quant_linear
 from minitl.tensor import Tensor
 
-__all__ = ["LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear", "adapter_state_dict",
+__all__ = ["LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear", "LoRAQuantLinear",
+           "adapter_state_dict",
            "apply_lora", "load_adapter_state_dict", "lora_parameters", "mark_modules_to_save",
            "merge_and_unload", "merge_lora", "set_adapter", "unmerge_lora"]
 
@@ -95,11 +99,7 @@ class LoRALayer(Module):
 
     def __init__(self, base: Module) -> None:
         super().__init__()
-        self.weight: Parameter = base.weight
-        if base.bias is not None:
-            self.bias = base.bias
-        else:
-            self.register_parameter("bias", None)
+        self._adopt(base)
         self.lora_A = ModuleDict()
         self.lora_B = ModuleDict()
         self.r: dict[str, int] = {}
@@ -108,6 +108,14 @@ class LoRALayer(Module):
         self.active_adapter: str | None = None
         self.merged_adapters: list[str] = []
         self.weight_is_tied = False  # set by apply_lora: merging would change other users
+
+    def _adopt(self, base: Module) -> None:
+        """Take over the frozen base's tensors under their own names."""
+        self.weight: Parameter = base.weight
+        if base.bias is not None:
+            self.bias = base.bias
+        else:
+            self.register_parameter("bias", None)
 
     def _make_factors(self, r: int) -> tuple[Module, Module]:
         raise NotImplementedError
@@ -185,6 +193,51 @@ class LoRALinear(LoRALayer):
             return F.lora_linear(x, self.weight, self.bias, a, b, s)
         h = F.linear(F.linear(F.dropout(x, p, training=True), a), b)  # (*, out)
         return F.linear(x, self.weight, self.bias) + h * s
+
+
+class LoRAQuantLinear(LoRALayer):
+    """QLoRA (Dettmers et al., arXiv:2305.14314): `y = x W^T + b + scale * dropout(x) A^T B^T`
+    over a frozen QuantLinear, whose W stays in its 4/8-bit blocks (`qweight`, the very buffer
+    of the replaced layer) and runs on the dequantize-GEMM; A and B are float32. Merging is
+    refused: W + scale B A has no exact form in the blocks.
+    """
+
+    def __init__(self, base: QuantLinear) -> None:
+        super().__init__(base)
+        self.in_features, self.out_features = base.in_features, base.out_features
+
+    def _adopt(self, base: Module) -> None:
+        self.register_buffer("qweight", base.qweight)
+        self.qtype = base.qtype
+        if base.bias is not None:
+            self.bias = base.bias
+        else:
+            self.register_parameter("bias", None)
+
+    def _make_factors(self, r: int) -> tuple[Module, Module]:
+        dev = str(self.qweight.device)
+        return (Linear(self.in_features, r, bias=False, device=dev),  # kaiming, a=sqrt(5)
+                Linear(r, self.out_features, bias=False, device=dev))
+
+    def delta_weight(self, name: str) -> Any:
+        a, b = self.lora_A[name].weight.data, self.lora_B[name].weight.data
+        return self.scaling[name] * (b @ a)
+
+    def merge(self) -> None:
+        if self._branch_active() is not None:
+            raise RuntimeError("cannot merge LoRA into a quantized weight (W + scale B A has "
+                               "no exact form in its blocks); keep the adapter separate, or "
+                               "load the base in float32 to merge")
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = quant_linear(x, self.qweight, self.qtype, self.bias)
+        name = self._branch_active()
+        if name is None:
+            return y
+        a, b = self.lora_A[name].weight, self.lora_B[name].weight
+        p = self.lora_dropout[name]
+        h = F.dropout(x, p, training=True) if p > 0.0 and self.training else x
+        return y + F.linear(F.linear(h, a), b) * self.scaling[name]
 
 
 class LoRAConv2d(LoRALayer):
@@ -308,10 +361,12 @@ def apply_lora(model: Module, cfg: LoRAConfig, adapter_name: str = "default") ->
             layer = LoRALinear(m)
         elif isinstance(m, Conv2d):
             layer = LoRAConv2d(m)
+        elif isinstance(m, QuantLinear):
+            layer = LoRAQuantLinear(m)
         else:
             continue  # a container that happens to match, e.g. "*.output"
         layer.add_adapter(adapter_name, cfg.r, cfg.alpha, cfg.dropout)
-        layer.weight_is_tied = uses.get(id(layer.weight), 0) > 1
+        layer.weight_is_tied = uses.get(id(getattr(layer, "weight", None)), 0) > 1
         if layer is not m:
             layer.train(m.training)
             _set_child(model, name, layer)
@@ -319,7 +374,8 @@ def apply_lora(model: Module, cfg: LoRAConfig, adapter_name: str = "default") ->
             layer.active_adapter = adapter_name
         hit += 1
     if hit == 0:
-        raise ValueError(f"apply_lora: no nn.Linear or nn.Conv2d matched {cfg.target}")
+        raise ValueError(f"apply_lora: no nn.Linear, nn.Conv2d or QuantLinear matched "
+                         f"{cfg.target}")
     configs = dict(getattr(model, "lora_config", {}))
     configs[adapter_name] = cfg
     model.lora_config = configs
@@ -362,6 +418,9 @@ def merge_and_unload(model: Module) -> Module:
     merged weight Parameters) back in place of the LoRA layers. Returns the model."""
     merge_lora(model)
     for name, m in _lora_layers(model):
+        if isinstance(m, LoRAQuantLinear):
+            raise RuntimeError(f"merge_and_unload: {name} holds a quantized base weight; "
+                               "LoRA cannot be merged into its blocks")
         if isinstance(m, LoRALinear):
             plain: Module = Linear(m.in_features, m.out_features, bias=m.bias is not None)
         else:
