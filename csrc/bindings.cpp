@@ -83,6 +83,34 @@ py::array gemm(const py::array& a, const py::array& b, bool trans_a, bool trans_
     return std::move(c);
 }
 
+py::array gemm_batched(const py::array& a, const py::array& b, bool trans_a, bool trans_b) {
+    const char* op = "gemm_batched";
+    if (a.ndim() != 3 || b.ndim() != 3 || a.shape(0) != b.shape(0))
+        throw py::value_error(std::string(op) + ": expected 3-D arrays with the same batch size, "
+                              "got shapes " + shape_str(a) + " and " + shape_str(b));
+    check_float32(op, "a", a);
+    check_float32(op, "b", b);
+    check_c_contiguous(op, "a", a);
+    check_c_contiguous(op, "b", b);
+    const py::ssize_t m = trans_a ? a.shape(2) : a.shape(1);
+    const py::ssize_t k = trans_a ? a.shape(1) : a.shape(2);
+    const py::ssize_t k_b = trans_b ? b.shape(2) : b.shape(1);
+    const py::ssize_t n = trans_b ? b.shape(1) : b.shape(2);
+    if (k != k_b)
+        throw py::value_error(std::string(op) + ": shapes " + shape_str(a) + " and " +
+                              shape_str(b) + " do not align (trans_a=" + bool_str(trans_a) +
+                              ", trans_b=" + bool_str(trans_b) + ")");
+    py::array_t<float> c({a.shape(0), m, n});
+    const float* pa = static_cast<const float*>(a.data());
+    const float* pb = static_cast<const float*>(b.data());
+    float* pc = c.mutable_data();
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::gemm_batched(pa, pb, pc, a.shape(0), m, n, k, trans_a, trans_b);
+    }
+    return std::move(c);
+}
+
 // ---------------------------------------------------------------------------------------------
 // lora_linear
 
@@ -248,6 +276,73 @@ py::array dequantize_rows(const py::array& q, int qtype, const py::array& ids) {
     return std::move(out);
 }
 
+py::tuple quant_lora_linear_fwd(const py::array& x, const py::array& q, int qtype,
+                                const std::optional<py::array>& b, const py::array& a,
+                                const py::array& bm, double scale) {
+    const char* op = "quant_lora_linear_fwd";
+    const minitl::cpu::QuantMatrix w = quant_matrix(op, q, qtype);
+    check_operand(op, "x", x, 2);
+    if (b) check_operand(op, "b", *b, 1);
+    check_operand(op, "a", a, 2);
+    check_operand(op, "bm", bm, 2);
+    const py::ssize_t n = x.shape(0), r = a.shape(0);
+    if (x.shape(1) != w.cols || a.shape(1) != w.cols || bm.shape(0) != w.rows ||
+        bm.shape(1) != r || (b && b->shape(0) != w.rows))
+        lora_shape_error(op, "x " + shape_str(x) + ", q " + shape_str(q) + " (" +
+                                 std::to_string(w.rows) + " x " + std::to_string(w.cols) +
+                                 " weights), b " + (b ? shape_str(*b) : std::string("None")) +
+                                 ", a " + shape_str(a) + ", bm " + shape_str(bm));
+    py::array_t<float> y({n, w.rows});
+    py::array_t<float> xa({n, r});
+    const float* pb = b ? fdata(*b) : nullptr;
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::quant_lora_linear_fwd(fdata(x), w, pb, fdata(a), fdata(bm), float(scale), n,
+                                           r, y.mutable_data(), xa.mutable_data());
+    }
+    return py::make_tuple(std::move(y), std::move(xa));
+}
+
+py::tuple quant_lora_linear_bwd(const py::array& g, const py::array& x, const py::array& q,
+                                int qtype, const py::array& a, const py::array& bm,
+                                const py::array& xa, double scale, const py::sequence& needs) {
+    const char* op = "quant_lora_linear_bwd";
+    const minitl::cpu::QuantMatrix w = quant_matrix(op, q, qtype);
+    check_operand(op, "g", g, 2);
+    check_operand(op, "x", x, 2);
+    check_operand(op, "a", a, 2);
+    check_operand(op, "bm", bm, 2);
+    check_operand(op, "xa", xa, 2);
+    if (py::len(needs) != 4)
+        throw py::value_error(std::string(op) + ": needs must hold 4 flags (dx, db, da, dbm), "
+                              "got " + std::to_string(py::len(needs)));
+    bool need[4];
+    for (int i = 0; i < 4; ++i) need[i] = py::bool_(needs[i]);
+    const py::ssize_t n = x.shape(0), r = a.shape(0);
+    if (x.shape(1) != w.cols || a.shape(1) != w.cols || bm.shape(0) != w.rows ||
+        bm.shape(1) != r || g.shape(0) != n || g.shape(1) != w.rows || xa.shape(0) != n ||
+        xa.shape(1) != r)
+        lora_shape_error(op, "g " + shape_str(g) + ", x " + shape_str(x) + ", q " +
+                                 shape_str(q) + " (" + std::to_string(w.rows) + " x " +
+                                 std::to_string(w.cols) + " weights), a " + shape_str(a) +
+                                 ", bm " + shape_str(bm) + ", xa " + shape_str(xa));
+    std::optional<py::array_t<float>> dx, db, da, dbm;
+    minitl::cpu::LoraGrads out;
+    if (need[0]) out.dx = dx.emplace(std::vector<py::ssize_t>{n, w.cols}).mutable_data();
+    if (need[1]) out.db = db.emplace(std::vector<py::ssize_t>{w.rows}).mutable_data();
+    if (need[2]) out.da = da.emplace(std::vector<py::ssize_t>{r, w.cols}).mutable_data();
+    if (need[3]) out.dbm = dbm.emplace(std::vector<py::ssize_t>{w.rows, r}).mutable_data();
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::quant_lora_linear_bwd(fdata(g), fdata(x), w, fdata(a), fdata(bm),
+                                           fdata(xa), float(scale), n, r, out);
+    }
+    auto or_none = [](std::optional<py::array_t<float>>& v) -> py::object {
+        return v ? py::object(std::move(*v)) : py::none();
+    };
+    return py::make_tuple(or_none(dx), or_none(db), or_none(da), or_none(dbm));
+}
+
 void set_quant_path(const std::string& name) {
     if (!minitl::cpu::set_quant_path(name))
         throw py::value_error("set_quant_path: unknown or unsupported path '" + name +
@@ -285,6 +380,10 @@ PYBIND11_MODULE(_C, m) {
           py::arg("trans_b") = false,
           "C = op(a) @ op(b) for 2-D C-contiguous float32 arrays; op transposes when its flag "
           "is set. Reference: minitl/backend/reference.py: gemm.");
+    m.def("gemm_batched", &gemm_batched, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
+          py::arg("trans_b") = false,
+          "C[i] = op(a[i]) @ op(b[i]) for 3-D C-contiguous float32 arrays with one batch size. "
+          "Reference: minitl/backend/reference.py: gemm_batched.");
     m.def("lora_linear_fwd", &lora_linear_fwd, py::arg("x"), py::arg("w"), py::arg("b"),
           py::arg("a"), py::arg("bm"), py::arg("scale"),
           "(y, xa): y = x w^T + b + scale * (x a^T) bm^T and xa = x a^T, for C-contiguous "
@@ -303,6 +402,15 @@ PYBIND11_MODULE(_C, m) {
     m.def("quant_linear_bwd", &quant_linear_bwd, py::arg("g"), py::arg("q"), py::arg("qtype"),
           "dx = g W for float32 g (N, n) and the blocks q of W (n, k). Reference: "
           "minitl/backend/reference.py: quant_linear_bwd.");
+    m.def("quant_lora_linear_fwd", &quant_lora_linear_fwd, py::arg("x"), py::arg("q"),
+          py::arg("qtype"), py::arg("b"), py::arg("a"), py::arg("bm"), py::arg("scale"),
+          "(y, xa): y = x W^T + b + scale * (x a^T) bm^T with W (n, k) kept as ggml blocks q "
+          "(QLoRA), xa = x a^T. Reference: minitl/backend/reference.py: quant_lora_linear_fwd.");
+    m.def("quant_lora_linear_bwd", &quant_lora_linear_bwd, py::arg("g"), py::arg("x"),
+          py::arg("q"), py::arg("qtype"), py::arg("a"), py::arg("bm"), py::arg("xa"),
+          py::arg("scale"), py::arg("needs"),
+          "(dx, db, da, dbm) of quant_lora_linear_fwd; needs holds 4 flags, and a gradient "
+          "not needed is None. Reference: minitl/backend/reference.py: quant_lora_linear_bwd.");
     m.def("dequantize_rows", &dequantize_rows, py::arg("q"), py::arg("qtype"), py::arg("ids"),
           "W[ids] (len(ids), k) float32 from the blocks q of W; ids 1-D int64 in [0, n). "
           "Reference: minitl/backend/reference.py: dequantize_rows.");

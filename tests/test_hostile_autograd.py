@@ -22,7 +22,7 @@ import minitl.nn as nn
 import minitl.nn.functional as F
 from minitl.function import Function
 from minitl.io.gguf_quants import quantize
-from minitl.ops.quant import quant_linear
+from minitl.ops.quant import quant_linear, quant_lora_linear
 from minitl.pretrain.objectives import nt_xent
 
 INPLACE = "modified by an inplace operation"
@@ -156,6 +156,8 @@ CASES = [
     # the blocks are a constant of the layer (frozen), not an input of the case
     Case("QuantLinear", lambda x, bias: quant_linear(x.to(mt.float32), _Q8, 8, bias.to(
         mt.float32)), [f(3, 32), f(2)]),
+    Case("QuantLoRALinear", lambda x, a, bm: quant_lora_linear(x, _Q8, 8, None, a, bm, 2.0),
+         [f(3, 32), f(4, 32), f(2, 4)], (0, 1, 2)),
 ]
 # Functions that a CPU-only run cannot record.
 NOT_COVERED = {"ToDevice": "moves between host and GPU"}

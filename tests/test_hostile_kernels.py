@@ -229,6 +229,7 @@ def _kernel_args(name: str, dtype: Any) -> tuple[Any, ...]:
     state = [r(10), r(10), r(10), np.abs(r(10)), None]
     table: dict[str, tuple[Any, ...]] = {
         "gemm": (r(4, 6), r(6, 3)),
+        "gemm_batched": (r(2, 4, 6), r(2, 6, 3)),
         "lora_linear_fwd": (x2, r(5, 8), r(5), r(2, 8), r(5, 2), 0.5),
         "lora_linear_bwd": (r(6, 5), x2, r(5, 8), r(2, 8), r(5, 2), r(6, 2), 0.5, (True,) * 5),
         "im2col": (img, 3, 3, *conv),
@@ -248,6 +249,9 @@ def _kernel_args(name: str, dtype: Any) -> tuple[Any, ...]:
         "adamw_step": (*state, 2, 1e-2, 0.9, 0.999, 1e-8, 0.1, True, False),
         "quant_linear_fwd": (r(6, 32), _Q8, 8, r(5)),
         "quant_linear_bwd": (r(6, 5), _Q8, 8),
+        "quant_lora_linear_fwd": (r(6, 32), _Q8, 8, r(5), r(2, 32), r(5, 2), 0.5),
+        "quant_lora_linear_bwd": (r(6, 5), r(6, 32), _Q8, 8, r(2, 32), r(5, 2), r(6, 2), 0.5,
+                                  (True,) * 4),
         "dequantize_rows": (_Q8, 8, np.array([0, 4, 2, 4])),
     }
     return table[name]

@@ -31,7 +31,7 @@ except ImportError as err:  # a source tree without a build
     _C = None  # type: ignore[assignment]
     _IMPORT_ERROR = err
 
-from minitl.backend import cpu
+from minitl.backend import cpu, reference
 
 needs_native = pytest.mark.skipif(_C is None, reason=f"minitl._C not built ({_IMPORT_ERROR})")
 
@@ -334,3 +334,34 @@ def test_missing_extension_warns_once_and_returns_none(monkeypatch: pytest.Monke
     runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(runtime) == 1
     assert "minitl._C" in str(runtime[0].message) and "ImportError" in str(runtime[0].message)
+
+
+# ---- gemm_batched: one product per thread -----------------------------------------------------
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("batch,m,n,k", [(1, 37, 29, 53), (7, 13, 129, 64), (72, 128, 128, 64)])
+def test_gemm_batched_matches_reference(path: str, batch: int, m: int, n: int, k: int,
+                                        trans_a: bool, trans_b: bool) -> None:
+    rng = np.random.default_rng(batch + m)
+    a = rng.standard_normal((batch, k, m) if trans_a else (batch, m, k)).astype(np.float32)
+    b = rng.standard_normal((batch, n, k) if trans_b else (batch, k, n)).astype(np.float32)
+    np.testing.assert_allclose(_C.gemm_batched(a, b, trans_a, trans_b),
+                               reference.gemm_batched(a, b, trans_a, trans_b),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_batched_argument_checks() -> None:
+    a, b = np.ones((2, 3, 4), np.float32), np.ones((2, 4, 5), np.float32)
+    assert _C.gemm_batched(a, b).shape == (2, 3, 5)
+    with pytest.raises(ValueError, match="same batch size"):
+        _C.gemm_batched(a, b[:1])
+    with pytest.raises(ValueError, match="3-D"):
+        _C.gemm_batched(a[0], b[0])
+    with pytest.raises(ValueError, match="do not align"):
+        _C.gemm_batched(a, b, False, True)
+    with pytest.raises(ValueError, match="float32"):
+        _C.gemm_batched(a.astype(np.float64), b)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _C.gemm_batched(np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1), b)

@@ -86,3 +86,43 @@ def test_argument_checks() -> None:
     with pytest.raises(ValueError, match="unknown or unsupported path"):
         _C.set_quant_path("neon")
     assert _C.cpu_features()["quant_path"] in ("generic", "avx2", "avx512")
+
+
+@pytest.mark.parametrize("qtype", list(TYPES))
+@pytest.mark.parametrize("m", [1, 3, 24, 25, 130])
+def test_qlora_layer_matches_the_reference(path: str, qtype: str, m: int) -> None:
+    rng = np.random.default_rng(m)
+    n, k, r = 70, 96, 5
+    q = quantize(rng.standard_normal((n, k)), qtype)
+    t = TYPES[qtype]
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    a = rng.standard_normal((r, k)).astype(np.float32)
+    bm = rng.standard_normal((n, r)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    for b in (bias, None):
+        got = _C.quant_lora_linear_fwd(x, q, t, b, a, bm, 0.5)
+        want = reference.quant_lora_linear_fwd(x, q, t, b, a, bm, 0.5)
+        for g_, w_ in zip(got, want):
+            np.testing.assert_allclose(g_, w_, rtol=1e-4, atol=2e-4)
+    g = rng.standard_normal((m, n)).astype(np.float32)
+    xa = x @ a.T
+    for needs in [(True,) * 4, (False, False, True, True), (True, False, False, False)]:
+        got = _C.quant_lora_linear_bwd(g, x, q, t, a, bm, xa, 0.5, needs)
+        want = reference.quant_lora_linear_bwd(g, x, q, t, a, bm, xa, 0.5, needs)
+        for g_, w_ in zip(got, want):
+            assert (g_ is None) == (w_ is None)
+            if g_ is not None:
+                np.testing.assert_allclose(g_, w_, rtol=1e-4, atol=2e-4)
+
+
+def test_qlora_argument_checks() -> None:
+    q = quantize(np.ones((6, 64)), "Q4_1")
+    x, a, bm = (np.ones(s, np.float32) for s in ((2, 64), (3, 64), (6, 3)))
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        _C.quant_lora_linear_fwd(x, q, 3, None, a, bm[:, :2].copy(), 1.0)
+    with pytest.raises(ValueError, match="4 flags"):
+        _C.quant_lora_linear_bwd(np.ones((2, 6), np.float32), x, q, 3, a, bm,
+                                 np.ones((2, 3), np.float32), 1.0, (True,) * 5)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        _C.quant_lora_linear_bwd(np.ones((2, 5), np.float32), x, q, 3, a, bm,
+                                 np.ones((2, 3), np.float32), 1.0, (True,) * 4)

@@ -467,16 +467,11 @@ void gemm_fused(const float* a, const float* b, float* c, index_t m, index_t n, 
 }
 
 void gemm_packed_b(const float* a, const PackB& b, float* c, index_t m, index_t n, index_t k,
-                   bool trans_a, const float* bias, int max_threads) {
-    if (m <= 0 || n <= 0) return;
-    if (k <= 0) {
-        for (index_t i = 0; i < m; ++i)
-            for (index_t j = 0; j < n; ++j) c[i * n + j] = bias ? bias[j] : 0.0f;
-        return;
-    }
-    LowRank lr;
-    lr.bias = bias;
-    Problem pr{a, nullptr, c, m, n, k, trans_a, false, lr};
+                   bool trans_a, const LowRank& low_rank, int max_threads) {
+    // Shapes the blocked driver does not take never reach it: the callers (qgemm.cpp, lora.cpp)
+    // have m, n, k > 0 by construction (a quantized row holds at least one block).
+    if (m <= 0 || n <= 0 || k <= 0) return;
+    Problem pr{a, nullptr, c, m, n, k, trans_a, false, low_rank};
     pr.packb = &b;
     switch (active_path()) {
 #if MINITL_X86_64
@@ -498,6 +493,23 @@ void gemm_packed_b(const float* a, const PackB& b, float* c, index_t m, index_t 
 void gemm(const float* a, const float* b, float* c, index_t m, index_t n, index_t k, bool trans_a,
           bool trans_b) {
     gemm_fused(a, b, c, m, n, k, trans_a, trans_b, LowRank{});
+}
+
+void gemm_batched(const float* a, const float* b, float* c, index_t batch, index_t m, index_t n,
+                  index_t k, bool trans_a, bool trans_b) {
+    if (batch == 1) {  // one product: it may use every thread itself
+        gemm(a, b, c, m, n, k, trans_a, trans_b);
+        return;
+    }
+    // Whole products per thread: a waiting thread costs a scheduler tick on a machine with
+    // more runnable threads than cores, and each product's own team would meet at barriers
+    // every k slice; a dynamic schedule lets a thread that got the core take more products.
+    [[maybe_unused]] const bool parallel = 2.0 * double(batch) * double(m) * double(n) *
+                                               double(k) >= 4 * kParallelFlops;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+    for (index_t i = 0; i < batch; ++i)
+        gemm_fused(a + i * m * k, b + i * k * n, c + i * m * n, m, n, k, trans_a, trans_b,
+                   LowRank{}, 1);
 }
 
 // ---------------------------------------------------------------------------------------------

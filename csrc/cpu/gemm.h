@@ -34,6 +34,13 @@ struct LowRank {
     const float* bias = nullptr;   // (n,) or null
 };
 
+// C[i] = op(A[i]) @ op(B[i]) for i < batch, each (m, n) from (m, k) and (k, n) slices laid one
+// after another. The products run one per thread (each single-threaded), so a batch of small
+// ones (attention's per-head products) costs one parallel region instead of one each.
+// Reference: minitl/backend/reference.py: gemm_batched.
+void gemm_batched(const float* a, const float* b, float* c, index_t batch, index_t m, index_t n,
+                  index_t k, bool trans_a, bool trans_b);
+
 // max_threads caps the OpenMP team (0: all of them; 1: run on the calling thread alone).
 void gemm_fused(const float* a, const float* b, float* c, index_t m, index_t n, index_t k,
                 bool trans_a, bool trans_b, const LowRank& low_rank, int max_threads = 0);
@@ -50,9 +57,9 @@ public:
                       float* dst) const = 0;
 };
 
-// C (m, n) = op(A) @ op(B) + 1 bias^T with op(B) (k, n) packed by `b`; bias may be null.
+// gemm_fused with op(B) (k, n) packed by `b`: C = op(A) @ op(B) + the low-rank terms and bias.
 void gemm_packed_b(const float* a, const PackB& b, float* c, index_t m, index_t n, index_t k,
-                   bool trans_a, const float* bias, int max_threads = 0);
+                   bool trans_a, const LowRank& low_rank, int max_threads = 0);
 
 struct CpuFeatures {
     bool avx2 = false;

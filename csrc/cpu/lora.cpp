@@ -71,6 +71,25 @@ void lora_linear_fwd(const float* x, const float* w, const float* bias, const fl
 // ---------------------------------------------------------------------------------------------
 // backward
 
+namespace {
+
+// dA = s gb^T x, dB = s g^T xa, db = sum_rows g (the gradients that do not involve W).
+void factor_grads(const float* g, const float* x, const float* gb, const float* xa, float scale,
+                  index_t n, index_t din, index_t dout, index_t r, const LoraGrads& out);
+
+// The low-rank terms of the backward's dx: op(X) = B (dout, r), op(U) = A (r, din).
+LowRank backward_low_rank(const float* a, const float* bm, float scale, index_t r, float* gb) {
+    LowRank lr;
+    lr.r = r;
+    lr.x = bm;
+    lr.u = a;
+    lr.scale = scale;
+    lr.down = gb;
+    return lr;
+}
+
+}  // namespace
+
 void lora_linear_bwd(const float* g, const float* x, const float* w, const float* a,
                      const float* bm, const float* xa, float scale, index_t n, index_t din,
                      index_t dout, index_t r, const LoraGrads& out) {
@@ -80,17 +99,56 @@ void lora_linear_bwd(const float* g, const float* x, const float* w, const float
         gb_buf = make_aligned<float>(std::size_t(n * r));
         gb = gb_buf.get();
     }
-    if (out.dx != nullptr) {
-        LowRank lr;
-        lr.r = r;
-        lr.x = bm;  // op(X) = B (dout, r)
-        lr.u = a;   // op(U) = A (r, din)
-        lr.scale = scale;
-        lr.down = gb;
-        gemm_fused(g, w, out.dx, n, din, dout, false, false, lr);  // g W + s gb A
+    if (out.dx != nullptr) {  // g W + s gb A
+        gemm_fused(g, w, out.dx, n, din, dout, false, false,
+                   backward_low_rank(a, bm, scale, r, gb));
     } else if (gb != nullptr) {
         gemm(g, bm, gb, n, r, dout, false, false);
     }
+    factor_grads(g, x, gb, xa, scale, n, din, dout, r, out);
+    if (out.dw != nullptr) gemm(g, x, out.dw, dout, din, n, true, false);  // g^T x
+}
+
+// ---------------------------------------------------------------------------------------------
+// QLoRA: the base product is the dequantize-GEMM of qgemm.cpp, with the same low-rank terms
+
+void quant_lora_linear_fwd(const float* x, const QuantMatrix& w, const float* bias,
+                           const float* a, const float* bm, float scale, index_t n, index_t r,
+                           float* y, float* xa) {
+    LowRank lr;
+    lr.r = r;
+    lr.x = a;  // op(X) = A^T (din, r), A stored (r, din)
+    lr.trans_x = true;
+    lr.u = bm;  // op(U) = B^T (r, dout), B stored (dout, r)
+    lr.trans_u = true;
+    lr.scale = scale;
+    lr.down = xa;
+    lr.bias = bias;
+    quant_gemm(x, w, /*transposed=*/true, y, n, lr);  // x W^T + s xa B^T + bias
+}
+
+void quant_lora_linear_bwd(const float* g, const float* x, const QuantMatrix& w, const float* a,
+                           const float* bm, const float* xa, float scale, index_t n, index_t r,
+                           const LoraGrads& out) {
+    const index_t din = w.cols, dout = w.rows;
+    aligned_array<float> gb_buf;
+    float* gb = nullptr;
+    if ((out.dx != nullptr || out.da != nullptr) && r > 0) {
+        gb_buf = make_aligned<float>(std::size_t(n * r));
+        gb = gb_buf.get();
+    }
+    if (out.dx != nullptr) {  // g W + s gb A
+        quant_gemm(g, w, /*transposed=*/false, out.dx, n, backward_low_rank(a, bm, scale, r, gb));
+    } else if (gb != nullptr) {
+        gemm(g, bm, gb, n, r, dout, false, false);
+    }
+    factor_grads(g, x, gb, xa, scale, n, din, dout, r, out);
+}
+
+namespace {
+
+void factor_grads(const float* g, const float* x, const float* gb, const float* xa, float scale,
+                  index_t n, index_t din, index_t dout, index_t r, const LoraGrads& out) {
     // dA = gb^T x and dB = g^T xa each stream a whole (n, d) operand for few flops: memory-
     // bound, and too thin to cut well between threads. Side by side, one thread each, they
     // overlap instead.
@@ -112,8 +170,9 @@ void lora_linear_bwd(const float* g, const float* x, const float* w, const float
         if (out.da != nullptr) d_a(0);
         if (out.dbm != nullptr) d_bm(0);
     }
-    if (out.dw != nullptr) gemm(g, x, out.dw, dout, din, n, true, false);  // g^T x
     if (out.db != nullptr) column_sums(g, n, dout, out.db);
 }
+
+}  // namespace
 
 }  // namespace minitl::cpu

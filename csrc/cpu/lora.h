@@ -2,6 +2,7 @@
 #pragma once
 
 #include "common.h"
+#include "qgemm.h"
 
 namespace minitl::cpu {
 
@@ -26,5 +27,18 @@ struct LoraGrads {
 void lora_linear_bwd(const float* g, const float* x, const float* w, const float* a,
                      const float* bm, const float* xa, float scale, index_t n, index_t din,
                      index_t dout, index_t r, const LoraGrads& out);
+
+// QLoRA (arXiv:2305.14314): the same layer over a frozen W kept in ggml blocks (qgemm.h).
+// y (n, w.rows) = x W^T + bias + scale * xa B^T, xa = x A^T. Reference:
+// minitl/backend/reference.py: quant_lora_linear_fwd.
+void quant_lora_linear_fwd(const float* x, const QuantMatrix& w, const float* bias,
+                           const float* a, const float* bm, float scale, index_t n, index_t r,
+                           float* y, float* xa);
+
+// dx, db, dA, dB of quant_lora_linear_fwd (out.dw must be null: W is frozen). Reference:
+// minitl/backend/reference.py: quant_lora_linear_bwd.
+void quant_lora_linear_bwd(const float* g, const float* x, const QuantMatrix& w, const float* a,
+                           const float* bm, const float* xa, float scale, index_t n, index_t r,
+                           const LoraGrads& out);
 
 }  // namespace minitl::cpu

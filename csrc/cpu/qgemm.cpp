@@ -410,20 +410,39 @@ index_t quant_block_bytes(int qtype) {
     }
 }
 
-void quant_linear_fwd(const float* x, const QuantMatrix& w, const float* bias, float* y,
-                      index_t m) {
-    if (m <= 0 || w.rows <= 0) return;
-    if (m <= kGemvMaxM) {
-        for (index_t i0 = 0; i0 < m; i0 += kGemvMaxRows)
-            gemv(x + i0 * w.cols, w, bias, y + i0 * w.rows, std::min(kGemvMaxRows, m - i0));
+void quant_gemm(const float* a, const QuantMatrix& w, bool transposed, float* c, index_t m,
+                const LowRank& lr) {
+    const index_t n = transposed ? w.rows : w.cols, k = transposed ? w.cols : w.rows;
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {  // an empty weight: the low-rank terms vanish with it
+        for (index_t i = 0; i < m; ++i)
+            for (index_t j = 0; j < n; ++j) c[i * n + j] = lr.bias ? lr.bias[j] : 0.0f;
+        if (lr.r > 0) std::fill(lr.down, lr.down + m * lr.r, 0.0f);
         return;
     }
-    gemm_packed_b(x, QuantPack(w, true), y, m, w.rows, w.cols, false, bias);
+    if (transposed && m <= kGemvMaxM) {
+        for (index_t i0 = 0; i0 < m; i0 += kGemvMaxRows)
+            gemv(a + i0 * k, w, lr.bias, c + i0 * n, std::min(kGemvMaxRows, m - i0));
+        if (lr.r > 0) {  // down = a op(X), then C += scale down op(U): a few small products
+            gemm(a, lr.x, lr.down, m, lr.r, k, false, lr.trans_x);
+            aligned_array<float> up = make_aligned<float>(std::size_t(m * n));
+            gemm(lr.down, lr.u, up.get(), m, n, lr.r, false, lr.trans_u);
+            for (index_t i = 0; i < m * n; ++i) c[i] += lr.scale * up[i];
+        }
+        return;
+    }
+    gemm_packed_b(a, QuantPack(w, transposed), c, m, n, k, false, lr);
+}
+
+void quant_linear_fwd(const float* x, const QuantMatrix& w, const float* bias, float* y,
+                      index_t m) {
+    LowRank lr;
+    lr.bias = bias;
+    quant_gemm(x, w, true, y, m, lr);
 }
 
 void quant_linear_bwd(const float* g, const QuantMatrix& w, float* dx, index_t m) {
-    if (m <= 0 || w.cols <= 0) return;
-    gemm_packed_b(g, QuantPack(w, false), dx, m, w.cols, w.rows, false, nullptr);
+    quant_gemm(g, w, false, dx, m, LowRank{});
 }
 
 void dequantize_rows(const QuantMatrix& w, const std::int64_t* ids, index_t n_ids, float* out) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common.h"
+#include "gemm.h"
 
 namespace minitl::cpu {
 
@@ -21,6 +22,12 @@ struct QuantMatrix {
     index_t rows, cols;
     int qtype;
 };
+
+// C = A (m, k) @ op(W) + the low-rank terms and bias of `lr` (gemm.h: LowRank), with op(W) =
+// W^T when `transposed` (the forward: k = cols, C is (m, rows)) or W (the input gradient:
+// k = rows, C is (m, cols)). W is dequantized into the GEMM's panels, never stored whole.
+void quant_gemm(const float* a, const QuantMatrix& w, bool transposed, float* c, index_t m,
+                const LowRank& lr);
 
 // y (m, rows) = x (m, cols) @ W^T + bias (bias may be null).
 // Reference: minitl/backend/reference.py: quant_linear_fwd.

@@ -94,6 +94,16 @@ def gemm(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = Fa
     return mod.gemm(a, b, trans_a, trans_b)
 
 
+def gemm_batched(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False
+                 ) -> np.ndarray:
+    """C[i] = op(A[i]) @ op(B[i]) on the C++ kernel (one product per thread) for 3-D float32
+    arrays; other dtypes and ranks go to the numpy reference."""
+    mod = native_module()
+    if mod is None or not _all_float32(a, b) or a.ndim != 3 or b.ndim != 3:
+        return reference.gemm_batched(a, b, trans_a, trans_b)
+    return mod.gemm_batched(np.ascontiguousarray(a), np.ascontiguousarray(b), trans_a, trans_b)
+
+
 # ---- LoRA linear (csrc/cpu/lora.cpp) ------------------------------------------------------
 
 
@@ -151,6 +161,36 @@ def quant_linear_bwd(g: np.ndarray, q: np.ndarray, qtype: int) -> np.ndarray:
     return mod.quant_linear_bwd(np.ascontiguousarray(g), np.ascontiguousarray(q), int(qtype))
 
 
+def _native_quant(q: Any, qtype: int) -> bool:
+    return int(qtype) in _QUANT_TYPES and isinstance(q, np.ndarray) and q.dtype == np.uint8
+
+
+def quant_lora_linear_fwd(x: np.ndarray, q: np.ndarray, qtype: int, b: np.ndarray | None,
+                          a: np.ndarray, bm: np.ndarray, scale: float
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(y, xa) of QLoRA's layer on the C++ kernel (csrc/cpu/lora.cpp, qgemm.cpp)."""
+    mod = native_module()
+    operands = (x, a, bm) if b is None else (x, b, a, bm)
+    if mod is None or not _native_quant(q, qtype) or not _all_float32(*operands) or x.ndim != 2:
+        return reference.quant_lora_linear_fwd(x, q, qtype, b, a, bm, scale)
+    c = np.ascontiguousarray
+    return mod.quant_lora_linear_fwd(c(x), c(q), int(qtype), None if b is None else c(b), c(a),
+                                     c(bm), float(scale))
+
+
+def quant_lora_linear_bwd(g: np.ndarray, x: np.ndarray, q: np.ndarray, qtype: int,
+                          a: np.ndarray, bm: np.ndarray, xa: np.ndarray, scale: float,
+                          needs: tuple[bool, bool, bool, bool]) -> tuple[np.ndarray | None, ...]:
+    """(dx, db, dA, dB) of quant_lora_linear_fwd on the C++ kernel; unneeded ones are None."""
+    mod = native_module()
+    if mod is None or not _native_quant(q, qtype) or not _all_float32(g, x, a, bm, xa) \
+            or x.ndim != 2:
+        return reference.quant_lora_linear_bwd(g, x, q, qtype, a, bm, xa, scale, needs)
+    c = np.ascontiguousarray
+    return tuple(mod.quant_lora_linear_bwd(c(g), c(x), c(q), int(qtype), c(a), c(bm), c(xa),
+                                           float(scale), tuple(bool(v) for v in needs)))
+
+
 def dequantize_rows(q: np.ndarray, qtype: int, ids: np.ndarray) -> np.ndarray:
     """W[ids] from the blocks q; the ids are checked on a private int64 copy first."""
     mod = native_module()
@@ -163,8 +203,9 @@ def dequantize_rows(q: np.ndarray, qtype: int, ids: np.ndarray) -> np.ndarray:
 
 # ---- self-check --------------------------------------------------------------------------
 
-NATIVE_KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd", "quant_linear_fwd",
-                  "quant_linear_bwd", "dequantize_rows")
+NATIVE_KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd",
+                  "quant_linear_fwd", "quant_linear_bwd", "quant_lora_linear_fwd",
+                  "quant_lora_linear_bwd", "dequantize_rows")
 NATIVE_DTYPES = (np.dtype(np.float32),)  # what csrc/cpu is compiled for
 _verified: tuple[str, ...] | None = None
 
@@ -182,6 +223,9 @@ def _self_check() -> dict[str, bool]:
     a, b = rand(37, 13), rand(19, 37)
     ok = {"gemm": close([gemm(a, b, True, True), gemm(b, a)],
                         [reference.gemm(a, b, True, True), reference.gemm(b, a)])}
+    ab, bb = rand(3, 13, 37), rand(3, 19, 37)
+    ok["gemm_batched"] = close([gemm_batched(ab, bb, False, True)],
+                               [reference.gemm_batched(ab, bb, False, True)])
     x, w, bias, g = rand(9, 21), rand(18, 21), rand(18), rand(9, 18)
     la, lb = rand(3, 21), rand(18, 3)  # LoRA's A (r, in) and B (out, r), r = 3
     y, xa = lora_linear_fwd(x, w, bias, la, lb, 0.5)
@@ -201,6 +245,16 @@ def _self_check() -> dict[str, bool]:
     g2 = rand(9, 13)
     ok["quant_linear_bwd"] = close([quant_linear_bwd(g2, q, 3)],
                                    [reference.quant_linear_bwd(g2, q, 3)])
+    la2, lb2 = rand(3, 64), rand(13, 3)
+    ok["quant_lora_linear_fwd"] = all(
+        close(quant_lora_linear_fwd(xq, q, 3, qb, la2, lb2, 0.5),
+              reference.quant_lora_linear_fwd(xq, q, 3, qb, la2, lb2, 0.5))
+        for xq in (rand(2, 64), rand(9, 64)))
+    xq = rand(9, 64)
+    xa2 = xq @ la2.T
+    ok["quant_lora_linear_bwd"] = close(
+        quant_lora_linear_bwd(g2, xq, q, 3, la2, lb2, xa2, 0.5, (True,) * 4),
+        reference.quant_lora_linear_bwd(g2, xq, q, 3, la2, lb2, xa2, 0.5, (True,) * 4))
     ids = np.array([12, 0, 5])
     ok["dequantize_rows"] = bool(np.array_equal(dequantize_rows(q, 3, ids),
                                                 reference.dequantize_rows(q, 3, ids)))

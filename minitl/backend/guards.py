@@ -30,6 +30,7 @@ Array = Any
 # all of them that are present share one dtype the kernel was built for.
 OPERANDS: dict[str, tuple[str, ...]] = {
     "gemm": ("a", "b"),
+    "gemm_batched": ("a", "b"),
     "lora_linear_fwd": ("x", "w", "b", "a", "bm"),
     "lora_linear_bwd": ("g", "x", "w", "a", "bm", "xa"),
     "im2col": ("x",),
@@ -49,6 +50,8 @@ OPERANDS: dict[str, tuple[str, ...]] = {
     # the quantized weight q is uint8 blocks by design; only the float operands count
     "quant_linear_fwd": ("x", "bias"),
     "quant_linear_bwd": ("g",),
+    "quant_lora_linear_fwd": ("x", "b", "a", "bm"),
+    "quant_lora_linear_bwd": ("g", "x", "a", "bm", "xa"),
     "dequantize_rows": (),
 }
 
@@ -57,7 +60,8 @@ OPERANDS: dict[str, tuple[str, ...]] = {
 # layer, exact on integers as F.linear is) and im2col/col2im run on integers in the reference.
 FLOAT_ONLY = frozenset({"layernorm_fwd", "layernorm_bwd", "softmax_xent_fwd", "softmax_xent_bwd",
                         "softmax_fwd", "softmax_bwd", "gelu_fwd", "gelu_bwd", "embedding_bwd",
-                        "adamw_step", "quant_linear_fwd", "quant_linear_bwd"})
+                        "adamw_step", "quant_linear_fwd", "quant_linear_bwd",
+                        "quant_lora_linear_fwd", "quant_lora_linear_bwd"})
 
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

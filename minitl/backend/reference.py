@@ -27,6 +27,12 @@ def gemm(a: Array, b: Array, trans_a: bool = False, trans_b: bool = False) -> Ar
     return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
 
+def gemm_batched(a: Array, b: Array, trans_a: bool = False, trans_b: bool = False) -> Array:
+    """C[i] = op(A[i]) @ op(B[i]) for 3-D arrays with one batch size."""
+    xp = _xp(a)
+    return xp.matmul(xp.swapaxes(a, 1, 2) if trans_a else a, xp.swapaxes(b, 1, 2) if trans_b else b)
+
+
 # ---- LoRA linear -------------------------------------------------------------------
 # y = x W^T + b + s (x A^T) B^T with x (N, Din), W (Dout, Din), A (r, Din), B (Dout, r).
 
@@ -340,6 +346,32 @@ def quant_linear_bwd(g: Array, q: Array, qtype: int) -> Array:
     return g @ dequantize_blocks(q, qtype)
 
 
+def quant_lora_linear_fwd(x: Array, q: Array, qtype: int, b: Array | None, a: Array, bm: Array,
+                          scale: float) -> tuple[Array, Array]:
+    """(y, xa): y = x W^T + b + s (x A^T) B^T over the dequantized q (QLoRA), xa = x A^T."""
+    require_float("quant_lora_linear_fwd", x, b, a, bm)
+    xa = x @ a.T  # (N, r)
+    y = x @ dequantize_blocks(q, qtype).T + (scale * xa) @ bm.T
+    if b is not None:
+        y += b
+    return y, xa
+
+
+def quant_lora_linear_bwd(g: Array, x: Array, q: Array, qtype: int, a: Array, bm: Array,
+                          xa: Array, scale: float, needs: tuple[bool, bool, bool, bool]
+                          ) -> tuple[Array | None, ...]:
+    """(dx, db, dA, dB) of quant_lora_linear_fwd: dx = g W + s (g B) A, db = sum g,
+    dA = s (g B)^T x, dB = s g^T xa; W is frozen (no dW)."""
+    require_float("quant_lora_linear_bwd", g, x, a, bm, xa)
+    nx, nb, na, nbm = needs
+    gb = g @ bm if (nx or na) else None  # (N, r)
+    dx = g @ dequantize_blocks(q, qtype) + scale * (gb @ a) if nx else None
+    db = g.sum(axis=0) if nb else None
+    da = scale * (gb.T @ x) if na else None
+    dbm = scale * (g.T @ xa) if nbm else None
+    return dx, db, da, dbm
+
+
 def dequantize_rows(q: Array, qtype: int, ids: Array) -> Array:
     """(len(ids), in) float32: rows `ids` of the block array q, dequantized (a lookup)."""
     check_indices("dequantize_rows", ids, q.shape[0], "rows")
@@ -421,7 +453,8 @@ def adamw_step(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
 
 
 __all__ = ["adamw_step", "col2im", "col2im_cm", "conv_out_size", "dequantize_blocks", "dequantize_rows",
-           "embedding_bwd", "gelu_bwd", "gelu_fwd", "gemm", "im2col", "im2col_cm",
+           "embedding_bwd", "gelu_bwd", "gelu_fwd", "gemm", "gemm_batched", "im2col", "im2col_cm",
            "layernorm_bwd", "layernorm_fwd", "lora_linear_bwd", "lora_linear_fwd", "np",
-           "quant_linear_bwd", "quant_linear_fwd", "softmax_bwd", "softmax_fwd",
+           "quant_linear_bwd", "quant_linear_fwd", "quant_lora_linear_bwd",
+           "quant_lora_linear_fwd", "softmax_bwd", "softmax_fwd",
            "softmax_xent_bwd", "softmax_xent_fwd"]

@@ -46,10 +46,11 @@ _GEMM_MIN = 1 << 15  # multiply-adds per matrix above which each gets its own ba
 def _bmm(ctx: Context, a: Array, b: Array, trans_a: bool = False, trans_b: bool = False
          ) -> Array:
     """op(a) @ op(b) over the batch dims. Attention's products (B h of them, 128 x 64 x 128
-    for bert-mini) each go to backend.gemm: the register-tiled C++ kernel is ~4x faster on
-    them than a numba loop, and numpy's batched matmul would wake multithreaded OpenBLAS,
-    whose pool fights the OpenMP one on two cores. Small products and broadcasting batch
-    dims take the array module's matmul."""
+    for bert-mini) go to backend.gemm_batched: the register-tiled C++ kernel, one product
+    per thread in one parallel region (one region per product cost a scheduler tick each
+    on a busy machine), ~4x faster than a numba loop; numpy's batched matmul would wake
+    multithreaded OpenBLAS, whose pool fights the OpenMP one on two cores. Small products
+    and broadcasting batch dims take the array module's matmul."""
     xp = ctx.xp
     m, k = (a.shape[-1], a.shape[-2]) if trans_a else (a.shape[-2], a.shape[-1])
     n = b.shape[-2] if trans_b else b.shape[-1]
@@ -60,10 +61,7 @@ def _bmm(ctx: Context, a: Array, b: Array, trans_a: bool = False, trans_b: bool 
                          xp.swapaxes(b, -1, -2) if trans_b else b)
     lead = a.shape[:-2]
     a3, b3 = a.reshape((-1,) + a.shape[-2:]), b.reshape((-1,) + b.shape[-2:])
-    out = xp.empty((a3.shape[0], m, n), dtype=xp.result_type(a, b))
-    for i in range(a3.shape[0]):
-        out[i] = ctx.backend.gemm(a3[i], b3[i], trans_a, trans_b)
-    return out.reshape(lead + (m, n))
+    return ctx.backend.gemm_batched(a3, b3, trans_a, trans_b).reshape(lead + (m, n))
 
 
 class ScaledDotProductAttention(Function):

@@ -19,7 +19,8 @@ from minitl.tensor import Tensor
 
 Array = Any
 
-__all__ = ["QuantLinear", "quant_embedding", "quant_linear", "quant_rows_in_features"]
+__all__ = ["QuantLinear", "QuantLoRALinear", "quant_embedding", "quant_linear",
+           "quant_lora_linear", "quant_rows_in_features"]
 
 
 def quant_rows_in_features(q: Array, qtype: int) -> int:
@@ -70,6 +71,48 @@ def quant_linear(x: Tensor, q: Any, qtype: int, bias: Tensor | None = None) -> T
     if x.dtype.kind != "f":
         raise TypeError(f"quant_linear: expected a floating point input, got {x.dtype}")
     return QuantLinear.apply(x, q.data if isinstance(q, Tensor) else q, int(qtype), bias)
+
+
+class QuantLoRALinear(Function):
+    """QLoRA's layer in one op: y = x W^T + b + s (x A^T) B^T with W the quantized blocks;
+    dx = g W + s (g B) A, db = sum g, dA = s (g B)^T x, dB = s g^T (x A^T); W is frozen.
+    The native kernel adds the low-rank terms inside the dequantize-GEMM (csrc/cpu/lora.cpp)."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, q: Array, qtype: int, b: Array | None, a: Array,
+                bm: Array, scale: float) -> Array:
+        din = quant_rows_in_features(q, qtype)
+        dout, r = q.shape[0], a.shape[0]
+        if x.ndim == 0 or x.shape[-1] != din or a.shape != (r, din) or bm.shape != (dout, r):
+            raise ValueError(f"quant_lora_linear: shapes do not fit: x {tuple(x.shape)}, weight "
+                             f"({dout}, {din}), lora_A {tuple(a.shape)}, lora_B "
+                             f"{tuple(bm.shape)} (need lora_A (r, in), lora_B (out, r))")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, din)  # (N, Din)
+        y, xa = ctx.backend.quant_lora_linear_fwd(x2, q, int(qtype), b, a, bm, scale)
+        ctx.save_for_backward(x2, q, a, bm, xa)
+        ctx.lead, ctx.qtype, ctx.scale = lead, int(qtype), scale
+        return y.reshape(*lead, dout)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
+        x2, q, a, bm, xa = ctx.saved
+        nx, _, _, nb, na, nbm = (ctx.needs_input_grad + (False,) * 6)[:6]
+        g2 = g.reshape(-1, q.shape[0])  # (N, Dout)
+        dx, db, da, dbm = ctx.backend.quant_lora_linear_bwd(
+            g2, x2, q, ctx.qtype, a, bm, xa, ctx.scale, (nx, nb, na, nbm))
+        if dx is not None:
+            dx = dx.reshape(*ctx.lead, x2.shape[1])
+        return dx, None, None, db, da, dbm, None
+
+
+def quant_lora_linear(x: Tensor, q: Any, qtype: int, bias: Tensor | None, lora_A: Tensor,
+                      lora_B: Tensor, scale: float) -> Tensor:
+    """x W^T + b + scale (x A^T) B^T over quantized blocks q, in one fused op."""
+    if x.dtype.kind != "f":
+        raise TypeError(f"quant_lora_linear: expected a floating point input, got {x.dtype}")
+    return QuantLoRALinear.apply(x, q.data if isinstance(q, Tensor) else q, int(qtype), bias,
+                                 lora_A, lora_B, float(scale))
 
 
 def quant_embedding(ids: Any, q: Any, qtype: int) -> Tensor:

@@ -35,7 +35,7 @@ from minitl.nn.linear import Linear
 from minitl.nn.module import Module, _IncompatibleKeys
 from minitl.nn.parameter import Parameter
 from minitl.nn.quantized import QuantLinear
-from minitl.ops.quant import quant_linear
+from minitl.ops.quant import quant_linear, quant_lora_linear
 from minitl.tensor import Tensor
 
 __all__ = ["LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear", "LoRAQuantLinear",
@@ -230,14 +230,15 @@ class LoRAQuantLinear(LoRALayer):
                                "load the base in float32 to merge")
 
     def forward(self, x: Tensor) -> Tensor:
-        y = quant_linear(x, self.qweight, self.qtype, self.bias)
         name = self._branch_active()
         if name is None:
-            return y
+            return quant_linear(x, self.qweight, self.qtype, self.bias)
         a, b = self.lora_A[name].weight, self.lora_B[name].weight
-        p = self.lora_dropout[name]
-        h = F.dropout(x, p, training=True) if p > 0.0 and self.training else x
-        return y + F.linear(F.linear(h, a), b) * self.scaling[name]
+        p, s = self.lora_dropout[name], self.scaling[name]
+        if p == 0.0 or not self.training:
+            return quant_lora_linear(x, self.qweight, self.qtype, self.bias, a, b, s)
+        h = F.linear(F.linear(F.dropout(x, p, training=True), a), b)  # (*, out)
+        return quant_linear(x, self.qweight, self.qtype, self.bias) + h * s
 
 
 class LoRAConv2d(LoRALayer):
