@@ -84,8 +84,9 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def write_llama_gguf(path: Path, model: LlamaForCausalLM, qtype: str = "F32",
-                     embed_qtype: str = "F32") -> Path:
-    """`model` as llama.cpp would write it: names, permuted q/k rows, metadata."""
+                     embed_qtype: str = "F32", extra: dict | None = None) -> Path:
+    """`model` as llama.cpp would write it: names, permuted q/k rows, metadata (plus
+    `extra` metadata, e.g. a tokenizer)."""
     c = model.config
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     tensors: dict = {"token_embd.weight": (embed_qtype, sd["model.embed_tokens.weight"]),
@@ -110,7 +111,8 @@ def write_llama_gguf(path: Path, model: LlamaForCausalLM, qtype: str = "F32",
             "llama.attention.head_count_kv": c.num_key_value_heads,
             "llama.rope.freq_base": c.rope_theta,
             "llama.attention.layer_norm_rms_epsilon": c.rms_norm_eps,
-            "llama.vocab_size": c.vocab_size, "llama.rope.dimension_count": c.head_dim}
+            "llama.vocab_size": c.vocab_size, "llama.rope.dimension_count": c.head_dim,
+            **(extra or {})}
     write_gguf(path, meta, tensors)
     return path
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune", "fine-tune a pretrained backbone on a dataset with one strategy"),
     "pretrain": ("pretrain", "pretrain a model from scratch on an offline corpus or images"),
     "export": ("export", "write a LoRA adapter in PEFT layout, or merged into a plain checkpoint"),
+    "generate": ("generate", "stream a reply from a GGUF LLM (SmolLM2-135M) to a prompt"),
     "bench": ("bench", "run the benchmarks against PyTorch / numpy and print their tables"),
 }
 

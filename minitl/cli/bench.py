@@ -2,11 +2,13 @@
 doing the same work) and print their tables; each saves JSON rows under benchmarks/results/.
 
 Subjects are the `benchmarks/bench_<subject>.py` modules of a source checkout: ops (the fused
-light ops), train_step (a bert-mini and a resnet-mini training step), gemm, lora, and cuda
-(the GPU set: GEMM vs cuBLAS, LoRA, a training step). With no subject, all the CPU ones run,
-or with `--device cuda` the GPU one. The benchmarks live beside the package, not inside it, so this
-command needs the repository (pip install -e . or a source tree); it looks for `benchmarks/`
-above the installed package and in the working directory.
+light ops), train_step (a bert-mini and a resnet-mini training step), gemm, lora, llama
+(SmolLM2-135M with its 4-bit base against transformers: prefill, decode, a LoRA step, peak
+memory; needs torch, transformers, peft and the smollm2-135m asset; runs only when named),
+and cuda (the GPU set: GEMM vs cuBLAS, LoRA, a training step). With no subject, the CPU ones
+but llama run, or with `--device cuda` the GPU one. The benchmarks live beside the package, not
+inside it, so this command needs the repository (pip install -e . or a source tree); it looks
+for `benchmarks/` above the installed package and in the working directory.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from minitl.cli.args import UsageError, UserError
 
 DEFAULT_ORDER = ("ops", "train_step", "gemm", "lora")
 GPU_SUBJECTS = ("cuda",)  # benchmarks/bench_cuda.py: gemm, lora and train on the GPU
+# Run only when named: minutes long, and it needs torch, transformers, peft and a 98 MB asset.
+NAMED_ONLY = ("llama",)
 
 
 def find_benchmarks() -> Path | None:
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     names = available(bench_dir)
     on_gpu = [n for n in names if n in GPU_SUBJECTS]
     subjects = args.subjects or (on_gpu if args.device == "cuda" else
-                                 [n for n in names if n not in GPU_SUBJECTS])
+                                 [n for n in names if n not in GPU_SUBJECTS + NAMED_ONLY])
     unknown = [s for s in subjects if s not in names]
     if unknown:
         raise UsageError(f"unknown subject(s) {', '.join(unknown)}; available: "
@@ -81,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("subjects", nargs="*", metavar="SUBJECT",
-                   help="benchmarks to run: ops, train_step, gemm, lora, cuda (default: all of "
-                        "--device's)")
+                   help="benchmarks to run: ops, train_step, gemm, lora, llama, cuda (default: "
+                        "all of --device's but llama)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="with no SUBJECT: the CPU benchmarks, or (cuda) bench_cuda's GPU set")
     p.add_argument("--quick", action="store_true", help="small sizes and few rounds")

@@ -118,16 +118,18 @@ class LlamaAttention(nn.Module):
         q, k = F.apply_rotary_emb(q, cos, sin), F.apply_rotary_emb(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nkv, S, hd)
-        s = k.shape[2]
-        if mask is None and s == t:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        elif mask is None and t == 1:  # one new token sees every cached key
-            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-        else:
-            if mask is None:  # query i sits at position s - t + i
-                mask = np.tril(np.ones((t, s), dtype=bool), k=s - t)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_head * hd))
+        s, rep = k.shape[2], self.n_head // self.n_kv
+        # Grouped-query attention without copying K and V: the `rep` query heads that share a
+        # key/value head become rep * T rows of one query matrix (B, nkv, rep T, hd), so each
+        # product is one larger GEMM against the shared keys; the causal mask repeats per head.
+        q = q.reshape(b, self.n_kv, rep * t, hd)
+        if mask is None and t > 1:  # query i sits at position s - t + i
+            mask = np.tril(np.ones((t, s), dtype=bool), k=s - t)
+        if mask is not None:
+            mask = np.tile(mask, (1,) * (np.ndim(mask) - 2) + (rep, 1))  # (.., rep T, S)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nkv, rep T, hd)
+        y = y.reshape(b, self.n_head, t, hd).transpose(1, 2)  # (B, T, nh, hd)
+        return self.o_proj(y.reshape(b, t, self.n_head * hd))
 
 
 class LlamaMLP(nn.Module):
