@@ -7,6 +7,12 @@ Depth is read off parameter names: the first `layer.{i}` / `layers.{i}` / `h.{i}
 outside every block go with the embeddings (the bottom) when they come before the first
 block in `named_parameters` order or have "embed" in their name, and with the head (the
 top) otherwise (pooler, final LayerNorm, classifier).
+
+When no parameter name carries a block index (e.g. an `nn.Sequential` MLP, whose names
+are "body.0.weight", "body.2.weight"), depth falls back to module order: each module that
+owns parameters directly (in practice the leaf modules: Linear, LayerNorm, Embedding, ...)
+is one layer, ranked in registration order, the last one on top (depth 0). Without this
+fallback every parameter would silently get the same learning rate.
 """
 
 from __future__ import annotations
@@ -38,13 +44,46 @@ def block_index(name: str) -> tuple[str, int] | None:
     return name[:m.end(1)], int(m.group(1))
 
 
+def _owner(name: str) -> str:
+    """Qualified name of the module that owns parameter `name` ("" for the root)."""
+    return name.rpartition(".")[0]
+
+
+def _module_order_depths(all_groups: list[tuple[Parameter, list[str]]],
+                         head_patterns: Sequence[str]) -> dict[str, int]:
+    """Fallback depth per owning module when no name has a block index: the owners in
+    registration order (`named_parameters` is depth first), the last on top. Head owners
+    are left out of the ranking so that, as with blocks, the head and the top layer both
+    sit at depth 0. Ranked over every parameter, frozen or not, so that freezing a layer
+    does not move the others."""
+    owners: list[str] = []
+    for _, names in all_groups:
+        o = _owner(names[0])
+        if o not in owners and not any(matches(n, head_patterns) for n in names):
+            owners.append(o)
+    return {o: len(owners) - 1 - i for i, o in enumerate(owners)}
+
+
 def _depths(model: Module, head_patterns: Sequence[str], include_frozen: bool,
             depth_fn: Callable[[str], int | None] | None
             ) -> list[tuple[str, Parameter, int, str]]:
     """(name, param, depth, role) for each distinct parameter; role is "block", "head" or
-    "embeddings"; depth 0 is the top."""
-    groups = [(names, p) for p, names in named_parameter_groups(model)
-              if include_frozen or p.requires_grad]
+    "embeddings"; depth 0 is the top. Without any block index every layer is a "block"
+    (see `_module_order_depths`)."""
+    all_groups = named_parameter_groups(model)
+    groups = [(names, p) for p, names in all_groups if include_frozen or p.requires_grad]
+    if not any(block_index(n) for _, names in all_groups for n in names):
+        by_owner = _module_order_depths(all_groups, head_patterns)
+        out = []
+        for names, p in groups:
+            name = names[0]
+            if depth_fn is not None and (d := depth_fn(name)) is not None:
+                out.append((name, p, d, "block"))
+            elif any(matches(n, head_patterns) for n in names):
+                out.append((name, p, 0, "head"))
+            else:
+                out.append((name, p, by_owner[_owner(name)], "block"))
+        return out
     idx = {names[0]: block_index(names[0]) for names, _ in groups}
     ranks = sorted({b[1] for b in idx.values() if b is not None})
     n_blocks = len(ranks)
@@ -75,10 +114,14 @@ def layerwise_lr_groups(model: Module, lr: float, decay: float = 0.8,
                         ) -> list[dict[str, Any]]:
     """Discriminative learning rates as optimizer param groups: the head and the top block
     get `lr`, the block d below the top `lr * decay**d`, the embeddings (depth = number of
-    blocks) the smallest.
+    blocks) the smallest. A model without block indices in its names (an `nn.Sequential`
+    body) is ranked by module order instead: its last parameterised module gets `lr`, the
+    one registered before it `lr * decay`, and so on; modules matching `head_patterns` get
+    `lr` and are not counted, so the layer under the head gets `lr` too.
 
     Args:
-        model: any Module (depth read off the names, see the module docstring).
+        model: any Module (depth read off the names or the module order, see the module
+            docstring).
         lr: learning rate of the top block and the head.
         decay: factor per block going down (ULMFiT uses 1/2.6 per layer).
         head_patterns: parameter-name globs forced to the top (depth 0).
@@ -116,16 +159,19 @@ def bert_unfreezing_stages(model: Module, head_patterns: Sequence[str] = (),
     """Stages for `GradualUnfreezing`: the head (every non-block parameter above the
     blocks, e.g. pooler and classifier), then one block per stage from the top down, then
     the embeddings. Block stages are prefix globs ("bert.encoder.layer.11.*"); the head
-    and embedding stages list exact names."""
+    and embedding stages list exact names, and so do the layers of a model ranked by module
+    order (one stage per parameterised module, top first; there is no embeddings stage)."""
     items = _depths(model, head_patterns, include_frozen=True, depth_fn=None)
     head = [n for n, _, _, role in items if role == "head"]
-    blocks: dict[int, str] = {}
+    blocks: dict[int, list[str]] = {}
     for name, _, depth, role in items:
         if role == "block":
             b = block_index(name)
-            blocks.setdefault(depth, f"{b[0]}.*" if b else name)
+            entry = f"{b[0]}.*" if b else name  # no index: every name of the layer
+            if entry not in blocks.setdefault(depth, []):
+                blocks[depth].append(entry)
     stages = [head] if head else []
-    stages += [[blocks[d]] for d in sorted(blocks)]
+    stages += [blocks[d] for d in sorted(blocks)]
     emb = [n for n, _, _, role in items if role == "embeddings"]
     if include_embeddings and emb:
         stages.append(emb)
