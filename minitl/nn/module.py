@@ -333,11 +333,15 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop every gradient (`set_to_none`, the default) or fill it with zeros in place
+        through `zero_()`, which bumps its version counter as Optimizer.zero_grad does."""
         for p in self.parameters():
-            if p.grad is not None and set_to_none:
+            if p.grad is None:
+                continue
+            if set_to_none:
                 p.grad = None
-            elif p.grad is not None:
-                p.grad.data[...] = 0
+            else:
+                p.grad.zero_()
 
     def apply(self, fn: Callable[[Module], Any]) -> Self:
         """Call `fn` on every submodule (children first, then self); e.g. custom init."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import minitl.nn.functional as F
-from minitl.autograd_state import no_grad
+from minitl.autograd_state import increment_version, no_grad
 from minitl.backend import array_module
 from minitl.io.patterns import glob_match
 from minitl.nn.container import ModuleDict
@@ -146,12 +146,14 @@ class LoRALayer(Module):
             raise RuntimeError("cannot merge LoRA into a tied weight (it is shared with "
                                "another module, which would change too)")
         self.weight.data += self.delta_weight(name)
+        increment_version(self.weight)  # a graph that saved W before the merge must not use it
         self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
         """W -= scale * B A for every merged adapter, newest first."""
         while self.merged_adapters:
             self.weight.data -= self.delta_weight(self.merged_adapters.pop())
+            increment_version(self.weight)
 
     def _branch_active(self) -> str | None:
         name = self.active_adapter
