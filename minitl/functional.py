@@ -11,12 +11,9 @@ from minitl.tensor import Tensor
 
 
 def where(condition: Tensor, x: Any, y: Any) -> Tensor:
-    """cond ? x : y, broadcasting all three; gradients flow to x and y."""
-    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
-        from minitl.backend import array_module
-
-        xp = array_module(condition.data)
-        return Tensor._wrap(xp.where(condition.data, x, y))
+    """cond ? x : y, broadcasting all three; gradients flow to x and y. Two Python
+    scalars promote as in PyTorch (floats: the default dtype), and the condition must be
+    bool, through the same path as tensors."""
     return Where.apply(condition, x, y)
 
 

@@ -174,14 +174,8 @@ def test_zero_grad_on_a_read_only_gradient_is_a_clear_error() -> None:
 
 # ---- where over Python scalars ----------------------------------------------------------
 
-_WHERE_BUG = ("mt.where (minitl/functional.py) runs numpy's where when neither x nor y is a "
-              "Tensor; the fix is to send that case through ops.elementwise.Where too")
-
-
 @pytest.mark.parametrize("x,y,want", [
-    pytest.param(1.0, 2.0, "float32", marks=pytest.mark.xfail(strict=True, reason=_WHERE_BUG)),
-    pytest.param(1, 2.0, "float32", marks=pytest.mark.xfail(strict=True, reason=_WHERE_BUG)),
-    (1, 2, "int64"), (True, False, "bool"),
+    (1.0, 2.0, "float32"), (1, 2.0, "float32"), (1, 2, "int64"), (True, False, "bool"),
 ], ids=["float-float", "int-float", "int-int", "bool-bool"])
 def test_where_of_python_scalars_takes_pytorchs_dtype(x: Any, y: Any, want: str) -> None:
     """torch.where(cond, 1.0, 2.0) is float32 (the default dtype), as mt.where(cond, x, y)
@@ -192,7 +186,6 @@ def test_where_of_python_scalars_takes_pytorchs_dtype(x: Any, y: Any, want: str)
     np.testing.assert_array_equal(out.numpy(), np.where([True, False, True], x, y))
 
 
-@pytest.mark.xfail(strict=True, reason=_WHERE_BUG)
 def test_where_of_python_scalars_refuses_a_non_bool_condition() -> None:
     with pytest.raises(RuntimeError, match="bool"):  # as with a Tensor operand, and PyTorch
         mt.where(mt.tensor([1, 0, 1]), 1.0, 2.0)
