@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="an asset name (minitl.assets), a .gguf file or a folder holding one")
     p.add_argument("--prompt", required=True, help="what to ask or the text to continue")
     p.add_argument("--system", default=None,
-                   help="a system turn for the chat template (default: the template's own)")
+                   help="a system turn for the chat template (unset: the template's own)")
     p.add_argument("--raw", action="store_true",
                    help="feed the prompt as plain text, without the chat template")
     p.add_argument("--max-new-tokens", type=positive_int, default=256)
