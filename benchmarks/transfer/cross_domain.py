@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domains", default=",".join(DOMAINS), help="target datasets")
     args = p.parse_args(argv)
 
-    from minitl import transfer as tl
     from minitl.recipes.report import bar_chart, markdown_table
     from minitl.recipes.text_classification import (
         Backbone,
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     strategies, domains = args.strategies.split(","), args.domains.split(",")
     env, t_all = machine(), time.perf_counter()
     bb = load_backbone(args.backbone, log=log)
-    cache = tl.FeatureCache()
+    cache: dict[str, Any] = {}
     cfg = RecipeConfig(progress=args.progress)
     movie = load_task("movie-reviews", bb.tokenizer, labels, eval_size)
     targets = {d: load_task(d, bb.tokenizer, k, eval_size) for d in domains}
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     in_domain: dict[str, float] = {}
     for s in strategies:
         log(f"{s}: fine-tuning on {labels} movie-review labels")
-        movie_model, r = run_strategy(s, bb, movie, cfg, feature_cache=cache)
+        fitted, r = run_strategy(s, bb, movie, cfg, feature_cache=cache)
+        movie_model = fitted.model
         in_domain[s] = r.accuracy
         log(f"{s}: in-domain accuracy {r.accuracy:.3f}")
         moved = Backbone(f"{bb.name}+movie-{s}", movie_model.bert, bb.tokenizer)
@@ -103,8 +104,8 @@ all-MiniLM-L6-v2 or from the movie model?
 - *movie → {k} target labels*: the movie model (encoder and head) trained further on the
   same {k} target labels.
 - *head*: the encoder stays frozen, only the linear head trains; *full*: every weight
-  trains (recipe defaults of `minitl.recipes`: 3 epochs and at least 30 optimizer steps
-  of 16 sentences, sentences cut at 32 tokens).
+  trains (the recipes of `minitl.recipes`: planned step budgets, heads started at the
+  zero-shot classifier, sentence length from the data).
 
 Accuracy on fixed subsets of {eval_size} validation sentences per domain (movie-reviews
 included); *majority class* is what always answering the more frequent label scores

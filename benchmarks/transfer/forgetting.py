@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         for n, r in zip(names[1:], raw[1:]) if r["source"])
     write_doc(docs / "forgetting.md", markdown_table(headers, rows) + "\n\n" + summary,
               Path(plot).name,
-              {"schedule": f"{raw[0]['config']['epochs']:g} epochs, lr {raw[0]['config']['lr']:g}, "
-                           f"head lr {raw[0]['config']['head_lr']:g}, {raw[0]['steps']} optimizer "
+              {"schedule": f"lr {raw[0]['config']['plan']['lr']:g}, head lr "
+                           f"{raw[0]['config']['plan']['head_lr']:g}, {raw[0]['steps']} optimizer "
                            f"steps at batch {raw[0]['config']['batch_size']}",
                "labels": labels, "eval": eval_size, "probe": len(probe.data),
                "replay_lines": len(replay.data), "pairs": len(pairs), "wall": wall,

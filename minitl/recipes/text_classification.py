@@ -170,6 +170,7 @@ class _Context:
     cache: dict[str, np.ndarray] | None
     stream: Any
     step_times: list[float]
+    head_from: SentenceClassifier | None = None
 
     def frozen_embeddings(self, data: EncodedText) -> np.ndarray:
         return frozen_embeddings(self.backbone, data, self.cache, self.cfg.eval_batch_size)
@@ -225,16 +226,17 @@ def fit(strategy: str, backbone: Backbone, train: EncodedText, cfg: RecipeConfig
         *, dataset: str, label_names: Sequence[str], unlabeled: Sequence[str] = (),
         max_length: int | None = None, cache: dict[str, np.ndarray] | None = None,
         replay: SourceReplay | None = None, ewc_pairs: Sequence[tuple[str, str]] = (),
-        stream: Any = None) -> Fitted:
+        head_from: SentenceClassifier | None = None, stream: Any = None) -> Fitted:
     """Train `strategy` on the labelled sentences `train` (and, for self-train, the
     `unlabeled` texts). Takes no eval data: every choice in here (steps, selection,
-    pseudo-labels) is made on the labelled set."""
+    pseudo-labels) is made on the labelled set. `head_from` starts the head from that
+    model's head instead of the zero-shot classifier (sequential transfer)."""
     cfg = cfg or RecipeConfig()
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     ctx = _Context(backbone, cfg, dataset, tuple(label_names),
                    max_length or max((len(x) for x in train.ids), default=32), cache, stream,
-                   [])
+                   [], head_from)
     details: dict[str, Any] = {}
     if strategy == "auto":
         choice = plans.choose(len(train), len(unlabeled))
@@ -288,7 +290,9 @@ def _fit_frozen(strategy: str, ctx: _Context, train: EncodedText) -> Fitted:
 
 def _init_head(model: SentenceClassifier, ctx: _Context, encoder: nn.Module | None = None
                ) -> None:
-    if ctx.cfg.head_init == "zero-shot":
+    if ctx.head_from is not None:
+        model.classifier.load_state_dict(ctx.head_from.classifier.state_dict())
+    elif ctx.cfg.head_init == "zero-shot":
         fewshot.init_head(model.classifier, ctx.zero_shot_vectors(encoder))
 
 
@@ -436,6 +440,7 @@ def run_strategy(strategy: str, backbone: Backbone, task: Task,
                  replay: SourceReplay | None = None,
                  ewc_pairs: Sequence[tuple[str, str]] = (),
                  feature_cache: dict[str, np.ndarray] | None = None,
+                 head_from: SentenceClassifier | None = None,
                  stream: Any = None) -> tuple[Fitted, RunResult]:
     """`fit` on task.train (and task.unlabeled), `score` on task.eval, and a forgetting
     ledger: the source metrics (`probe`) of the pristine and of the fine-tuned encoder."""
@@ -447,7 +452,7 @@ def run_strategy(strategy: str, backbone: Backbone, task: Task,
     fitted = fit(strategy, backbone, task.train, cfg, dataset=task.name,
                  label_names=task.label_names, unlabeled=task.unlabeled,
                  max_length=task.max_length, cache=feature_cache, replay=replay,
-                 ewc_pairs=ewc_pairs, stream=stream)
+                 ewc_pairs=ewc_pairs, head_from=head_from, stream=stream)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     for t in fitted.step_times:
         ledger.add_step_time(t)
