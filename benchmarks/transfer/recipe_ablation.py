@@ -38,6 +38,9 @@ STEPS: list[tuple[str, str, dict[str, Any], int | None]] = [
     ("setfit", "setfit", {}, None),
     ("setfit-lora", "setfit-lora", {}, None),
     ("self-train (unlabeled: the rest of train)", "self-train", {}, None),
+    ("full, twice the planned steps", "full", {"steps": -2}, None),
+    ("self-train, 5x the pool, half of it pseudo-labelled", "self-train",
+     {"unlabeled_per_label": 100, "pseudo_share": 0.5}, None),
 ]
 
 
@@ -91,6 +94,10 @@ def run(args: Any, path: Path, rows_idx: list[int]) -> None:
                 over = dict(over)
                 if over.get("holdout") == -1:
                     over["holdout"] = max(2, size // 10)
+                if over.get("steps") == -2:
+                    from minitl.recipes.plans import train_steps
+
+                    over["steps"] = 2 * train_steps(size)
                 cfg = dataclasses.replace(RecipeConfig(seed=seed, progress=args.progress),
                                           **over)
                 _, r = run_strategy(strategy, bb, task, cfg, feature_cache=cache)
