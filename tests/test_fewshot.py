@@ -290,3 +290,18 @@ def test_cli_saves_bow_with_its_vocabulary(tiny: dict[str, Any], tmp_path: Any) 
     sd = mt.load(out / "bow.safetensors")
     vocab = json.loads(load_metadata(out / "bow.safetensors")["vocabulary"])
     assert sd["weight"].shape == (2, len(vocab)) and sd["idf"].shape == (len(vocab),)
+
+
+@pytest.mark.parametrize("n", [32, 64])
+def test_auto_is_exactly_the_strategy_it_chose(tmp_path: Any, n: int) -> None:
+    """benchmarks/transfer/data_efficiency.py reuses the chosen strategy's run as auto's row;
+    that holds because both are the same computation."""
+    paths = tiny_assets(tmp_path, n=400)
+    bb = tc.load_backbone(paths["backbone"])
+    task = tc.load_task("movie-reviews", bb.tokenizer, n, 40, root=paths["data"])
+    auto, r = tc.run_strategy("auto", bb, task, quick())
+    chosen, r2 = tc.run_strategy(r.chosen, bb, task, quick())
+    assert r.chosen == ("head" if n < plans.FULL_FROM else "full")
+    np.testing.assert_array_equal(tc.predict_logits(auto.model, task.eval),
+                                  tc.predict_logits(chosen.model, task.eval))
+    assert r.accuracy == r2.accuracy

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import types
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -78,19 +79,43 @@ def sweep(args: Any, path: Path) -> None:
                                  unlabeled=None if set(todo) & set(UNLABELED) else 0)
                 for s in todo:
                     t = task if s in UNLABELED else _without_unlabeled(task)
-                    cfg = RecipeConfig(seed=seed, progress=args.progress)
-                    _, r = run_strategy(s, bb, t, cfg, feature_cache=cache)
-                    row = {"data": data, "size": size, "n_train": len(t.train), "seed": seed,
-                           "strategy": s, "chosen": r.chosen, "eval_split": args.eval_split,
-                           "accuracy": r.accuracy, "macro_f1": r.macro_f1, "steps": r.steps,
-                           "seconds": r.seconds, "cpu_seconds": r.cpu_seconds,
-                           "n_unlabeled": len(t.unlabeled), "n_eval": len(t.eval),
-                           "max_length": t.max_length, "machine": machine(),
-                           "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    row = _reused_auto(path, data, size, seed, args.eval_split, t) \
+                        if s == "auto" else None
+                    if row is None:
+                        cfg = RecipeConfig(seed=seed, progress=args.progress)
+                        _, r = run_strategy(s, bb, t, cfg, feature_cache=cache)
+                        row = {"data": data, "size": size, "n_train": len(t.train),
+                               "seed": seed, "strategy": s, "chosen": r.chosen,
+                               "eval_split": args.eval_split, "accuracy": r.accuracy,
+                               "macro_f1": r.macro_f1, "steps": r.steps,
+                               "seconds": r.seconds, "cpu_seconds": r.cpu_seconds,
+                               "n_unlabeled": len(t.unlabeled), "n_eval": len(t.eval),
+                               "max_length": t.max_length, "machine": machine(),
+                               "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    r = types.SimpleNamespace(**row)
                     with path.open("a", encoding="utf-8") as f:
                         f.write(json.dumps(row) + "\n")
                     log(f"{data} {size:>4} labels seed {seed} {s:<10} -> {r.chosen:<10} "
-                        f"accuracy {r.accuracy:.3f} ({r.steps} steps, {r.seconds:.0f} s)")
+                        f"accuracy {r.accuracy:.3f} ({r.steps} steps, {r.seconds:.0f} s)"
+                        + (" (the run of its choice)" if row.get("reused") else ""))
+
+
+def _reused_auto(path: Path, data: str, size: str, seed: int, split: str, task: Any
+                 ) -> dict[str, Any] | None:
+    """auto's row from the run of the strategy it picks, when that run is in the file: the
+    same function with the same seed on the same data (tests/test_fewshot.py checks that
+    auto and its choice give identical predictions), so running it twice would add
+    nothing but time."""
+    from minitl.recipes.plans import choose
+
+    choice = choose(len(task.train), len(task.unlabeled))
+    for r in load_rows(path):
+        if run_key(r) == (data, size, seed, choice.strategy, split) and \
+                r["n_unlabeled"] == (len(task.unlabeled) if choice.strategy in UNLABELED
+                                     else 0):
+            return {**r, "strategy": "auto", "chosen": choice.strategy, "reused": True,
+                    "reason": choice.reason}
+    return None
 
 
 def _without_unlabeled(task: Any) -> Any:

@@ -49,7 +49,7 @@ from minitl.recipes.pretrain_config import (
 from minitl.tensor import Tensor
 from minitl.train import Checkpoint, Trainer
 
-__all__ = ["ConfigError", "PretrainConfig", "PretrainResult", "PreparedRun", "RoundLoader",
+__all__ = ["ConfigError", "PreparedRun", "PretrainConfig", "PretrainResult", "RoundLoader",
            "TextCodec", "knn_accuracy", "load_pretrained", "model_family", "prepare", "pretrain",
            "train_wordpiece", "unigram_perplexity"]
 

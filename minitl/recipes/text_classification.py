@@ -79,7 +79,7 @@ from minitl.recipes.training import (
 __all__ = ["STRATEGIES", "Backbone", "EncodedText", "Fitted", "RecipeConfig", "RunResult",
            "SentenceClassifier", "SourceProbe", "SourceReplay", "Task", "build_model",
            "contrastive_nll", "dialog_pairs", "encode_texts", "evaluate", "fit", "load_backbone",
-           "load_task", "make_ewc", "make_loader", "run_strategy", "sample_indices", "score",
+           "load_task", "make_ewc", "make_loader", "predict_logits", "run_strategy", "sample_indices", "score",
            "sentence_embedding", "source_lines"]
 
 STRATEGIES: dict[str, str] = {
