@@ -306,3 +306,32 @@ def test_auto_is_exactly_the_strategy_it_chose(tmp_path: Any, n: int) -> None:
     np.testing.assert_array_equal(tc.predict_logits(auto.model, task.eval),
                                   tc.predict_logits(chosen.model, task.eval))
     assert r.accuracy == r2.accuracy
+
+
+def test_intermediate_sets_are_the_other_sentiment_sets() -> None:
+    from minitl.recipes.intermediate import related_sentiment_sets
+
+    assert related_sentiment_sets("movie-reviews") == ["tweets", "amazon-reviews",
+                                                       "nyt-snippets"]
+    assert "movie-reviews" in related_sentiment_sets("tweets")
+    with pytest.raises(ValueError, match="no related sentiment sets known for 'sms-spam'"):
+        related_sentiment_sets("sms-spam")
+
+
+def test_intermediate_model_trains_on_the_related_sets(tmp_path: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """On two tiny sentiment files standing in for the related sets: the intermediate model
+    classifies their labels and becomes the backbone the target's fine-tuning copies."""
+    from minitl.recipes import intermediate
+
+    a, b = tiny_assets(tmp_path / "a", n=80, seed=1), tiny_assets(tmp_path / "b", n=80, seed=2)
+    real = intermediate.load_dataset
+    monkeypatch.setattr(intermediate, "load_dataset", lambda d, split: real(
+        "movie-reviews", split=split, root={"x": a["data"], "y": b["data"]}[d]))
+    bb = tc.load_backbone(a["backbone"])
+    inter = intermediate.intermediate_model(bb, ["x", "y"], 16, quick(steps=4))
+    assert inter.n_labels == 2 * 64 and inter.steps == 4 and inter.datasets == ("x", "y")
+    assert inter.backbone.encoder is inter.model.bert
+    moved = inter.backbone.encoder.encoder.layer[0].attention.self.query.weight.numpy()
+    assert not np.allclose(moved, bb.encoder.encoder.layer[0].attention.self.query.weight
+                           .numpy())
