@@ -45,7 +45,10 @@ STEPS: list[tuple[str, str, dict[str, Any], int | None]] = [
     ("other domains' sentiment labels (tweets, amazon, nyt), no movie labels",
      "intermediate", {}, None),
     ("full, from the encoder tuned on those (STILTs)", "full", {"intermediate": True}, None),
+    ("full, ensemble of 3 (mean probabilities)", "members", {}, None),
+    ("full, soup of 3 (mean weights)", "members", {}, None),
 ]
+MEMBERS = 3  # full fine-tunes of the same labels, seeds for order and dropout only
 INTERMEDIATE_STEPS = 640  # one pass over the 10,200 sentences of the three other sets
 
 
@@ -117,6 +120,14 @@ def run(args: Any, path: Path, rows_idx: list[int]) -> None:
                         f"{', '.join(inter.datasets)}, {inter.steps} steps")
                 cfg = dataclasses.replace(RecipeConfig(seed=seed, progress=args.progress),
                                           **over)
+                if strategy == "members":
+                    if name.startswith("full, soup"):
+                        continue  # written together with the ensemble row
+                    for row_name, acc, secs in _members(bb, task, seed):
+                        _append(path, {"row": row_name, "strategy": "full", "size": size,
+                                       "seed": seed, "accuracy": acc, "steps": 0,
+                                       "seconds": secs, "max_length": task.max_length})
+                    continue
                 if strategy == "intermediate":
                     t0 = time.perf_counter()
                     m = score(Fitted("intermediate", inter.model), inter.backbone, task.eval)
@@ -134,6 +145,40 @@ def run(args: Any, path: Path, rows_idx: list[int]) -> None:
                     f.write(json.dumps(row) + "\n")
                 log(f"{size:>4} seed {seed} {name:<45} {r.accuracy:.3f} ({r.steps} steps, "
                     f"{r.seconds:.0f} s)")
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    row = {**row, "machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _members(bb: Any, task: Any, seed: int) -> list[tuple[str, float, float]]:
+    """MEMBERS full fine-tunes of task.train: their mean probabilities (an ensemble) and
+    the model with their mean weights (a uniform soup, arXiv:2203.05482)."""
+    import numpy as np
+
+    from minitl.recipes.sentence_model import metrics, predict_logits
+    from minitl.recipes.text_classification import RecipeConfig, fit
+    from minitl.tensor import Tensor
+
+    t0 = time.perf_counter()
+    models = [fit("full", bb, task.train, RecipeConfig(seed=seed if m == 0 else seed * 1000 + m,
+                                                       progress=False),
+                  dataset=task.name, label_names=task.label_names,
+                  max_length=task.max_length).model for m in range(MEMBERS)]
+    secs = time.perf_counter() - t0
+    probs = []
+    for m in models:
+        z = predict_logits(m, task.eval)
+        e = np.exp(z - z.max(1, keepdims=True))
+        probs.append(e / e.sum(1, keepdims=True))
+    ens = metrics(np.mean(probs, 0), task.eval.labels)["accuracy"]
+    sds = [m.state_dict() for m in models]
+    models[0].load_state_dict({k: Tensor(np.mean([sd[k].numpy() for sd in sds], 0)
+                                         .astype(sds[0][k].numpy().dtype)) for k in sds[0]})
+    soup = metrics(predict_logits(models[0], task.eval), task.eval.labels)["accuracy"]
+    return [(STEPS[-2][0], ens, secs), (STEPS[-1][0], soup, secs)]
 
 
 def report(args: Any, path: Path) -> str:

@@ -34,7 +34,8 @@ import json
 import os
 from typing import Any
 
-SAVE_WHOLE = ("scratch", "full", "gradual", "discriminative", "setfit", "self-train")
+SAVE_WHOLE = ("scratch", "full", "gradual", "discriminative", "setfit", "self-train",
+              "intermediate")
 HEAD_ONLY = ("zero-shot", "prototype", "head")
 
 

@@ -38,7 +38,7 @@ HEAD_LR = 1e-3  # the head's lr while the encoder (or its adapters) train
 HYPER: dict[str, float] = {
     "scratch": 2e-4, "head": 1e-3, "full": 3e-5, "gradual": 3e-5, "discriminative": 6e-5,
     "lora": 5e-4, "adapter": 5e-4, "prompt": 3e-2, "setfit": 2e-5, "setfit-lora": 5e-4,
-    "self-train": 3e-5,
+    "self-train": 3e-5, "intermediate": 3e-5,
 }
 
 

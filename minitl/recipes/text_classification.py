@@ -26,6 +26,7 @@ fewshot (class vectors, pairs), plans (budgets, auto), training (loops) and sour
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -97,6 +98,8 @@ STRATEGIES: dict[str, str] = {
     "setfit": "contrastive pairs on the encoder (cosine loss), then the head",
     "setfit-lora": "setfit with LoRA factors only: the base stays frozen",
     "self-train": "full, then full again with its confident pseudo-labels on unlabeled text",
+    "intermediate": "full, from the encoder first fine-tuned on related labelled sets "
+                    "(STILTs: the other sentiment sets, not one target sentence)",
     "auto": "chosen from the label count and the unlabeled text (plans.choose)",
 }
 FROZEN = ("zero-shot", "prototype", "head")  # the pristine encoder's embeddings suffice
@@ -201,7 +204,7 @@ def build_model(strategy: str, backbone: Backbone, num_labels: int, cfg: RecipeC
                 encoder: Bert | None = None) -> SentenceClassifier:
     """A classifier on a copy of the encoder (or on `encoder`), adapted as `strategy`
     wants. The head starts random here; `fit` sets it to zero-shot."""
-    if strategy not in STRATEGIES or strategy in ("auto", "bow", "self-train"):
+    if strategy not in STRATEGIES or strategy in ("auto", "bow", "self-train", "intermediate"):
         raise ValueError(f"unknown strategy {strategy!r} for build_model; choose from "
                          f"{', '.join(s for s in STRATEGIES if s not in ('auto', 'bow'))}")
     manual_seed(cfg.seed)
@@ -258,6 +261,8 @@ def fit(strategy: str, backbone: Backbone, train: EncodedText, cfg: RecipeConfig
         out = _fit_setfit(strategy, ctx, train)
     elif strategy == "self-train":
         out = _fit_self_train(ctx, train, unlabeled)
+    elif strategy == "intermediate":
+        out = _fit_intermediate(ctx, train)
     else:
         out = _fit_encoder(strategy, ctx, train, replay=replay, ewc_pairs=ewc_pairs)
     out.details = {**details, **out.details, "max_length": ctx.max_length}
@@ -397,6 +402,21 @@ def _fit_self_train(ctx: _Context, train: EncodedText, unlabeled: Sequence[str])
     student.details.update(pool=pool_n, pseudo=len(keep),
                            pseudo_min_confidence=float(conf[keep].min()) if len(keep) else None)
     return student
+
+
+def _fit_intermediate(ctx: _Context, train: EncodedText) -> Fitted:
+    """Full fine-tuning from the intermediate encoder, its head (a classifier of the same
+    labels) as the start of ours."""
+    from minitl.recipes.intermediate import intermediate_model, related_sentiment_sets
+
+    sets = related_sentiment_sets(ctx.dataset)
+    inter = intermediate_model(ctx.backbone, sets, ctx.max_length)
+    sub = dataclasses.replace(ctx, backbone=inter.backbone, head_from=inter.model)
+    out = _fit_encoder("full", sub, train)
+    out.strategy = "intermediate"
+    out.details.update(intermediate={"datasets": list(sets), "labels": inter.n_labels,
+                                     "steps": inter.steps})
+    return out
 
 
 def score(fitted: Fitted, backbone: Backbone, data: EncodedText,
