@@ -329,9 +329,31 @@ def test_intermediate_model_trains_on_the_related_sets(tmp_path: Any,
     monkeypatch.setattr(intermediate, "load_dataset", lambda d, split: real(
         "movie-reviews", split=split, root={"x": a["data"], "y": b["data"]}[d]))
     bb = tc.load_backbone(a["backbone"])
-    inter = intermediate.intermediate_model(bb, ["x", "y"], 16, quick(steps=4))
+    inter = intermediate.intermediate_model(bb, ["x", "y"], 16, quick(steps=4), cache=False)
     assert inter.n_labels == 2 * 64 and inter.steps == 4 and inter.datasets == ("x", "y")
     assert inter.backbone.encoder is inter.model.bert
     moved = inter.backbone.encoder.encoder.layer[0].attention.self.query.weight.numpy()
     assert not np.allclose(moved, bb.encoder.encoder.layer[0].attention.self.query.weight
                            .numpy())
+
+
+def test_the_intermediate_strategy_starts_from_the_intermediate_model(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from minitl.recipes import intermediate
+
+    a, b = tiny_assets(tmp_path / "a", n=80, seed=1), tiny_assets(tmp_path / "b", n=80, seed=2)
+    real = intermediate.load_dataset
+    monkeypatch.setattr(intermediate, "load_dataset", lambda d, split: real(
+        "movie-reviews", split=split, root={"x": a["data"], "y": b["data"]}[d]))
+    monkeypatch.setattr(intermediate, "related_sentiment_sets", lambda target: ["x", "y"])
+    monkeypatch.setattr(intermediate, "STEPS", 3)
+    monkeypatch.setattr(intermediate, "_CACHE", {})
+    bb = tc.load_backbone(a["backbone"])
+    task = tc.load_task("movie-reviews", bb.tokenizer, 16, 20, root=a["data"])
+    fitted, r = tc.run_strategy("intermediate", bb, task, quick(steps=2))
+    d = fitted.details["intermediate"]
+    assert r.chosen == "intermediate" and d == {"datasets": ["x", "y"], "labels": 128,
+                                                 "steps": 3}
+    again, _ = tc.run_strategy("intermediate", bb, task, quick(steps=2))  # cached model
+    np.testing.assert_array_equal(tc.predict_logits(again.model, task.eval),
+                                  tc.predict_logits(fitted.model, task.eval))
