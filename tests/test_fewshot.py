@@ -270,6 +270,7 @@ def test_cli_eval_split_test_reports_test_accuracy(tmp_path: Any,
     (["--labels", "0", "--strategy", "full"], "--labels 0 leaves nothing to train full"),
     (["--labels", "1", "--strategy", "head"], "--labels 1 cannot cover two classes"),
     (["--labels", "8", "--strategy", "self-train"], "self-train needs unlabeled"),
+    (["--data", "sms-spam", "--strategy", "intermediate"], "not sms-spam"),
 ])
 def test_cli_refuses_settings_that_cannot_work(tiny: dict[str, Any], tmp_path: Any,
                                                capsys: pytest.CaptureFixture[str],

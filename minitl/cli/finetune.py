@@ -124,6 +124,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--labels 1 cannot cover two classes; give 0 or at least 2")
     if args.strategy == "self-train" and args.unlabeled == 0:
         raise UsageError("self-train needs unlabeled sentences: --unlabeled N or all")
+    if args.strategy == "intermediate":
+        from minitl.recipes.intermediate import SENTIMENT_SETS
+
+        if args.data not in SENTIMENT_SETS:
+            raise UsageError(f"intermediate knows related labelled sets for "
+                             f"{', '.join(SENTIMENT_SETS)} only, not {args.data}")
     check_output_dir(args.out)
     cfg = RecipeConfig(max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
                        steps=args.steps, max_steps=args.max_steps, lr=args.lr,
