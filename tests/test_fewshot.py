@@ -358,3 +358,12 @@ def test_the_intermediate_strategy_starts_from_the_intermediate_model(
     again, _ = tc.run_strategy("intermediate", bb, task, quick(steps=2))  # cached model
     np.testing.assert_array_equal(tc.predict_logits(again.model, task.eval),
                                   tc.predict_logits(fitted.model, task.eval))
+
+
+def test_selection_keeps_the_best_held_out_state(tiny: dict[str, Any]) -> None:
+    fitted, _ = tc.run_strategy("full", tiny["bb"], tiny["task"], quick(steps=10, holdout=8,
+                                                                        lr=3e-3))
+    sel = fitted.details["selection"]
+    assert fitted.details["plan"]["holdout"] == 8 and len(sel["scores"]) >= 5
+    best = max(sel["scores"], key=lambda r: (r["accuracy"], -r["loss"]))
+    assert sel["best_step"] == best["step"]

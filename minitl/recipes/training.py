@@ -21,7 +21,7 @@ from minitl.creation import manual_seed
 from minitl.data import pad_collate
 from minitl.optim import AdamW
 from minitl.optim.lr_scheduler import get_linear_schedule_with_warmup
-from minitl.recipes.sentence_model import SentenceClassifier, evaluate
+from minitl.recipes.sentence_model import SentenceClassifier, metrics, predict_logits
 from minitl.recipes.text_data import EncodedText, make_loader
 from minitl.tensor import Tensor
 from minitl.train import LambdaCallback, Trainer
@@ -121,15 +121,21 @@ def unfreezing(model: SentenceClassifier, n_stages: int, steps: int) -> LambdaCa
     return LambdaCallback(on_step_end=on_step_end)
 
 
-def _selector(model: SentenceClassifier, sel: Selection, steps: int) -> LambdaCallback:
+def _selector(model: SentenceClassifier, sel: Selection, steps: int
+              ) -> tuple[LambdaCallback, dict[str, Any]]:
+    """A callback scoring `sel.holdout` every steps / sel.evals steps and at the end, and
+    the dict where it keeps the best state so far ("state": name -> array)."""
     every = max(1, steps // max(1, sel.evals))
     best: dict[str, Any] = {"key": None, "state": None}
 
     def score(step: int) -> None:
-        m = evaluate(model, sel.holdout)
-        logits_loss = _holdout_loss(model, sel.holdout)
-        sel.scores.append({"step": step, **m, "loss": logits_loss})
-        key = (m["accuracy"], -logits_loss)
+        z = predict_logits(model, sel.holdout)  # one pass gives accuracy and loss
+        m = metrics(z, sel.holdout.labels)
+        z = z - z.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        loss = float(-logp[np.arange(len(z)), sel.holdout.labels].mean())
+        sel.scores.append({"step": step, **m, "loss": loss})
+        key = (m["accuracy"], -loss)
         if best["key"] is None or key > best["key"]:
             best["key"] = key
             best["state"] = {k: v.numpy().copy() for k, v in model.state_dict().items()}
@@ -139,18 +145,7 @@ def _selector(model: SentenceClassifier, sel: Selection, steps: int) -> LambdaCa
         if trainer.step % every == 0 or trainer.step == steps:
             score(trainer.step)
 
-    cb = LambdaCallback(on_step_end=on_step_end)
-    cb.best = best  # type: ignore[attr-defined]
-    return cb
-
-
-def _holdout_loss(model: SentenceClassifier, data: EncodedText) -> float:
-    from minitl.recipes.sentence_model import predict_logits
-
-    z = predict_logits(model, data)
-    z = z - z.max(1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-    return float(-logp[np.arange(len(z)), data.labels].mean())
+    return LambdaCallback(on_step_end=on_step_end), best
 
 
 def train_classifier(strategy: str, model: SentenceClassifier, train: EncodedText,
@@ -171,8 +166,9 @@ def train_classifier(strategy: str, model: SentenceClassifier, train: EncodedTex
         callbacks.append(unfreezing(model, unfreeze_stages, s.steps))
     if on_step is not None:
         callbacks.append(_step_timer(on_step))
-    selector = _selector(model, selection, s.steps) if selection is not None else None
-    if selector is not None:
+    best: dict[str, Any] = {"state": None}
+    if selection is not None:
+        selector, best = _selector(model, selection, s.steps)
         callbacks.append(selector)
     trainer = _RecipeTrainer(
         model, opt, None, loader, max_steps=s.steps, callbacks=callbacks,
@@ -180,9 +176,8 @@ def train_classifier(strategy: str, model: SentenceClassifier, train: EncodedTex
         progress=s.progress, seed=s.seed, log_every=max(1, s.steps // 4),
         stream=s.stream or sys.stderr, **(trainer_extra or {}))
     trainer.fit()
-    if selector is not None and selector.best["state"] is not None:  # type: ignore[attr-defined]
-        model.load_state_dict({k: Tensor(v) for k, v in
-                               selector.best["state"].items()})  # type: ignore[attr-defined]
+    if best["state"] is not None:
+        model.load_state_dict({k: Tensor(v) for k, v in best["state"].items()})
     return trainer.step
 
 
