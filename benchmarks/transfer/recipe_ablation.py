@@ -158,7 +158,7 @@ def _members(bb: Any, task: Any, seed: int) -> list[tuple[str, float, float]]:
     the model with their mean weights (a uniform soup, arXiv:2203.05482)."""
     import numpy as np
 
-    from minitl.recipes.sentence_model import metrics, predict_logits
+    from minitl.recipes.sentence_model import log_probabilities, metrics, predict_logits
     from minitl.recipes.text_classification import RecipeConfig, fit
     from minitl.tensor import Tensor
 
@@ -168,11 +168,7 @@ def _members(bb: Any, task: Any, seed: int) -> list[tuple[str, float, float]]:
                   dataset=task.name, label_names=task.label_names,
                   max_length=task.max_length).model for m in range(MEMBERS)]
     secs = time.perf_counter() - t0
-    probs = []
-    for m in models:
-        z = predict_logits(m, task.eval)
-        e = np.exp(z - z.max(1, keepdims=True))
-        probs.append(e / e.sum(1, keepdims=True))
+    probs = [np.exp(log_probabilities(predict_logits(m, task.eval))) for m in models]
     ens = metrics(np.mean(probs, 0), task.eval.labels)["accuracy"]
     sds = [m.state_dict() for m in models]
     models[0].load_state_dict({k: Tensor(np.mean([sd[k].numpy() for sd in sds], 0)

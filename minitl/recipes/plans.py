@@ -88,7 +88,7 @@ def choose(n_labels: int, n_unlabeled: int = 0) -> Choice:
       - 100 labels: full 0.758 ± 0.015, LoRA 0.754, SetFit 0.757 (4x the time), head 0.734.
     `n_unlabeled` is not used: self-training on the rest of the train split scored
     0.747 ± 0.021 at 100 labels (0.754 with a 5x pool, one sample), no better than full
-    fine-tuning at 2-5x its time."""
+    fine-tuning at 5-15x its time."""
     del n_unlabeled
     if n_labels <= 0:
         return Choice("zero-shot", "no labels: cosine with the label descriptions")

@@ -27,7 +27,7 @@ from minitl.tensor import Tensor
 from minitl.train import accuracy, macro_f1
 
 __all__ = ["Backbone", "SentenceClassifier", "embed_texts", "evaluate", "load_backbone",
-           "metrics", "predict_logits", "sentence_embedding"]
+           "log_probabilities", "metrics", "predict_logits", "sentence_embedding"]
 
 
 class SentenceClassifier(nn.Module):
@@ -125,6 +125,12 @@ def metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         raise ValueError(f"{len(logits)} predictions for {len(labels)} labels")
     pred = np.asarray(logits).argmax(-1)
     return {"accuracy": accuracy(pred, labels), "macro_f1": macro_f1(pred, labels)}
+
+
+def log_probabilities(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of (N, C) scores, stable for large logits."""
+    z = logits - logits.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 def predict_logits(model: SentenceClassifier, data: EncodedText, batch_size: int = 64,

@@ -47,6 +47,7 @@ from minitl.recipes.sentence_model import (
     embed_texts,
     evaluate,
     load_backbone,
+    log_probabilities,
     metrics,
     predict_logits,
     sentence_embedding,
@@ -384,9 +385,7 @@ def _fit_self_train(ctx: _Context, train: EncodedText, unlabeled: Sequence[str])
     pool_texts = [unlabeled[i] for i in rng.choice(len(unlabeled), pool_n, replace=False)]
     pool = encode_texts(ctx.backbone.tokenizer, pool_texts, np.zeros(pool_n), ctx.max_length)
     assert teacher.model is not None
-    logits = predict_logits(teacher.model, pool, cfg.eval_batch_size)
-    z = logits - logits.max(1, keepdims=True)
-    prob = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    prob = np.exp(log_probabilities(predict_logits(teacher.model, pool, cfg.eval_batch_size)))
     pred, conf = prob.argmax(1), prob.max(1)
     c = len(ctx.label_names)
     per_class = int(cfg.pseudo_share * pool_n / c)

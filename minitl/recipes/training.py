@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,13 @@ from minitl.creation import manual_seed
 from minitl.data import pad_collate
 from minitl.optim import AdamW
 from minitl.optim.lr_scheduler import get_linear_schedule_with_warmup
-from minitl.recipes.sentence_model import SentenceClassifier, metrics, predict_logits
-from minitl.recipes.text_data import EncodedText, make_loader
+from minitl.recipes.sentence_model import (
+    SentenceClassifier,
+    log_probabilities,
+    metrics,
+    predict_logits,
+)
+from minitl.recipes.text_data import EncodedText, make_loader, sample_indices
 from minitl.tensor import Tensor
 from minitl.train import LambdaCallback, Trainer
 
@@ -131,8 +137,7 @@ def _selector(model: SentenceClassifier, sel: Selection, steps: int
     def score(step: int) -> None:
         z = predict_logits(model, sel.holdout)  # one pass gives accuracy and loss
         m = metrics(z, sel.holdout.labels)
-        z = z - z.max(1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        logp = log_probabilities(z)
         loss = float(-logp[np.arange(len(z)), sel.holdout.labels].mean())
         sel.scores.append({"step": step, **m, "loss": loss})
         key = (m["accuracy"], -loss)
@@ -182,8 +187,6 @@ def train_classifier(strategy: str, model: SentenceClassifier, train: EncodedTex
 
 
 def _step_timer(on_step: Callable[[float], None]) -> LambdaCallback:
-    import time
-
     last = [time.perf_counter()]
 
     def on_step_end(trainer: Trainer, record: Any) -> None:
@@ -288,8 +291,6 @@ def train_pairs(model: SentenceClassifier, train: EncodedText, pairs: np.ndarray
 def split_holdout(train: EncodedText, n_holdout: int, seed: int
                   ) -> tuple[EncodedText, EncodedText]:
     """(fit, holdout): `n_holdout` sentences drawn stratified from `train`."""
-    from minitl.recipes.text_data import sample_indices
-
     hold = sample_indices(train.labels, n_holdout, seed + 7919)
     keep = np.setdiff1d(np.arange(len(train)), hold)
     return train.subset(keep), train.subset(hold)
