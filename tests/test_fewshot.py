@@ -271,6 +271,8 @@ def test_cli_eval_split_test_reports_test_accuracy(tmp_path: Any,
     (["--labels", "1", "--strategy", "head"], "--labels 1 cannot cover two classes"),
     (["--labels", "8", "--strategy", "self-train"], "self-train needs unlabeled"),
     (["--data", "sms-spam", "--strategy", "intermediate"], "not sms-spam"),
+    (["--data", "nonsense", "--strategy", "head"], "unknown dataset 'nonsense'"),
+    (["--backbone", "/nonexistent", "--strategy", "head"], "neither a directory nor"),
 ])
 def test_cli_refuses_settings_that_cannot_work(tiny: dict[str, Any], tmp_path: Any,
                                                capsys: pytest.CaptureFixture[str],

@@ -88,6 +88,7 @@ def conclusions(results: list[Any], n_labels: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from minitl import assets
+    from minitl.cli.args import user_errors
     from minitl.cli.finetune import save_weights, source_material, write_json
     from minitl.recipes.report import bar_chart, markdown_table, text_table
     from minitl.recipes.text_classification import (
@@ -134,9 +135,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"demo: {e}", file=sys.stderr)
                 return 1
             _say(f"  asset {name:<14} ready after {time.perf_counter() - t:.0f} s")
-    backbone = load_backbone(args.backbone, log=_say)
-    task = load_task(args.data, backbone.tokenizer, size["labels"], size["eval_size"],
-                     seed=args.seed, max_length=size["max_length"], root=args.data_root)
+    with user_errors(KeyError, FileNotFoundError):  # an unknown dataset or backbone, a wrong path
+        backbone = load_backbone(args.backbone, log=_say)
+        task = load_task(args.data, backbone.tokenizer, size["labels"], size["eval_size"],
+                         seed=args.seed, max_length=size["max_length"], root=args.data_root)
     probe_lines, _, _ = source_material(args.source_text, size["source_lines"], 0, 0)
     probe = SourceProbe(backbone.encoder, backbone.tokenizer, probe_lines, task.max_length)
     n_params = sum(p.numel() for p in backbone.encoder.parameters())

@@ -107,7 +107,7 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minitl.cli.args import UsageError, check_output_dir
+    from minitl.cli.args import UsageError, check_output_dir, user_errors
     from minitl.recipes.text_classification import (
         RecipeConfig,
         SourceProbe,
@@ -138,10 +138,11 @@ def run(args: argparse.Namespace) -> int:
                        adapter_bottleneck=args.adapter_bottleneck,
                        prompt_tokens=args.prompt_tokens, progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)
-    backbone = load_backbone(args.backbone)
-    task = load_task(args.data, backbone.tokenizer, args.labels, args.eval_size,
-                     seed=args.seed, max_length=args.max_length, root=args.data_root,
-                     eval_split=args.eval_split, unlabeled=args.unlabeled)
+    with user_errors(KeyError, FileNotFoundError):  # an unknown dataset or backbone, a wrong path
+        backbone = load_backbone(args.backbone)
+        task = load_task(args.data, backbone.tokenizer, args.labels, args.eval_size,
+                         seed=args.seed, max_length=args.max_length, root=args.data_root,
+                         eval_split=args.eval_split, unlabeled=args.unlabeled)
     probe_lines, replay_lines, pairs = source_material(
         args.source_text, args.source_lines, 512 if args.replay > 0 else 0,
         128 if args.ewc > 0 else 0)
