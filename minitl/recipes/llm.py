@@ -79,6 +79,7 @@ class LLMConfig:
     eval_size: int | None = None  # sentences of the eval split (None: all of it)
     eval_batch_size: int = 32
     lm_steps: int = 60  # optimizer steps of causal-LM adaptation (movie-dialog)
+    max_steps: int | None = None  # stop after this many optimizer steps (quick checks)
     lm_window: int = 128  # tokens per causal-LM training / evaluation window
     lm_eval_windows: int = 32  # validation windows for perplexity
     general_windows: int = 16  # windows of general text for the forgetting ledger
@@ -237,6 +238,8 @@ def _train_classifier(lm: LlamaForCausalLM, prompts: list[np.ndarray], labels: n
     params = _lora(lm, cfg)
     per_epoch = math.ceil(len(prompts) / cfg.batch_size)
     steps = per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
     opt, sched = _optimizer(params, cfg, steps)
     rng = np.random.default_rng(seed)
     lm.train()
@@ -245,6 +248,8 @@ def _train_classifier(lm: LlamaForCausalLM, prompts: list[np.ndarray], labels: n
         order = rng.permutation(len(prompts))
         losses = []
         for i in range(0, len(order), cfg.batch_size):
+            if step == steps:
+                break
             idx = order[i:i + cfg.batch_size]
             with ledger.time_step():
                 # the answer token follows the prompt: the loss is its cross-entropy only
@@ -255,6 +260,8 @@ def _train_classifier(lm: LlamaForCausalLM, prompts: list[np.ndarray], labels: n
                 losses.append(_step(opt, sched, params, loss))
             step += 1
         log(f"  epoch {epoch + 1}/{cfg.epochs}: loss {np.mean(losses):.4f}")
+        if step == steps:
+            break
     lm.eval()
     return step
 
@@ -262,11 +269,12 @@ def _train_classifier(lm: LlamaForCausalLM, prompts: list[np.ndarray], labels: n
 def _train_lm(lm: LlamaForCausalLM, windows: list[np.ndarray], cfg: LLMConfig, seed: int,
               ledger: tl.ForgettingLedger, log: Callable[[str], None]) -> int:
     params = _lora(lm, cfg)
-    opt, sched = _optimizer(params, cfg, cfg.lm_steps)
+    steps = cfg.lm_steps if cfg.max_steps is None else min(cfg.lm_steps, cfg.max_steps)
+    opt, sched = _optimizer(params, cfg, steps)
     rng = np.random.default_rng(seed)
     lm.train()
     losses = []
-    for step in range(cfg.lm_steps):
+    for step in range(steps):
         idx = rng.choice(len(windows), min(cfg.batch_size, len(windows)), replace=False)
         with ledger.time_step():
             ids = np.stack([windows[j] for j in idx])
@@ -275,9 +283,9 @@ def _train_lm(lm: LlamaForCausalLM, windows: list[np.ndarray], cfg: LLMConfig, s
                                    tensor(ids[:, 1:].reshape(-1)))
             losses.append(_step(opt, sched, params, loss))
         if (step + 1) % 10 == 0:
-            log(f"  step {step + 1}/{cfg.lm_steps}: loss {np.mean(losses[-10:]):.4f}")
+            log(f"  step {step + 1}/{steps}: loss {np.mean(losses[-10:]):.4f}")
     lm.eval()
-    return cfg.lm_steps
+    return steps
 
 
 # ---- the entry point -----------------------------------------------------------------------
