@@ -35,6 +35,7 @@ from minitl.io.gguf import GGUFFile, read_gguf, resolve_gguf
 from minitl.io.gguf_llama import llama_config, llama_tensors, unpermute_rows
 from minitl.models.configs import LlamaConfig
 from minitl.nn.quantized import QuantEmbedding, QuantLinear
+from minitl.nn.utils.checkpoint import checkpoint
 from minitl.tensor import Tensor
 
 __all__ = ["KVCache", "LlamaConfig", "LlamaForCausalLM", "LlamaModel"]
@@ -175,6 +176,7 @@ class LlamaModel(nn.Module):
                                     for i in range(config.num_hidden_layers))
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary = LlamaRotaryEmbedding(config.head_dim, config.rope_theta)
+        self.gradient_checkpointing = False
 
     def forward(self, input_ids: Any = None, attention_mask: Any = None,
                 kv_cache: KVCache | None = None, inputs_embeds: Tensor | None = None) -> Tensor:
@@ -193,8 +195,10 @@ class LlamaModel(nn.Module):
                 raise ValueError(f"attention_mask must be (batch, {s}), got {keep.shape}")
             mask = np.tril(np.ones((t, s), dtype=bool), k=s - t)[None, None] \
                 & keep[:, None, None, :]  # (B, 1, T, S)
+        recompute = self.gradient_checkpointing and self.training and kv_cache is None
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, kv_cache, i, mask)
+            x = (checkpoint(layer, x, cos, sin, None, i, mask) if recompute
+                 else layer(x, cos, sin, kv_cache, i, mask))
         if kv_cache is not None:
             kv_cache.length += t
         return self.norm(x)
@@ -231,6 +235,54 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: Any = None, attention_mask: Any = None,
                 kv_cache: KVCache | None = None, inputs_embeds: Tensor | None = None) -> Tensor:
         return self.lm_head(self.model(input_ids, attention_mask, kv_cache, inputs_embeds))
+
+    # ---- memory-lean training --------------------------------------------------------------
+
+    def gradient_checkpointing_enable(self) -> None:
+        """In training mode, keep only each decoder layer's input from the forward pass and
+        recompute the layer in backward (minitl.nn.utils.checkpoint): one more forward pass of
+        compute for one (B, T, D) array per layer instead of all its intermediates."""
+        self.model.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.model.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.model.gradient_checkpointing
+
+    def causal_lm_loss(self, input_ids: Any, labels: Any = None, attention_mask: Any = None,
+                       chunk_tokens: int = 256, ignore_index: int = -100) -> Tensor:
+        """Mean next-token cross-entropy: position t is scored on labels[:, t + 1] (labels
+        default to input_ids; `ignore_index` marks positions left out, as in transformers'
+        `labels=`). The LM head and the loss run `chunk_tokens` positions at a time, each
+        chunk checkpointed, so the (B*T, vocab) logits and their gradient never exist whole:
+        for 8 x 128 tokens and SmolLM2's 49,152-word vocabulary that is 2 x 201 MB less."""
+        if chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+        ids = np.asarray(input_ids.data if isinstance(input_ids, Tensor) else input_ids)
+        lab = ids if labels is None else np.asarray(
+            labels.data if isinstance(labels, Tensor) else labels)
+        if ids.ndim != 2 or lab.shape != ids.shape:
+            raise ValueError(f"causal_lm_loss: input_ids must be (B, T) and labels the same "
+                             f"shape, got {ids.shape} and {lab.shape}")
+        target = lab[:, 1:].reshape(-1).astype(np.int64)
+        count = int((target != ignore_index).sum())
+        if count == 0:
+            raise ValueError("causal_lm_loss: every target position is ignore_index")
+        h = self.model(ids, attention_mask)
+        hs = h[:, :-1].reshape(-1, h.shape[-1])
+        total: Tensor | None = None
+        for i in range(0, len(target), chunk_tokens):
+            part = checkpoint(self._head_loss, hs[i:i + chunk_tokens],
+                              tensor(target[i:i + chunk_tokens]), ignore_index)
+            total = part if total is None else total + part
+        assert total is not None
+        return total / count
+
+    def _head_loss(self, h: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+        return F.cross_entropy(self.lm_head(h), target, ignore_index=ignore_index,
+                               reduction="sum")
 
     # ---- generation ------------------------------------------------------------------------
 

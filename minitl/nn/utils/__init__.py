@@ -1,4 +1,5 @@
-"""nn utilities: gradient clipping (implemented in `minitl.optim.clip`)."""
+"""nn utilities: gradient clipping (implemented in `minitl.optim.clip`) and activation
+checkpointing (`minitl.nn.utils.checkpoint.checkpoint`)."""
 
 from minitl.optim.clip import clip_grad_norm_, clip_grad_value_
 
