@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, ClassVar, Self
 
-__all__ = ["BertConfig", "GPTConfig", "LlamaConfig", "ResNetConfig"]
+__all__ = ["BertConfig", "GPTConfig", "LlamaConfig", "ResNetConfig", "ViTConfig"]
 
 
 class _Named:
@@ -360,3 +360,60 @@ class ResNetConfig(_Named):
         if self.stem not in ("small", "imagenet"):
             raise ValueError(f"ResNetConfig: stem must be 'small' or 'imagenet', got "
                              f"{self.stem!r}")
+
+
+# ---- ViT -------------------------------------------------------------------------------
+
+@dataclass
+class ViTConfig(_Named):
+    """A Vision Transformer (Dosovitskiy et al., arXiv:2010.11929), field names close to timm's
+    VisionTransformer arguments."""
+
+    image_size: int = 28  # square inputs; pos_embed holds (image_size / patch_size)^2 + 1 rows
+    patch_size: int = 7  # side of a square patch; must divide image_size
+    in_channels: int = 1  # 1 for grey images, 3 for RGB
+    num_classes: int = 10  # outputs of the `head`
+    embed_dim: int = 64  # D, the width of every token
+    depth: int = 4  # number of pre-LN transformer blocks
+    num_heads: int = 4  # heads per block; head size = D / heads
+    mlp_ratio: float = 4.0  # hidden width of each block's MLP = mlp_ratio * D
+    qkv_bias: bool = True  # bias on the fused query/key/value projection (timm's default)
+    # "cls": the head reads the class token; "mean": the mean of the patch tokens
+    pool: str = "cls"
+    dropout: float = 0.0  # after the position embedding and on each sub-layer output
+    layer_norm_eps: float = 1e-6  # timm's ViTs use 1e-6
+    initializer_range: float = 0.02  # std of the truncated-normal init of weights and embeddings
+
+    SIZES: ClassVar[dict[str, dict[str, Any]]] = {
+        # 28x28 grey images in 16 patches of 7x7: the size the tests and --quick runs use
+        "vit-tiny": {"embed_dim": 32, "depth": 2, "num_heads": 2},
+        "vit-mini": {"embed_dim": 64, "depth": 4, "num_heads": 4},
+        # 49 patches of 4x4: ~3x the attention and MLP work of vit-mini per image
+        "vit-mini-p4": {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4},
+        "vit-small": {"embed_dim": 128, "depth": 6, "num_heads": 4},
+    }
+
+    def __post_init__(self) -> None:
+        _set(self, **{n: _int(self, n) for n in (
+            "image_size", "patch_size", "in_channels", "num_classes", "embed_dim", "depth",
+            "num_heads")})
+        _set(self, mlp_ratio=_real(self, "mlp_ratio", 0.0, lo_open=True),
+             dropout=_real(self, "dropout", **_RATE),
+             initializer_range=_real(self, "initializer_range", 0.0),
+             layer_norm_eps=_real(self, "layer_norm_eps", 0.0, lo_open=True))
+        _choice(self, "qkv_bias", (True, False))
+        _choice(self, "pool", ("cls", "mean"))
+        if self.image_size % self.patch_size:
+            raise ValueError(f"ViTConfig: image_size {self.image_size} is not a multiple of "
+                             f"patch_size {self.patch_size}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"ViTConfig: embed_dim {self.embed_dim} is not a multiple of "
+                             f"num_heads {self.num_heads}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
