@@ -302,3 +302,66 @@ def test_resnet_mini_fashion_mnist(tmp_path: Path) -> None:
     r = pretrain(PretrainConfig(model="resnet-mini", data="fashion-mnist", epochs=1,
                                 out=str(tmp_path / "resnet.safetensors"), progress=False))
     assert r.metrics["test_accuracy"] >= 0.88
+
+
+# ---- vit: supervised, mae, simclr on the same backbone -------------------------------------------
+
+TINY_VIT = ["--model", "vit-tiny", "--data", "digits", "--set", "patch_size=2", "--set",
+            "embed_dim=16", "--batch-size", "32", "--lr", "3e-3", "--eval-every", "10",
+            "--quiet"]
+
+
+@pytest.mark.parametrize("objective", ["supervised", "mae", "simclr"])
+def test_vit_objectives_train_save_and_load_back(tmp_path: Path, digits: Path, objective: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from minitl.cli.pretrain_vit import load_pretrained_vit
+
+    out = tmp_path / "v.safetensors"
+    text = run_cli([*TINY_VIT, "--data-root", str(digits), "--objective", objective,
+                    "--steps", "40", "--log-dir", str(tmp_path / "log"), "--out", str(out)],
+                   capsys)
+    meta = json.loads((tmp_path / "v.config.json").read_text())
+    assert meta["family"] == "vit" and meta["objective"] == objective
+    assert meta["model_config"]["patch_size"] == 2 and meta["model_config"]["image_size"] == 8
+    assert "test_knn_accuracy" in text and meta["steps"] == 40
+    evals = [r["eval_loss"] for r in read_jsonl(tmp_path / "log" / "metrics.jsonl")
+             if r.get("type") == "eval"]
+    assert len(evals) == 4 and evals[-1] < evals[0]  # the objective is being optimised
+    if objective == "supervised":
+        assert meta["metrics"]["test_accuracy"] > 0.3  # chance is 0.1
+    net, saved = load_pretrained_vit(out)
+    assert saved["normalize"]["std"] > 0
+    x = mt.tensor(np.random.default_rng(0).normal(size=(2, 1, 8, 8)).astype(np.float32))
+    again, _ = load_pretrained_vit(out)
+    np.testing.assert_array_equal(net.features(x).numpy(), again.features(x).numpy())
+    assert net(x).shape == (2, 10)
+
+
+def test_vit_wrong_settings_fail_with_a_message(digits: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--model", "vit-tiny", "--data", "digits", "--data-root", str(digits), "--quiet"]
+    assert cli.main([*base, "--objective", "mlm"]) == 2
+    assert "supervised, mae, simclr" in capsys.readouterr().err
+    assert cli.main([*base, "--tokenizer", "char"]) == 2
+    assert "text models" in capsys.readouterr().err
+    assert cli.main([*base, "--set", "num_classes=3"]) == 2
+    assert "decided by the images" in capsys.readouterr().err
+    assert cli.main([*base]) == 2  # 8x8 digits do not split into 7x7 patches
+    assert "image_size 8 is not a multiple of patch_size 7" in capsys.readouterr().err
+    assert cli.main(["--model", "resnet-tiny", "--quick"]) == 2
+    assert "--quick" in capsys.readouterr().err
+
+
+def test_vit_quick_settings_are_the_ones_the_help_names() -> None:
+    from minitl.cli.pretrain_vit import QUICK, resolve
+
+    cfg = resolve(PretrainConfig(model="vit-mini", objective="contrastive"), quick=True)
+    assert cfg.objective == "simclr"
+    for key, value in QUICK.items():
+        assert getattr(cfg, key) == value
+        assert cli._QUICK["--" + key.replace("_", "-")] == value
+    asked = resolve(PretrainConfig(model="vit-mini", steps=7), quick=True)
+    assert asked.steps == 7 and asked.epochs is None
+    assert parse(["--model", "resnet-tiny", "--objective", "simclr"]).objective == "simclr"
+    assert cli.config_from_args(parse(["--model", "resnet-tiny", "--objective",
+                                       "simclr"])).objective == "contrastive"

@@ -8,6 +8,9 @@
             validation positions next to chance and the most-frequent-token baseline.
   resnet-*  image classification (default: fashion-mnist), or --objective contrastive
             (SimCLR: NT-Xent between two augmented views, judged by k-NN accuracy).
+  vit-*     a Vision Transformer on images (default: fashion-mnist) with --objective
+            supervised (default), mae (masked autoencoding of 75% of the patches) or simclr;
+            each judged by the k-NN accuracy of its frozen features. --quick: about a minute.
 
 Writes OUT (safetensors weights), OUT's stem + .config.json (model config, tokenizer,
 settings, final metrics) and the tokenizer (.tokenizer.json, or .vocab.txt for
@@ -39,7 +42,13 @@ from minitl.cli.args import (
 
 # Only the lists the parser shows; the recipe (numpy, the models) loads when `run` starts.
 _MODELS = ("gpt-tiny", "gpt-mini", "gpt-small", "bert-tiny", "bert-mini", "bert-small",
-           "resnet-tiny", "resnet-mini", "resnet-small")
+           "resnet-tiny", "resnet-mini", "resnet-small", "vit-tiny", "vit-mini", "vit-mini-p4",
+           "vit-small")
+
+
+# The --quick settings of vit runs (minitl.cli.pretrain_vit.QUICK), repeated for the help text
+# so that the parser does not import the recipe.
+_QUICK = {"--train-limit": 10_000, "--steps": 120, "--eval-batches": 8}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,20 +62,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--data", default=None, metavar="NAME|FILE", help=(
         "dataset name (text: movie-dialog; images: fashion-mnist, mnist-5k, digits) or a UTF-8 "
         "text file whose last 10%% of lines are the validation set; default: movie-dialog "
-        "for text models, fashion-mnist for resnet"))
+        "for text models, fashion-mnist for resnet and vit"))
     what.add_argument("--data-root", default=None, metavar="PATH", help=(
         "read the --data dataset from this file or directory instead of the download cache "
         "(fashion-mnist: a directory of IDX files; default /usr/share/datasets/fashion-mnist "
         "from the Debian package dataset-fashion-mnist)"))
-    what.add_argument("--objective", choices=("clm", "mlm", "supervised", "contrastive"),
+    what.add_argument("--objective", choices=("clm", "mlm", "supervised", "contrastive", "mae",
+                                              "simclr"),
                       default=None, help=(
                           "clm for gpt, mlm for bert (their only objectives); resnet: "
                           "supervised (default) or contrastive (SimCLR NT-Xent on augmented "
-                          "views, no labels)"))
+                          "views, no labels; simclr is the same); vit: supervised (default), "
+                          "mae or simclr (contrastive is the same)"))
     what.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="FIELD=VALUE", help=(
                           "override a model config field, e.g. --set n_layer=2 --set "
                           "hidden_dropout_prob=0 (repeatable; VALUE is read as JSON)"))
+    what.add_argument("--quick", action="store_true", help=(
+        "vit only: a run of about a minute on one core ("
+        + ", ".join(f"{k} {v}" for k, v in _QUICK.items()) + " unless given)"))
     what.add_argument("--out", default="pretrained.safetensors", metavar="PATH", help=(
         "weights file (default pretrained.safetensors); PATH's stem + .config.json and the "
         "tokenizer file go beside it"))
@@ -155,6 +169,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     values = {k: v for k, v in vars(args).items() if k in names}
     values.update(overrides=_overrides(args.overrides), progress=not args.quiet,
                   keep_checkpoints=args.keep_checkpoints or None)
+    if values.get("objective") == "simclr" and not args.model.startswith("vit-"):
+        values["objective"] = "contrastive"  # one method, two spellings
     return PretrainConfig(**values)
 
 
@@ -169,8 +185,16 @@ def run(args: argparse.Namespace) -> int:
     # Wrong settings and paths (exit 2) are found before any data is read; a bad data,
     # tokenizer or checkpoint file (exit 1) before the first step. A ValueError in training
     # itself is a bug and keeps its traceback.
-    with user_errors(ValueError, KeyError, OSError, usage=False):
-        with user_errors(ConfigError, OutputPathError):
+    vit = args.model.startswith("vit-")
+    if args.quick and not vit:
+        raise UsageError(f"--quick is defined for vit-* models, not {args.model}")
+    with user_errors(ValueError, KeyError, OSError, usage=False), \
+            user_errors(ConfigError, OutputPathError):
+        if vit:
+            from minitl.cli.pretrain_vit import prepare_vit
+
+            run: Any = prepare_vit(config_from_args(args), quick=args.quick)
+        else:
             run = prepare(config_from_args(args))
     result = run.train()
     print(f"trained {result.steps} steps in {result.train_seconds:.1f} s")
