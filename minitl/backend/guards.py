@@ -54,6 +54,8 @@ OPERANDS: dict[str, tuple[str, ...]] = {
     "quant_lora_linear_bwd": ("g", "x", "a", "bm", "xa"),
     "dequantize_rows": (),
 }
+# The same for the CPU training-loop kernels (backend.CPU_LOOP_KERNELS).
+LOOP_OPERANDS: dict[str, tuple[str, ...]] = {"sgns_update": ("w_in", "w_out")}
 
 # Kernels whose arithmetic only means something on floating-point data (exp, sqrt, division);
 # an embedding's gradient is a gradient (scale_grad_by_freq divides it). gemm, LoRA (a linear
@@ -61,7 +63,7 @@ OPERANDS: dict[str, tuple[str, ...]] = {
 FLOAT_ONLY = frozenset({"layernorm_fwd", "layernorm_bwd", "softmax_xent_fwd", "softmax_xent_bwd",
                         "softmax_fwd", "softmax_bwd", "gelu_fwd", "gelu_bwd", "embedding_bwd",
                         "adamw_step", "quant_linear_fwd", "quant_linear_bwd",
-                        "quant_lora_linear_fwd", "quant_lora_linear_bwd"})
+                        "quant_lora_linear_fwd", "quant_lora_linear_bwd", "sgns_update"})
 
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -95,7 +97,8 @@ def guarded(name: str, native: Callable[..., Any], fallback: Callable[..., Any],
     """`native` for operands of one of `dtypes` in native byte order, else `fallback` (the
     reference); see the module docstring. The check costs a few attribute reads per call."""
     params = list(inspect.signature(fallback).parameters)
-    where = [(p, params.index(p)) for p in OPERANDS[name]]
+    operands = OPERANDS[name] if name in OPERANDS else LOOP_OPERANDS[name]
+    where = [(p, params.index(p)) for p in operands]
     if not where:  # no float operands (a lookup into uint8 blocks): the kernel checks its own
         return native
 

@@ -37,8 +37,8 @@ try:
 except ImportError:  # numba is a runtime dependency; this guards broken installs
     pass
 
-# AdamW and im2col/col2im live in their own modules; the backend installs kernels by name
-# from this one, so it re-exports them.
+# AdamW, im2col/col2im and the SGNS update live in their own modules; the backend installs
+# kernels by name from this one, so it re-exports them.
 from minitl.backend.guards import check_length, check_same_shape, checked_indices
 from minitl.backend.numba_adam import adamw_step  # noqa: F401
 from minitl.backend.numba_common import (
@@ -53,6 +53,7 @@ from minitl.backend.numba_common import (
     prange,
 )
 from minitl.backend.numba_im2col import col2im, col2im_cm, im2col, im2col_cm  # noqa: F401
+from minitl.backend.numba_sgns import sgns_update  # noqa: F401
 
 
 def provided_kernels() -> tuple[str, ...]:
@@ -61,7 +62,7 @@ def provided_kernels() -> tuple[str, ...]:
         return ()
     return ("layernorm_fwd", "layernorm_bwd", "softmax_xent_fwd", "softmax_xent_bwd",
             "softmax_fwd", "softmax_bwd", "gelu_fwd", "gelu_bwd", "embedding_bwd", "adamw_step",
-            "im2col", "col2im", "im2col_cm", "col2im_cm")
+            "im2col", "col2im", "im2col_cm", "col2im_cm", "sgns_update")
 
 
 # ---- scalar helpers (inlined into the kernels) -------------------------------------------

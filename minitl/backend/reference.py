@@ -452,9 +452,86 @@ def adamw_step(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
     param += update
 
 
+# ---- skip-gram with negative sampling (word2vec, Mikolov et al. arXiv:1310.4546) -----------
+# One (center, context) pair with K negatives: v = W_in[center], u_pos = W_out[context],
+# u_neg = W_out[negatives]. The loss is the pair's negative log-likelihood under SGNS.
+
+
+def _log1p_exp(x: float) -> float:
+    """ln(1 + e^x) without overflow: softplus, so -log sigmoid(s) = softplus(-s)."""
+    return x + float(np.log1p(np.exp(-x))) if x > 0 else float(np.log1p(np.exp(x)))
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + float(np.exp(-x)))
+    e = float(np.exp(x))
+    return e / (1.0 + e)
+
+
+def sgns_loss_grad(v: Array, u_pos: Array, u_neg: Array) -> tuple[float, Array, Array, Array]:
+    """Loss of one SGNS pair and its gradient w.r.t. each row it touches.
+
+        L        = -log s(u_pos.v) - sum_j log s(-u_neg[j].v)          s = sigmoid
+        dL/dv    = (s(u_pos.v) - 1) u_pos + sum_j s(u_neg[j].v) u_neg[j]
+        dL/du_pos = (s(u_pos.v) - 1) v,   dL/du_neg[j] = s(u_neg[j].v) v
+
+    v, u_pos: (D,); u_neg: (K, D), K >= 0. Returns (L, g_v (D,), g_pos (D,), g_neg (K, D)).
+    """
+    xp = _xp(v)
+    s_pos = float(u_pos @ v)
+    s_neg = [float(x) for x in (u_neg @ v)]  # (K,)
+    loss = _log1p_exp(-s_pos) + sum(_log1p_exp(s) for s in s_neg)
+    c_pos = _sigmoid(s_pos) - 1.0
+    c_neg = xp.asarray([_sigmoid(s) for s in s_neg], dtype=v.dtype).reshape(-1, 1)  # (K, 1)
+    g_v = c_pos * u_pos + (c_neg * u_neg).sum(axis=0)
+    return loss, g_v.astype(v.dtype), (c_pos * v).astype(v.dtype), (c_neg * v).astype(v.dtype)
+
+
+def sgns_update(w_in: Array, w_out: Array, centers: Array, contexts: Array, negatives: Array,
+                lr: float) -> float:
+    """One SGD step per pair, pair after pair (word2vec's order), in place; returns the summed
+    loss. Each step takes the whole gradient of its pair at the rows as they were before the
+    step (a negative drawn twice gets both gradients), then subtracts lr times it. A negative
+    equal to its pair's context is skipped, as word2vec does: it would push one row both ways.
+
+    w_in, w_out: (V_in, D), (V_out, D); centers, contexts: (P,) ids; negatives: (P, K) ids.
+    """
+    require_float("sgns_update", w_in, w_out)
+    _check_sgns_shapes(w_in, w_out, centers, contexts, negatives)
+    check_indices("sgns_update", centers, w_in.shape[0], "input rows")
+    check_indices("sgns_update", contexts, w_out.shape[0], "output rows")
+    check_indices("sgns_update", negatives, w_out.shape[0], "output rows")
+    total = 0.0
+    for p in range(len(centers)):
+        c, o = int(centers[p]), int(contexts[p])
+        negs = negatives[p][negatives[p] != o]
+        loss, g_v, g_pos, g_neg = sgns_loss_grad(w_in[c], w_out[o], w_out[negs])
+        total += loss
+        w_out[o] -= lr * g_pos
+        for j in range(len(negs)):  # a negative drawn twice takes both steps
+            w_out[int(negs[j])] -= lr * g_neg[j]
+        w_in[c] -= lr * g_v
+    return total
+
+
+def _check_sgns_shapes(w_in: Array, w_out: Array, centers: Array, contexts: Array,
+                       negatives: Array) -> None:
+    """The shape checks every implementation makes before it indexes rows."""
+    if w_in.ndim != 2 or w_out.ndim != 2 or w_in.shape[1] != w_out.shape[1]:
+        raise ValueError(f"sgns_update: w_in {tuple(w_in.shape)} and w_out "
+                         f"{tuple(w_out.shape)} must be 2-D with one width")
+    if centers.ndim != 1 or contexts.shape != centers.shape or negatives.ndim != 2 \
+            or negatives.shape[0] != centers.shape[0]:
+        raise ValueError(f"sgns_update: centers {tuple(centers.shape)}, contexts "
+                         f"{tuple(contexts.shape)} and negatives {tuple(negatives.shape)} "
+                         "must be (P,), (P,), (P, K)")
+
+
 __all__ = ["adamw_step", "col2im", "col2im_cm", "conv_out_size", "dequantize_blocks", "dequantize_rows",
            "embedding_bwd", "gelu_bwd", "gelu_fwd", "gemm", "gemm_batched", "im2col", "im2col_cm",
            "layernorm_bwd", "layernorm_fwd", "lora_linear_bwd", "lora_linear_fwd", "np",
            "quant_linear_bwd", "quant_linear_fwd", "quant_lora_linear_bwd",
-           "quant_lora_linear_fwd", "softmax_bwd", "softmax_fwd",
+           "quant_lora_linear_fwd", "sgns_loss_grad", "sgns_update", "softmax_bwd",
+           "softmax_fwd",
            "softmax_xent_bwd", "softmax_xent_fwd"]

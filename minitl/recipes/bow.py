@@ -42,7 +42,7 @@ from minitl.autograd_state import no_grad
 from minitl.optim import Adam
 from minitl.tensor import Tensor
 
-__all__ = ["BowClassifier", "BowConfig", "TfidfVectorizer"]
+__all__ = ["BowClassifier", "BowConfig", "TfidfVectorizer", "fit_logistic_regression"]
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
 
@@ -262,3 +262,28 @@ def _as_labels(labels: Sequence[int] | np.ndarray, n: int, num_labels: int | Non
     if num_labels is not None and len(y) and (y.min() < 0 or y.max() >= num_labels):
         raise ValueError(f"labels must lie in [0, {num_labels}), got {y.min()}..{y.max()}")
     return y.astype(np.int64)
+
+
+def fit_logistic_regression(features: np.ndarray, labels: Sequence[int] | np.ndarray,
+                            num_labels: int, l2: float = 0.3, steps: int = 200, lr: float = 0.1,
+                            seed: int = 0) -> nn.Linear:
+    """`BowClassifier`'s model and training on dense features (N, F): mean cross-entropy +
+    0.5 * l2 / N * |W|^2, `steps` full-batch Adam steps from a near-zero start. Returns the
+    trained `nn.Linear(F, num_labels)`; its logits' argmax is the prediction."""
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"features must be a non-empty (N, F) array, got shape {x.shape}")
+    y = _as_labels(labels, len(x), num_labels)
+    lin = nn.Linear(x.shape[1], num_labels)
+    rng = np.random.default_rng(seed)
+    lin.weight.data[...] = rng.normal(0.0, 0.01, (num_labels, x.shape[1]))
+    lin.bias.data[...] = 0.0
+    opt = Adam(lin.parameters(), lr=lr)
+    inputs, target = Tensor(x), Tensor(y)
+    for _ in range(steps):
+        loss = F.cross_entropy(lin(inputs), target)
+        loss = loss + (lin.weight * lin.weight).sum() * (0.5 * l2 / len(x))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return lin
