@@ -173,8 +173,9 @@ class ViT(nn.Module):
 
     def __init__(self, config: ViTConfig | None = None, **overrides: Any) -> None:
         super().__init__()
-        config = (config or ViTConfig()).replace(**overrides) if overrides else \
-            (config or ViTConfig())
+        config = config or ViTConfig()
+        if overrides:
+            config = config.replace(**overrides)
         self.config = c = config
         D = c.embed_dim
         self.patch_embed = PatchEmbed(c.image_size, c.patch_size, c.in_channels, D)
