@@ -57,7 +57,8 @@ __all__ = ["OBJECTIVES", "QUICK", "ViTRun", "load_pretrained_vit", "prepare_vit"
 OBJECTIVES = ("supervised", "mae", "simclr")
 DEFAULTS: dict[str, Any] = {"data": "fashion-mnist", "batch_size": 128, "lr": 1e-3,
                             "weight_decay": 0.05, "epochs": 2.0, "grad_clip": 1.0}
-# About a minute of one core for vit-mini (supervised; mae is faster, simclr ~2x slower).
+# vit-mini: 32-76 s per command on one shared core, data and k-NN evaluation included
+# (docs/vision_pretraining.md).
 QUICK: dict[str, Any] = {"train_limit": 10_000, "steps": 120, "eval_batches": 8}
 FROM_DATA = ("in_channels", "num_classes", "image_size")
 _NEVER = 1 << 62  # a Checkpoint interval that never fires
