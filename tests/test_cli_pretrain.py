@@ -365,3 +365,42 @@ def test_vit_quick_settings_are_the_ones_the_help_names() -> None:
     assert parse(["--model", "resnet-tiny", "--objective", "simclr"]).objective == "simclr"
     assert cli.config_from_args(parse(["--model", "resnet-tiny", "--objective",
                                        "simclr"])).objective == "contrastive"
+
+
+# ---- --model word2vec ---------------------------------------------------------------------------
+
+def test_word2vec_trains_saves_and_reports(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from minitl.models.word2vec import Word2Vec
+
+    rng = np.random.default_rng(0)
+    words = "good bad film plot money night car love cast script".split()
+    (tmp_path / "text.txt").write_text("\n".join(" ".join(rng.choice(words, 8))
+                                                 for _ in range(300)))
+    out = tmp_path / "w2v.safetensors"
+    assert cli.main(["--model", "word2vec", "--data", str(tmp_path / "text.txt"), "--epochs",
+                     "2", "--set", "dim=8", "--set", "min_count=1", "--quiet", "--out",
+                     str(out)]) == 0
+    model = Word2Vec.load(out)
+    assert model.dim == 8 and len(model.vocab) == len(words)
+    config = json.loads((tmp_path / "w2v.config.json").read_text())
+    assert config["family"] == "word2vec" and len(config["epoch_loss"]) == 2
+    assert config["settings"]["dim"] == 8 and config["words_per_second"] > 0
+    printed = capsys.readouterr().out
+    assert "trained 2 epochs" in printed and "  good: " in printed
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--steps", "5"], "--steps do not apply"),
+    (["--set", "depth=2"], "no setting depth"),
+    (["--epochs", "1.5"], "whole number"),
+    (["--data", "no-such-corpus"], "no-such-corpus"),
+])
+def test_word2vec_refuses_what_does_not_apply(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              flags: list[str], match: str) -> None:
+    assert cli.main(["--model", "word2vec", "--out", str(tmp_path / "w.safetensors"),
+                     *flags]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert not (tmp_path / "w.safetensors").exists()

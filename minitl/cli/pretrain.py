@@ -11,6 +11,9 @@
   vit-*     a Vision Transformer on images (default: fashion-mnist) with --objective
             supervised (default), mae (masked autoencoding of 75% of the patches) or simclr;
             each judged by the k-NN accuracy of its frozen features. --quick: about a minute.
+  word2vec  static word vectors: skip-gram with negative sampling on a text corpus
+            (default: movie-dialog); --epochs, --lr, --seed and --set dim=/window=/
+            negative=/min_count=/sample= (minitl/cli/pretrain_word2vec.py).
 
 Writes OUT (safetensors weights), OUT's stem + .config.json (model config, tokenizer,
 settings, final metrics) and the tokenizer (.tokenizer.json, or .vocab.txt for
@@ -43,7 +46,7 @@ from minitl.cli.args import (
 # Only the lists the parser shows; the recipe (numpy, the models) loads when `run` starts.
 _MODELS = ("gpt-tiny", "gpt-mini", "gpt-small", "bert-tiny", "bert-mini", "bert-small",
            "resnet-tiny", "resnet-mini", "resnet-small", "vit-tiny", "vit-mini", "vit-mini-p4",
-           "vit-small")
+           "vit-small", "word2vec")
 
 
 # The --quick settings of vit runs (minitl.cli.pretrain_vit.QUICK), repeated for the help text
@@ -185,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
     # Wrong settings and paths (exit 2) are found before any data is read; a bad data,
     # tokenizer or checkpoint file (exit 1) before the first step. A ValueError in training
     # itself is a bug and keeps its traceback.
+    if args.model == "word2vec":
+        from minitl.cli import pretrain_word2vec
+
+        return pretrain_word2vec.run(args, _overrides(args.overrides))
     vit = args.model.startswith("vit-")
     if args.quick and not vit:
         raise UsageError(f"--quick is defined for vit-* models, not {args.model}")
