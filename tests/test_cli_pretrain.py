@@ -374,7 +374,7 @@ def test_word2vec_trains_saves_and_reports(tmp_path: Path,
     from minitl.models.word2vec import Word2Vec
 
     rng = np.random.default_rng(0)
-    words = "good bad film plot money night car love cast script".split()
+    words = ["good", "bad", "film", "plot", "money", "night", "car", "love", "cast", "script"]
     (tmp_path / "text.txt").write_text("\n".join(" ".join(rng.choice(words, 8))
                                                  for _ in range(300)))
     out = tmp_path / "w2v.safetensors"
