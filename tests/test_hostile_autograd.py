@@ -22,6 +22,7 @@ import minitl.nn as nn
 import minitl.nn.functional as F
 from minitl.function import Function
 from minitl.io.gguf_quants import quantize
+from minitl.nn.utils.checkpoint import checkpoint
 from minitl.ops.quant import quant_linear, quant_lora_linear
 from minitl.pretrain.objectives import nt_xent
 
@@ -158,6 +159,9 @@ CASES = [
         mt.float32)), [f(3, 32), f(2)]),
     Case("QuantLoRALinear", lambda x, a, bm: quant_lora_linear(x, _Q8, 8, None, a, bm, 2.0),
          [f(3, 32), f(4, 32), f(2, 4)], (0, 1, 2)),
+    # checkpoint keeps its inputs and recomputes the function from them in backward
+    Case("_Checkpoint", lambda a, b_: checkpoint(lambda x, y: (x * y).exp(), a, b_), [X, X],
+         (0, 1)),
 ]
 # Functions that a CPU-only run cannot record.
 NOT_COVERED = {"ToDevice": "moves between host and GPU"}

@@ -56,8 +56,9 @@ __all__ = ["PROMPT", "STRATEGIES", "TASKS", "LLMConfig", "LLMResult", "classific
 STRATEGIES = {"zero-shot": "the base model answers the prompt, nothing trains",
               "lora": "QLoRA: LoRA factors on every projection of the 4-bit base"}
 TASKS = ("movie-reviews", "movie-dialog")
-# Chosen among seven wordings by the base model's zero-shot accuracy on 300 validation
-# sentences (docs/llm_finetuning.md): 0.66 here, 0.50-0.64 for the others.
+# Chosen among six wordings by the base model's zero-shot accuracy on 300 validation
+# sentences (`examples/llm_finetuning.py --prompt-sweep`, docs/llm_finetuning.md): 0.657
+# here, 0.517-0.653 for the others.
 SYSTEM = "You are a helpful assistant."
 PROMPT = "What is the sentiment of this movie review, positive or negative?\n\n\"{text}\""
 # The base model's zero-shot metrics per (backbone, quantized, split, size, prompt, system,
