@@ -41,6 +41,7 @@ from minitl.optim import AdamW, lr_scheduler
 from minitl.pretrain import ImageAugment, MaskedAutoencoder
 from minitl.recipes.pretrain_config import ConfigError, PretrainConfig
 from minitl.recipes.pretraining import (
+    ObjectiveTrainer,
     PretrainResult,
     RoundLoader,
     SimCLR,
@@ -124,15 +125,6 @@ def mae_objective(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tenso
     # and every evaluation then scores the same patches.
     loss, _, _ = model(batch[0], rng=None if model.training else 0)
     return loss, None, None
-
-
-class _ObjectiveTrainer(Trainer):
-    def __init__(self, *args: Any, objective: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.objective = objective
-
-    def compute_loss(self, batch: Any) -> tuple[Tensor, Any, Any]:
-        return self.objective(self.model, batch)
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -257,7 +249,7 @@ def _build_trainer(cfg: PretrainConfig, model: nn.Module, objective: Callable[..
     loader = RoundLoader(n_train, int(cfg.batch_size or 1), fetch, eval_every, cfg.seed)
     ckpt = Checkpoint(cfg.checkpoint_dir or cfg.stem + ".checkpoints",
                       cfg.checkpoint_every or _NEVER, keep_last=cfg.keep_checkpoints)
-    return _ObjectiveTrainer(model, optimizer, train_loader=loader, eval_loader=val_b,
+    return ObjectiveTrainer(model, optimizer, train_loader=loader, eval_loader=val_b,
                              scheduler=scheduler, max_steps=steps,
                              clip_grad_norm=cfg.grad_clip or None, metrics=metrics,
                              callbacks=[ckpt], log_dir=cfg.log_dir, log_every=cfg.log_every,

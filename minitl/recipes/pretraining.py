@@ -49,8 +49,8 @@ from minitl.recipes.pretrain_config import (
 from minitl.tensor import Tensor
 from minitl.train import Checkpoint, Trainer
 
-__all__ = ["ConfigError", "PreparedRun", "PretrainConfig", "PretrainResult", "RoundLoader",
-           "TextCodec", "knn_accuracy", "load_pretrained", "model_family", "prepare", "pretrain",
+__all__ = ["ConfigError", "ObjectiveTrainer", "PreparedRun", "PretrainConfig", "PretrainResult",
+           "RoundLoader", "TextCodec", "knn_accuracy", "load_pretrained", "model_family", "prepare", "pretrain",
            "train_wordpiece", "unigram_perplexity"]
 
 MODELS: dict[str, Any] = {"gpt": GPT, "bert": BertForMaskedLM, "resnet": ResNet}
@@ -292,7 +292,7 @@ def contrastive_objective(augment: ImageAugment, temperature: float = 0.5) -> Ob
     return objective
 
 
-class _ObjectiveTrainer(Trainer):
+class ObjectiveTrainer(Trainer):
     """The Trainer with the loss computed by an objective function."""
 
     def __init__(self, *args: Any, objective: Objective, **kwargs: Any) -> None:
@@ -541,7 +541,7 @@ def _build_trainer(cfg: PretrainConfig, setup: _Setup, steps: int, eval_every: i
     # callbacks, and runs with and without periodic checkpoints should resume alike.
     ckpt = Checkpoint(cfg.checkpoint_dir or cfg.stem + ".checkpoints",
                       cfg.checkpoint_every or _NEVER, keep_last=cfg.keep_checkpoints)
-    return _ObjectiveTrainer(setup.model, optimizer, train_loader=loader,
+    return ObjectiveTrainer(setup.model, optimizer, train_loader=loader,
                              eval_loader=setup.eval_batches, scheduler=scheduler, max_steps=steps,
                              clip_grad_norm=cfg.grad_clip or None, metrics=setup.metrics,
                              callbacks=[ckpt], log_dir=cfg.log_dir, log_every=cfg.log_every,
