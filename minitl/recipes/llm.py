@@ -20,8 +20,9 @@ records, before and after, the perplexity on general text the fine-tune never sa
 Times editorial sentences, `general_text`) next to the target metric, the trainable
 parameters, step time and peak memory.
 
-Every default below (prompt wording, learning rate, epochs, targets) was chosen on the train
-and validation splits; the test split is only read when `eval_split="test"` asks for it.
+The prompt wording and the learning rate were chosen on the validation split (docs/
+llm_finetuning.md); the rank, the targets, the epochs and the batch size were set beforehand and
+not tuned. The test split is only read when `eval_split="test"` asks for it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass
 class LLMConfig:
-    """Settings of one run; defaults chosen on train/validation data (docs/llm_finetuning.md)."""
+    """Settings of one run; prompt and lr chosen on validation (docs/llm_finetuning.md)."""
 
     lr: float = 1e-3  # peak LoRA learning rate (linear warmup over 10%, linear decay)
     epochs: int = 3  # passes over the labelled sentences
