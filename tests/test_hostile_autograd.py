@@ -122,6 +122,7 @@ CASES = [
     Case("NLLLoss", lambda x, t: F.nll_loss(x, t), [f(3, 5), ids(5, 3)]),
     Case("MSELoss", lambda a, b_: F.mse_loss(a, b_), [X, X]),
     Case("L1Loss", lambda a, b_: F.l1_loss(a, b_), [X, X]),
+    Case("SmoothL1Loss", lambda a, b_: F.smooth_l1_loss(a, b_, beta=0.2), [X, X]),
     Case("BCEWithLogits", lambda a, b_: F.binary_cross_entropy_with_logits(a, b_), [X, X],
          (0, 1)),
     Case("BCELoss", lambda a, b_: F.binary_cross_entropy(a, b_), [X, X], (0, 1)),

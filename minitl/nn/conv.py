@@ -1,4 +1,4 @@
-"""Conv2d: 2-D convolution (cross-correlation) over (N, C, H, W) inputs."""
+"""Conv1d and Conv2d: convolution (cross-correlation) over (N, C, L) and (N, C, H, W) inputs."""
 
 from __future__ import annotations
 
@@ -12,9 +12,17 @@ from minitl.nn.module import Module
 from minitl.nn.parameter import Parameter
 from minitl.tensor import Tensor
 
-__all__ = ["Conv2d"]
+__all__ = ["Conv1d", "Conv2d"]
 
 IntOrPair = int | tuple[int, int]
+
+
+def _single(v: Any) -> int:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 1:
+            raise ValueError(f"expected an int or a 1-tuple, got {v}")
+        return int(v[0])
+    return int(v)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -117,6 +125,93 @@ class Conv2d(Module):
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
         if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv1d(Module):
+    """1-D convolution (cross-correlation) over (N, C, L) sequences; F.conv1d runs it as a
+    conv2d of height 1, so it shares that op's kernels and backward.
+
+    Args:
+        in_channels, out_channels: channels of the input and of the output.
+        kernel_size: taps of each filter (an int or a 1-tuple).
+        stride, dilation: as ints or 1-tuples (default 1).
+        padding: int, "valid" or "same" (stride 1 only) (default 0).
+        groups: in_channels and out_channels must both be divisible by it (default 1).
+        bias: learn a per-output-channel bias (default True).
+        padding_mode: only "zeros" is supported.
+
+    Shape:
+        - Input: (N, C_in, L_in) or (C_in, L_in)
+        - Output: (N, C_out, L_out), L_out = floor((L_in + 2 p - d (k - 1) - 1) / s + 1).
+
+    Attributes:
+        weight: (out_channels, in_channels / groups, k), kaiming_uniform_(a=sqrt(5)).
+        bias: (out_channels,), U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int],
+                 stride: int | tuple[int] = 1, padding: int | tuple[int] | str = 0,
+                 dilation: int | tuple[int] = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        if groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels and out_channels must be divisible by groups "
+                             f"(in_channels={in_channels}, out_channels={out_channels}, "
+                             f"groups={groups})")
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode={padding_mode!r} is not supported; use 'zeros'")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = (_single(kernel_size),)
+        self.stride = (_single(stride),)
+        self.dilation = (_single(dilation),)
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.padding: tuple[int] | str
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
+                                 "{'valid', 'same'}")
+            if padding == "same" and self.stride != (1,):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            self.padding = padding
+        else:
+            self.padding = (_single(padding),)
+        self.weight = Parameter(empty(out_channels, in_channels // groups, self.kernel_size[0],
+                                      dtype=dtype, device=device))
+        if bias:
+            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    reset_parameters = Conv2d.reset_parameters
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.ndim not in (2, 3):
+            raise ValueError(f"Conv1d expects a (N, C, L) or (C, L) input, got shape "
+                             f"{input.shape}")
+        if input.shape[-2] != self.in_channels:
+            raise RuntimeError(f"Conv1d: expected input with {self.in_channels} channels, got "
+                               f"shape {input.shape}")
+        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return F.conv1d(input, self.weight, self.bias, self.stride[0], padding,
+                        self.dilation[0], self.groups)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0,):
+            s += f", padding={self.padding}"
+        if self.dilation != (1,):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"

@@ -22,6 +22,7 @@ from minitl.ops.loss import (
     l1_loss,
     mse_loss,
     nll_loss,
+    smooth_l1_loss,
 )
 from minitl.ops.movement import pad as _pad
 from minitl.ops.norm import batch_norm, group_norm, layer_norm, normalize, rms_norm
@@ -53,5 +54,5 @@ __all__ = [
     "cross_entropy", "dropout", "embedding", "gelu", "group_norm", "l1_loss", "layer_norm",
     "leaky_relu", "linear", "log_softmax", "lora_linear", "max_pool2d", "mse_loss", "nll_loss",
     "normalize", "one_hot", "pad", "relu", "rms_norm", "scaled_dot_product_attention",
-    "sigmoid", "silu", "softmax", "swiglu", "tanh",
+    "sigmoid", "silu", "smooth_l1_loss", "softmax", "swiglu", "tanh",
 ]

@@ -1,4 +1,4 @@
-"""Losses: fused softmax-cross-entropy, nll_loss, mse/l1, binary cross-entropy (with logits).
+"""Losses: fused softmax-cross-entropy, nll_loss, mse/l1/smooth-l1, binary cross-entropy (with logits).
 
 Each loss is one Function with an analytic backward, following PyTorch's exact semantics:
 the class dim is dim 1 ((N, C) or (N, C, d1, ...); an unbatched (C,) input is allowed),
@@ -291,6 +291,32 @@ class L1Loss(Function):
         return d, -d, gw, None
 
 
+class SmoothL1Loss(Function):
+    """loss = 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (d = x - t), reduced;
+    dx = g clamp(d / beta, -1, 1) / D, dt = -dx (D = n for 'mean'). beta = 0 is l1_loss."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, t: Array, beta: float = 1.0,
+                reduction: str = "mean") -> Array:
+        xp = ctx.xp
+        diff = x - t
+        ad = xp.abs(diff)
+        if beta == 0.0:  # the quadratic zone vanishes; avoid 0 / 0
+            err, slope = ad, xp.sign(diff)
+        else:
+            quad = ad < beta
+            err = xp.where(quad, 0.5 * diff * diff / beta, ad - 0.5 * beta)
+            slope = xp.where(quad, diff / beta, xp.sign(diff))
+        return _weighted_forward(ctx, err.astype(x.dtype, copy=False), None, reduction,
+                                 slope.astype(x.dtype, copy=False))
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, Array, None, None]:
+        ge, _ = _weighted_backward(ctx, g)
+        d = ge * ctx.saved[2]  # the slope of the loss at each d
+        return d, -d, None, None
+
+
 class BCEWithLogits(Function):
     """loss = w ((1 - t) x + l softplus(-x)), l = 1 + (pw - 1) t;
     dx = g w ((1 - t) - l sigmoid(-x)), dt = g w (-x + (pw - 1) softplus(-x)),
@@ -426,6 +452,17 @@ def l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None,
     _check_same_size("l1_loss", input, target)
     _check_weight_shape("l1_loss", weight, input)
     return L1Loss.apply(input, target, weight, reduction=reduction)
+
+
+def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None,
+                   reduce: bool | None = None, reduction: str = "mean",
+                   beta: float = 1.0) -> Tensor:
+    """Huber-like loss: quadratic for |input - target| < beta, linear beyond (beta = 0: L1)."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss does not support negative values for beta, got {beta}")
+    _check_same_size("smooth_l1_loss", input, target)
+    return SmoothL1Loss.apply(input, target, beta=float(beta), reduction=reduction)
 
 
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,

@@ -410,8 +410,11 @@ def slanted_triangular(optimizer: Optimizer, num_training_steps: int, cut_frac: 
     return LambdaLR(optimizer, fn, last_epoch)
 
 
+# imported last: ReduceLROnPlateau subclasses LRScheduler
+from minitl.optim.plateau import ReduceLROnPlateau
+
 __all__ = [
-    "LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "LinearLR", "CosineAnnealingLR",
+    "LRScheduler", "LambdaLR", "ReduceLROnPlateau", "StepLR", "MultiStepLR", "LinearLR", "CosineAnnealingLR",
     "OneCycleLR", "SequentialLR", "get_linear_schedule_with_warmup",
     "get_cosine_schedule_with_warmup", "slanted_triangular",
 ]
