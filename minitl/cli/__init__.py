@@ -14,8 +14,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 from minitl.cli.args import describe, exit_code
 

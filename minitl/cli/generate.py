@@ -17,8 +17,14 @@ import argparse
 import sys
 import time
 
-from minitl.cli.args import (UsageError, float_range, nonnegative_float, nonnegative_int,
-                             positive_int, user_errors)
+from minitl.cli.args import (
+    UsageError,
+    float_range,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+    user_errors,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
