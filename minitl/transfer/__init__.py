@@ -10,13 +10,16 @@
     tl.apply_prompt_tuning(model, n_tokens=20)              # soft prompt
     loss = loss + tl.EWC(model, source_batches, lam=100.0).penalty()
     loader = tl.ReplayBuffer(source_data, ratio=0.1).wrap(target_loader)
+    ens = tl.AdapterEnsemble(lora_model, [state0, state1, state2])  # k adapters, one base
+    sd = tl.model_soup([m.state_dict() for m in fine_tuned])  # mean weights
 
 Files: freeze (freezing, heads, cached features), schedules (gradual unfreezing,
-layer-wise lr), lora, adapters, prompt, ewc (EWC, L2-SP), replay, ledger (forgetting
-ledger). Early stopping with restore-best is `minitl.train.EarlyStopping`.
+layer-wise lr), lora, adapters, prompt, ensemble (logit and adapter ensembles, model
+soups), ewc (EWC, L2-SP), replay, ledger (forgetting ledger). Early stopping with restore-best is `minitl.train.EarlyStopping`.
 """
 
 from minitl.transfer.adapters import Adapter, adapter_parameters, apply_adapters, remove_adapters
+from minitl.transfer.ensemble import AdapterEnsemble, LogitEnsemble, model_soup
 from minitl.transfer.ewc import EWC, L2SP
 from minitl.transfer.freeze import (
                                     FeatureCache,
@@ -57,14 +60,16 @@ from minitl.transfer.schedules import (
 )
 
 __all__ = [
-    "EWC", "L2SP", "Adapter", "FeatureCache", "FeatureSet", "ForgettingLedger",
+    "EWC", "L2SP", "Adapter", "AdapterEnsemble", "FeatureCache", "FeatureSet",
+    "ForgettingLedger",
     "GradualUnfreezing", "LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear",
-    "LoRAQuantLinear", "ReplayBuffer",
+    "LoRAQuantLinear", "LogitEnsemble", "ReplayBuffer",
     "ReplayLoader", "SoftPrompt", "adapter_parameters", "adapter_state_dict",
     "apply_adapters", "apply_lora", "apply_prompt_tuning", "bert_unfreezing_stages",
     "count_parameters", "default_feature_cache", "extract_features", "freeze",
     "layerwise_lr_groups", "load_adapter_state_dict", "lora_parameters", "merge_and_unload",
-    "merge_lora", "reinit_head", "remove_adapters", "remove_prompt_tuning", "replace_head",
+    "merge_lora", "model_soup", "reinit_head", "remove_adapters", "remove_prompt_tuning",
+    "replace_head",
     "set_adapter", "slanted_triangular", "trainable_parameters", "unfreeze", "unmerge_lora",
     "warmup_cosine",
 ]

@@ -16,7 +16,9 @@ base checkpoint still loads into it) and adds `lora_A.<adapter>.weight` and
 `lora_B.<adapter>.weight`. For a Conv2d, A is a convolution with the base kernel, stride,
 padding and dilation and r output channels, and B a 1x1 convolution, so B A is again a
 kernel of the base's shape and merges exactly. Several named adapters can live on one
-model; exactly one is active (used and trained) at a time.
+model; exactly one is active (used and trained) at a time, except in a mixed-adapter batch
+(`adapter_batch`, used by minitl.transfer.ensemble): k adapters on k row blocks of one batch,
+the frozen product done once over all rows.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from minitl.nn.linear import Linear
 from minitl.nn.module import Module, _IncompatibleKeys
 from minitl.nn.parameter import Parameter
 from minitl.nn.quantized import QuantLinear
+from minitl.ops.movement import cat
 from minitl.ops.quant import quant_linear, quant_lora_linear
 from minitl.tensor import Tensor
 
@@ -108,6 +111,9 @@ class LoRALayer(Module):
         self.active_adapter: str | None = None
         self.merged_adapters: list[str] = []
         self.weight_is_tied = False  # set by apply_lora: merging would change other users
+        # Mixed-adapter batch: row block i of the input (dim 0 cut in k equal parts) gets
+        # adapter_batch[i]; the frozen weight multiplies all k*B rows in one product.
+        self.adapter_batch: tuple[str, ...] | None = None
 
     def _adopt(self, base: Module) -> None:
         """Take over the frozen base's tensors under their own names."""
@@ -155,6 +161,26 @@ class LoRALayer(Module):
             self.weight.data -= self.delta_weight(self.merged_adapters.pop())
             increment_version(self.weight)
 
+    def lora_delta(self, x: Tensor, name: str) -> Tensor:
+        """scale * B(A(dropout(x))) of adapter `name`: what it adds to the frozen output."""
+        p = self.lora_dropout[name]
+        h = F.dropout(x, p, training=self.training) if p > 0 else x
+        return self.lora_B[name](self.lora_A[name](h)) * self.scaling[name]
+
+    def _batch_forward(self, x: Tensor, frozen: Tensor) -> Tensor:
+        """`frozen` (the base layer on all k*B rows) plus adapter i's delta on row block i."""
+        names = self.adapter_batch
+        assert names is not None
+        if self.merged:
+            raise RuntimeError("adapter_batch: unmerge_lora(model) first (a merged adapter "
+                               "would be added to every row block)")
+        k = len(names)
+        if x.shape[0] % k:
+            raise ValueError(f"adapter_batch of {k} adapters needs a batch divisible by {k}, "
+                             f"got {x.shape[0]} rows")
+        blocks = x.split(x.shape[0] // k, dim=0)
+        return frozen + cat([self.lora_delta(xb, n) for xb, n in zip(blocks, names)], 0)
+
     def _branch_active(self) -> str | None:
         name = self.active_adapter
         return None if name is None or self.merged or name not in self.lora_A else name
@@ -186,6 +212,8 @@ class LoRALinear(LoRALayer):
         return (self.scaling[name] * (b @ a)).astype(self.weight.dtype, copy=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.adapter_batch is not None:
+            return self._batch_forward(x, F.linear(x, self.weight, self.bias))
         name = self._branch_active()
         if name is None:
             return F.linear(x, self.weight, self.bias)
@@ -232,6 +260,8 @@ class LoRAQuantLinear(LoRALayer):
                                "load the base in float32 to merge")
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.adapter_batch is not None:
+            return self._batch_forward(x, quant_linear(x, self.qweight, self.qtype, self.bias))
         name = self._branch_active()
         if name is None:
             return quant_linear(x, self.qweight, self.qtype, self.bias)
@@ -273,6 +303,8 @@ class LoRAConv2d(LoRALayer):
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        if self.adapter_batch is not None:
+            return self._batch_forward(x, y)
         name = self._branch_active()
         if name is None:
             return y
