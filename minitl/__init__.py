@@ -1,29 +1,34 @@
 """minitl: transfer learning from first principles (autograd, models, kernels)."""
 
 from minitl import dtypes
-from minitl.autograd_state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from minitl.autograd_state import (enable_grad, inference_mode, is_grad_enabled,
+                                   is_inference_mode_enabled, no_grad, set_grad_enabled)
 from minitl.creation import (arange, as_tensor, empty, eye, from_numpy, full, full_like,
                              linspace, manual_seed, ones, ones_like, rand, randint, randn,
                              randn_like, randperm, tensor, tril, triu, zeros, zeros_like)
 from minitl.dtypes import (bool_, double, float16, float32, float64, half, int8, int16, int32,
                            int64, long, uint8)
-from minitl.tensor import Device, Tensor, get_default_dtype, set_default_dtype
+from minitl.device import Device, device
+from minitl.tensor import Tensor, get_default_dtype, set_default_dtype
+from minitl.threads import get_num_threads, set_num_threads
 from minitl.functional import (cat, chunk, clamp, exp, gather, log, logsumexp,  # noqa: E402
                                matmul, maximum, mean, minimum, relu, sigmoid, softmax, split,
                                sqrt, stack, sum, tanh, where)
 from minitl.io import load, save  # noqa: E402
-from minitl import assets, data, models, nn, optim, pretrain, train, transfer  # noqa: E402
+from minitl import (assets, autograd, cuda, data, models, nn, optim, pretrain,  # noqa: E402
+                    train, transfer)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "arange", "as_tensor", "assets", "bool_", "cat", "chunk", "clamp", "data", "Device", "double",
-    "dtypes", "empty", "enable_grad", "exp", "eye", "float16", "float32", "float64", "from_numpy",
-    "full", "full_like", "gather", "get_default_dtype", "half", "int16", "int32", "int64", "int8",
-    "is_grad_enabled", "linspace", "load", "log", "logsumexp", "long", "manual_seed", "matmul",
-    "maximum", "mean", "minimum", "models", "nn", "no_grad", "ones", "ones_like", "optim",
-    "pretrain", "rand", "randint", "randn", "randn_like", "randperm", "relu", "save",
-    "set_default_dtype", "set_grad_enabled", "sigmoid", "softmax", "split", "sqrt", "stack", "sum",
-    "tanh", "Tensor", "tensor", "train", "transfer", "tril", "triu", "uint8", "where", "zeros",
-    "zeros_like",
+    "arange", "as_tensor", "assets", "autograd", "bool_", "cat", "chunk", "clamp", "cuda", "data",
+    "Device", "device", "double", "dtypes", "empty", "enable_grad", "exp", "eye", "float16",
+    "float32", "float64", "from_numpy", "full", "full_like", "gather", "get_default_dtype",
+    "get_num_threads", "half", "inference_mode", "int16", "int32", "int64", "int8",
+    "is_grad_enabled", "is_inference_mode_enabled", "linspace", "load", "log", "logsumexp", "long",
+    "manual_seed", "matmul", "maximum", "mean", "minimum", "models", "nn", "no_grad", "ones",
+    "ones_like", "optim", "pretrain", "rand", "randint", "randn", "randn_like", "randperm", "relu",
+    "save", "set_default_dtype", "set_grad_enabled", "set_num_threads", "sigmoid", "softmax",
+    "split", "sqrt", "stack", "sum", "tanh", "Tensor", "tensor", "train", "transfer", "tril",
+    "triu", "uint8", "where", "zeros", "zeros_like",
 ]

@@ -26,6 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class _GradMode(threading.local):
     grad_enabled: bool = True
+    inference: bool = False
 
 
 _mode = _GradMode()
@@ -83,6 +84,51 @@ class no_grad(_GradModeContext):
 
 class enable_grad(_GradModeContext):
     enabled = True
+
+
+class inference_mode(_GradModeContext):
+    """`torch.inference_mode`: no graph is recorded, so tensors made inside do not require
+    grad (`with mt.inference_mode(): ...`, `@mt.inference_mode()` or `@mt.inference_mode`).
+
+    In minitl it is no_grad under PyTorch's name: PyTorch also drops version counters and
+    forbids using the results in autograd later, savings that minitl's numpy tensors do not
+    have to gain. `inference_mode(False)` changes nothing, as in PyTorch.
+    """
+
+    def __new__(cls, mode: Any = True) -> Any:
+        self = object.__new__(cls)
+        self.mode = True
+        # `@mt.inference_mode` without parentheses decorates the function directly.
+        return self(mode) if callable(mode) else self
+
+    def __init__(self, mode: Any = True) -> None:
+        self.mode = bool(mode)
+
+    def __enter__(self) -> None:
+        self._prev = _mode.grad_enabled
+        self._prev_inference = _mode.inference
+        if self.mode:
+            _mode.grad_enabled = False
+            _mode.inference = True
+
+    def __exit__(self, *exc: object) -> None:
+        _mode.grad_enabled = self._prev
+        _mode.inference = self._prev_inference
+
+    def __call__(self, fn: F) -> F:
+        mode = self.mode
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with inference_mode(mode):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+def is_inference_mode_enabled() -> bool:
+    """True inside `inference_mode()` (in this thread)."""
+    return _mode.inference
 
 
 # ---- version counters -------------------------------------------------------------------

@@ -18,8 +18,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from minitl import autograd_state
 from minitl.backend import array_module, device_of
+from minitl.device import Device
 from minitl.dtypes import bool_, float32, float64, int64, result_type
 from minitl.tensor_inplace import TensorInplace
 from minitl.tensor_methods import TensorMethods
@@ -39,14 +39,6 @@ def set_default_dtype(dtype: Any) -> None:
     if dt.kind != "f":
         raise TypeError(f"set_default_dtype: only floating point dtypes are allowed, got {dt}")
     _default_dtype = dt
-
-
-class Device(str):
-    """A device name that compares equal to its string ("cpu", "cuda")."""
-
-    @property
-    def type(self) -> str:
-        return self.split(":")[0]
 
 
 CPU = Device("cpu")
@@ -293,43 +285,22 @@ class Tensor(TensorMethods, TensorInplace):
                 raise RuntimeError(f"backward(): gradient has shape {tuple(g.shape)} but the "
                                    f"output has shape {self.shape}")
             g = g.astype(self.dtype, copy=False)
-        from minitl.function import unbroadcast
+        from minitl.autograd.engine import run_backward
 
-        order = _topological_order(self)
-        version_now = autograd_state.storage_version
-        grads: dict[int, Array] = {id(self): g}
-        for node in order:
-            g = grads.pop(id(node), None)
-            if g is None:
-                continue
-            ctx = node._ctx
-            if ctx is None:  # a leaf
-                if node._requires_grad:
-                    _accumulate_grad(node, g.astype(node.dtype, copy=False))
-                continue
-            if ctx.released:
-                raise RuntimeError(
-                    "backward(): trying to backward through the graph a second time; "
-                    "pass retain_graph=True to the first backward() call"
-                )
-            for _, key, version in ctx.saved_versions:  # one counter compare per saved array
-                if version_now(key, 0) != version:
-                    ctx.check_saved_versions()  # raises, naming the op and the versions
-            in_grads = ctx.fn.backward(ctx, g)
-            if not isinstance(in_grads, tuple):
-                in_grads = (in_grads,)
-            for (pos, parent), shape in zip(ctx.parents, ctx.input_shapes):
-                if not parent._requires_grad or pos >= len(in_grads):
-                    continue
-                pg = in_grads[pos]
-                if pg is None:
-                    continue
-                pg = unbroadcast(ctx.xp, pg, shape)
-                key = id(parent)
-                prev = grads.get(key)
-                grads[key] = pg if prev is None else prev + pg
-            if not retain_graph:
-                ctx.release()
+        run_backward([self], [g], retain_graph)
+
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in `.grad` after `backward()` (leaves always
+        keep theirs)."""
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on a tensor that has requires_grad=False")
+        if self._ctx is not None:
+            self._retains_grad = True
+
+    @property
+    def retains_grad(self) -> builtins.bool:
+        """True for a non-leaf tensor after `retain_grad()`."""
+        return self._ctx is not None and self.__dict__.get("_retains_grad", False)
 
     # ---- operators ------------------------------------------------------------------
 
@@ -481,44 +452,12 @@ def _true_div_operands(a: Any, b: Any) -> tuple[Any, Any]:
     return a, b
 
 
-def _accumulate_grad(leaf: Tensor, g: Array) -> None:
-    """leaf.grad += g, atomically: backward passes in other threads may add to the same leaf,
-    and an unlocked read-modify-write would drop one of the two contributions. A new array
-    each time, never an in-place add, so a `.grad` someone holds does not change under them."""
-    with autograd_state.grad_accumulation_lock:
-        prev = leaf._grad
-        leaf._grad = Tensor._wrap(g.copy() if prev is None else prev.data + g)
-
-
 def _operand(o: Any, like: Tensor) -> Any:
     """Python scalars stay scalars (numpy treats them as weakly typed); arrays become Tensors."""
     if isinstance(o, Tensor) or isinstance(o, (int, float, bool)):
         return o
     xp = array_module(like.data)
     return Tensor._wrap(xp.asarray(o))
-
-
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors reachable from `root`, each after every tensor that depends on it."""
-    order: list[Tensor] = []
-    visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        ctx = node._ctx
-        if ctx is not None:
-            for _, parent in ctx.parents:
-                if parent._requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
-    order.reverse()
-    return order
 
 
 def _as_sequence(shape: Sequence[Any], op: str = "view", arg: str = "size") -> tuple[int, ...]:
