@@ -56,6 +56,7 @@ class Tensor(TensorMethods, TensorInplace):
 
     __slots__ = ("data", "_grad", "_requires_grad", "_ctx", "__weakref__", "__dict__")
     data: Any  # numpy.ndarray on the CPU, cupy.ndarray on the GPU
+    _retains_grad = False  # set on the instance by retain_grad(); a class default reads fast
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
@@ -300,7 +301,7 @@ class Tensor(TensorMethods, TensorInplace):
     @property
     def retains_grad(self) -> builtins.bool:
         """True for a non-leaf tensor after `retain_grad()`."""
-        return self._ctx is not None and self.__dict__.get("_retains_grad", False)
+        return self._ctx is not None and self._retains_grad
 
     # ---- operators ------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ def run_backward(roots: Sequence[Tensor], root_grads: Sequence[Array], retain_gr
         if wanted is not None:
             if id(node) in wanted:
                 wanted[id(node)] = g
-        elif (ctx is None or node.__dict__.get("_retains_grad")) and node._requires_grad:
+        elif (ctx is None or node._retains_grad) and node._requires_grad:
             accumulate_grad(node, g)
         if ctx is None:  # a leaf
             continue
