@@ -142,3 +142,19 @@ def test_bench_runs_the_subjects_of_its_device(device: str, expected: list[str],
                         lambda cmd, **kw: ran.append(cmd[2].removeprefix("benchmarks.bench_")) or 0)
     assert main(["bench", "--device", device, "--no-save"]) == 0
     assert ran == expected
+
+
+def test_version_flag_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"minitl {mt.__version__}"
+
+
+def test_version_matches_the_installed_metadata() -> None:
+    from importlib import metadata
+    try:
+        installed = metadata.version("minitl")
+    except metadata.PackageNotFoundError:
+        pytest.skip("minitl is not installed, only on the path")
+    assert mt.__version__ == installed

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from minitl import __version__
 from minitl.cli.args import describe, exit_code
 
 # command name -> (module under minitl.cli, one-line help)
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Errors are one line: exit status 2 for a wrong command line, 1 for a bad "
                "input file or a failed run, 130 for Ctrl-C. MINITL_DEBUG=1 shows the "
                "traceback of every error.")
+    # argparse's version action prints and exits 0 before the required COMMAND is checked.
+    parser.add_argument("--version", action="version", version=f"minitl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(f"minitl.cli.{module}")
