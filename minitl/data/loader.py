@@ -4,7 +4,9 @@ Batches come out in an order that is a pure function of `(seed, epoch)`: epoch e
 of a loader built with seed s is the same on every machine and every run, and
 `set_epoch(e)` jumps straight to it (resuming a run mid-way replays the right
 order). Without `set_epoch` each pass over the loader moves to the next epoch,
-so successive epochs differ as they do in PyTorch.
+so successive epochs differ as they do in PyTorch. A loader given no seed draws
+one when it is built, from `generator=` or else from minitl's default generator,
+so `minitl.manual_seed(s)` before building it fixes its order as in PyTorch.
 
 Text batches are padded by `pad_collate` to the longest sequence in the batch,
 with an `attention_mask` (1 = real token, 0 = padding). `LengthBucketSampler`
@@ -22,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from minitl.creation import default_generator
 from minitl.tensor import Tensor, get_default_dtype
-
 
 # ---------------------------------------------------------------- samplers
 
@@ -57,6 +59,25 @@ class SequentialSampler(Sampler):
 
     def __len__(self) -> int:
         return self.n
+
+
+class _IterableSampler(Sampler):
+    """Wraps a caller's iterable of indices (a list, a range, a PyTorch-style sampler) so
+    that BatchSampler can forward `set_epoch` to it when it has one."""
+
+    def __init__(self, indices: Any) -> None:
+        self.indices = indices
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if hasattr(self.indices, "set_epoch"):
+            self.indices.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class RandomSampler(Sampler):
@@ -289,7 +310,11 @@ class DataLoader:
         dataset: a Dataset, or anything with `__len__` and `__getitem__`.
         batch_size: examples per batch.
         shuffle: a new order every epoch, fixed by `(seed, epoch)`.
-        seed: the order's seed (independent of `minitl.manual_seed`).
+        seed: the order's seed. None (the default) draws one when the loader is built, from
+            `generator` if given, else from minitl's default generator (`minitl.manual_seed`).
+        generator: a `numpy.random.Generator` to draw the seed from instead of minitl's.
+            Unlike PyTorch, which draws from it at every pass, the loader draws once, so
+            `set_epoch(e)` can replay epoch e after a resume.
         drop_last: drop the final incomplete batch.
         collate_fn: list of samples -> batch; `default_collate` stacks into Tensors.
         bucket_by_length: batch examples of similar length (see `LengthBucketSampler`).
@@ -298,15 +323,31 @@ class DataLoader:
             text: its word count).
         length_fn: how to measure one sample when `lengths` is not given.
         pool_factor: bucketing pool size in batches.
+        sampler: an iterable of dataset indices to batch in its order (a list, a range, a
+            `Sampler`); it fixes the order itself, so shuffle=True with it is a ValueError.
         batch_sampler: yields lists of indices; overrides the options above.
     """
 
     def __init__(self, dataset: Any, batch_size: int = 1,
-                 shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+                 shuffle: bool = False, seed: int | None = None, drop_last: bool = False,
                  collate_fn: Callable[[list[Any]], Any] | None = None,
                  bucket_by_length: bool = False, lengths: Sequence[int] | None = None,
                  length_fn: Callable[[Any], int] | None = None, pool_factor: int = 50,
-                 batch_sampler: Sampler | None = None) -> None:
+                 batch_sampler: Sampler | None = None, sampler: Any = None,
+                 generator: np.random.Generator | None = None) -> None:
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
+        if sampler is not None and bucket_by_length:
+            raise ValueError("DataLoader: sampler and bucket_by_length both choose the order; "
+                             "pass one of them")
+        if generator is not None and not isinstance(generator, np.random.Generator):
+            raise TypeError(f"DataLoader: generator must be a numpy.random.Generator, got "
+                            f"{type(generator).__name__}")
+        if seed is None:
+            # Drawn now rather than per pass so that the order stays a function of
+            # (seed, epoch), which is what lets Trainer.resume replay an epoch.
+            rng = generator if generator is not None else default_generator()
+            seed = int(rng.integers(2**63 - 1))
         self.dataset = dataset
         self.batch_size, self.drop_last, self.seed = batch_size, drop_last, seed
         self.collate_fn = collate_fn if collate_fn is not None else default_collate
@@ -323,8 +364,13 @@ class DataLoader:
                 batch_sampler = LengthBucketSampler(lengths, batch_size, shuffle, seed,
                                                     drop_last, pool_factor)
             else:
-                sampler = RandomSampler(n, seed) if shuffle else SequentialSampler(n)
-                batch_sampler = BatchSampler(sampler, batch_size, drop_last)
+                if sampler is not None:
+                    chosen = sampler if isinstance(sampler, Sampler) else _IterableSampler(sampler)
+                elif shuffle:
+                    chosen = RandomSampler(n, seed)
+                else:
+                    chosen = SequentialSampler(n)
+                batch_sampler = BatchSampler(chosen, batch_size, drop_last)
         self.batch_sampler = batch_sampler
         self.epoch = 0
 
