@@ -46,9 +46,31 @@ DIGIT_LABELS = tuple(str(d) for d in range(10))
 
 # ---------------------------------------------------------------- containers
 
+class _LabelledSample:
+    """`sample` for the labelled containers below; they provide `labels` and `subset`."""
+
+    labels: np.ndarray
+
+    def sample(self, n: int, seed: int = 0, stratified: bool = True) -> Any:
+        """A random sample of `n` examples, returned in source order.
+
+        stratified=True keeps each class's share of `n` close to its share of the data and
+        gives every class at least one example, so `n` must be at least the number of
+        classes present. `seed` fixes the draw.
+        """
+        idx = (stratified_sample(self.labels, n, seed) if stratified
+               else _plain_sample(len(self.labels), n, seed))
+        return self.subset(idx)  # type: ignore[attr-defined]
+
+
 @dataclass(eq=False)
-class TextClassificationData(Dataset[tuple[str, int]]):
-    """Texts with integer labels; `ds[i] == (text, label)`."""
+class TextClassificationData(_LabelledSample, Dataset[tuple[str, int]]):
+    """Texts with integer labels; `ds[i] == (text, label)`.
+
+    The splits of `load_dataset` keep source order (examples sorted by their line in the
+    file), so `ds.subset(range(64))` is the first 64 of the split, which can be one class or
+    one source; `ds.sample(64, seed=...)` draws a random, label-stratified 64.
+    """
 
     texts: list[str]
     labels: np.ndarray  # (N,) int64
@@ -82,8 +104,12 @@ class TextClassificationData(Dataset[tuple[str, int]]):
 
 
 @dataclass(eq=False)
-class ImageClassificationData(Dataset[tuple[np.ndarray, int]]):
-    """Images with integer labels; `ds[i] == (image (1, H, W) float32, label)`."""
+class ImageClassificationData(_LabelledSample, Dataset[tuple[np.ndarray, int]]):
+    """Images with integer labels; `ds[i] == (image (1, H, W) float32, label)`.
+
+    The splits of `load_dataset` keep source order, so `ds.subset(range(64))` is the first
+    64 images of the split, not a random sample; `ds.sample(64, seed=...)` is one.
+    """
 
     images: np.ndarray  # (N, 1, H, W) float32 in [0, 1]
     labels: np.ndarray  # (N,) int64
@@ -273,6 +299,47 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float] = (0.8, 0.1,
     sizes = [round(n * f) for f in fractions[1:]]
     bounds = np.cumsum([0, n - sum(sizes), *sizes])
     return [np.sort(order[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def _check_sample_size(n: int, total: int) -> None:
+    if n < 1:
+        raise ValueError(f"sample: n must be positive, got {n}")
+    if n > total:
+        raise ValueError(f"sample: n={n} is more than the {total} examples there are")
+
+
+def _plain_sample(total: int, n: int, seed: int) -> np.ndarray:
+    _check_sample_size(n, total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
+def stratified_sample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `n` examples, each class's count as close to its share of `n` as
+    whole numbers allow, and at least one per class.
+
+    `stratified_split` is not used: it deals classes out by position, so a slice of a few
+    examples can miss a small class entirely, which a sample this small cannot afford.
+    Counts are floor(share), raised to 1, then topped up (or trimmed) by largest remainder.
+    """
+    labels = np.asarray(labels)
+    _check_sample_size(n, len(labels))
+    classes, sizes = np.unique(labels, return_counts=True)
+    if n < len(classes):
+        raise ValueError(f"sample: a stratified sample of n={n} cannot hold one example of "
+                         f"each of the {len(classes)} classes present; pass n >= "
+                         f"{len(classes)} or stratified=False")
+    share = n * sizes / len(labels)
+    counts = np.minimum(np.maximum(np.floor(share).astype(np.int64), 1), sizes)
+    while counts.sum() < n:  # classes with room, largest shortfall first
+        gap = np.where(counts < sizes, share - counts, -np.inf)
+        counts[int(np.argmax(gap))] += 1
+    while counts.sum() > n:  # only the raise to 1 overshoots; take back from the largest excess
+        excess = np.where(counts > 1, counts - share, -np.inf)
+        counts[int(np.argmax(excess))] -= 1
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
+              for c, k in zip(classes, counts)]
+    return np.sort(np.concatenate(picked))
 
 
 def _pick(splits: dict[str, Any], split: str | None) -> Any:
