@@ -110,3 +110,11 @@ def test_shuffle_with_sampler_is_an_error() -> None:
     with pytest.raises(ValueError, match="bucket_by_length"):
         DataLoader(TensorDataset(np.arange(N)), batch_size=4, bucket_by_length=True,
                    lengths=[1] * N, sampler=range(N))
+
+
+def test_a_loader_that_does_not_shuffle_leaves_the_global_generator_alone() -> None:
+    mt.manual_seed(4)
+    before = mt.creation.default_generator().bit_generator.state
+    DataLoader(TensorDataset(np.arange(N)), batch_size=4)
+    DataLoader(TensorDataset(np.arange(N)), batch_size=4, sampler=range(N))
+    assert mt.creation.default_generator().bit_generator.state == before

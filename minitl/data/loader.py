@@ -343,11 +343,13 @@ class DataLoader:
         if generator is not None and not isinstance(generator, np.random.Generator):
             raise TypeError(f"DataLoader: generator must be a numpy.random.Generator, got "
                             f"{type(generator).__name__}")
-        if seed is None:
+        if seed is None and shuffle and batch_sampler is None:
             # Drawn now rather than per pass so that the order stays a function of
             # (seed, epoch), which is what lets Trainer.resume replay an epoch.
             rng = generator if generator is not None else default_generator()
             seed = int(rng.integers(2**63 - 1))
+        elif seed is None:
+            seed = 0  # unused: drawing it would shift the global stream that init and dropout use
         self.dataset = dataset
         self.batch_size, self.drop_last, self.seed = batch_size, drop_last, seed
         self.collate_fn = collate_fn if collate_fn is not None else default_collate
