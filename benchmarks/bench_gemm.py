@@ -76,9 +76,10 @@ def bench_shape(s: Shape, rounds: int, calls: int) -> tuple[common.Row, common.R
         pass
     t = common.interleaved(candidates, rounds=rounds, calls=calls)
     subject = f"gemm {s.label}".strip()
-    vs_numpy = common.Row(subject, str(s), t["minitl"], t["numpy"], "numpy", s.gflop)
+    vs_numpy = common.Row(subject, str(s), t["minitl"], t["numpy"], "numpy", s.gflop,
+                          spread=t.spreads("minitl", "numpy"))
     vs_torch = common.Row(subject, str(s), t["minitl"], t.get("torch", float("nan")), "torch",
-                          s.gflop)
+                          s.gflop, spread=t.spreads("minitl", "torch"))
     return vs_numpy, vs_torch
 
 

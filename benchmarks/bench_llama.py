@@ -242,6 +242,7 @@ def main() -> None:
     ids = rng.integers(100, 40000, (1, t_prompt))
     t = common.interleaved(prefill_fns(ours, theirs, torch, ids), rounds, calls)
     rows.append(common.Row("prefill", f"1 x {t_prompt} tokens", t["minitl"], t["torch"],
+                           spread=t.spreads(),
                            extra={"tokens_per_s": {k: t_prompt / s for k, s in t.items()}}))
     print(f"prefill {t_prompt} tokens: minitl {t_prompt / t['minitl']:.1f} tok/s, torch "
           f"{t_prompt / t['torch']:.1f} tok/s, ratio (time) {t['minitl'] / t['torch']:.2f} "
@@ -253,7 +254,9 @@ def main() -> None:
     per = {k: statistics.median(v[1:] if len(v) > 1 else v) for k, v in spent.items()}
     rows.append(common.Row("decode (per token)", f"after 64, {steps} steps", per["minitl"],
                            per["torch"], extra={"tokens_per_s": {k: 1 / s for k, s in
-                                                                 per.items()}}))
+                                                                 per.items()}},
+                           spread=(common.spread_of(spent["minitl"][1:]),
+                                   common.spread_of(spent["torch"][1:]))))
     print(f"decode: minitl {1 / per['minitl']:.1f} tok/s, torch {1 / per['torch']:.1f} tok/s, "
           f"ratio (time) {per['minitl'] / per['torch']:.2f} {_tag(info)}", flush=True)
 
@@ -261,7 +264,7 @@ def main() -> None:
     t = common.interleaved(lora_fns(path, ours, theirs, torch, ids), rounds=max(2, rounds - 1),
                            calls=1)
     rows.append(common.Row("lora step (q,v r=8)", f"8 x {seq} tokens", t["minitl"], t["torch"],
-                           "peft"))
+                           "peft", spread=t.spreads()))
     print(f"LoRA step 8 x {seq}: minitl {t['minitl']:.2f} s, torch + peft {t['torch']:.2f} s, "
           f"ratio {t['minitl'] / t['torch']:.2f} {_tag(info)}", flush=True)
     del ours, theirs

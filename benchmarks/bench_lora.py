@@ -101,9 +101,10 @@ def bench_rank(n: int, d: int, r: int, rounds: int, calls: int) -> list[common.R
         label = mode.replace("_", "+")
         if has_torch:
             rows.append(common.Row(f"lora {label} vs torch unfused", shape, t["lora"],
-                                   t["torch"], "torch", gflop / 1e9))
+                                   t["torch"], "torch", gflop / 1e9,
+                                   spread=t.spreads("lora", "torch")))
         rows.append(common.Row(f"lora {label} vs minitl base", shape, t["lora"], t["base"],
-                               "base", gflop / 1e9))
+                               "base", gflop / 1e9, spread=t.spreads("lora", "base")))
     return rows
 
 

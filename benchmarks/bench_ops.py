@@ -217,14 +217,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             label = f"{case.name} {'fwd+bwd' if grad else 'fwd'}"
             new.append(common.Row(label, case.shape, t["minitl"], t["torch"], "torch",
                                   extra={"GB/s minitl fwd": case.nbytes / 1e9 / t["minitl"]}
-                                  if not grad else {}))
+                                  if not grad else {}, spread=t.spreads()))
         common.print_rows(new)
         rows += new
     if not args.only or "adamw" in args.only:
         shape, mine, theirs, nbytes = adamw_case(args.quick)
         t = common.interleaved({"minitl": mine, "torch": theirs}, rounds=rounds, calls=calls)
         row = common.Row("adamw step", shape, t["minitl"], t["torch"], "torch",
-                         extra={"GB/s minitl": nbytes / 1e9 / t["minitl"]})
+                         extra={"GB/s minitl": nbytes / 1e9 / t["minitl"]},
+                         spread=t.spreads())
         common.print_rows([row])
         rows.append(row)
     print("summary (ratio = minitl time / torch time; below 1 means minitl is faster):")

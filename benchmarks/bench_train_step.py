@@ -238,7 +238,7 @@ def bench(name: str, shape: str, make: Callable[[str], tuple[Callable[[], Any], 
     t = common.interleaved(candidates, rounds=rounds, calls=calls)
     extra["wall_s"] = round(time.perf_counter() - t0, 1)
     return common.Row(f"step {name}", shape, t["minitl"], t.get("torch", float("nan")),
-                      "torch", flop / 1e9, extra)
+                      "torch", flop / 1e9, extra, spread=t.spreads())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

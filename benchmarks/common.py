@@ -1,5 +1,6 @@
-"""Shared benchmark harness: warm-up, interleaved A/B timing, medians, the machine report and
-JSON rows under `benchmarks/results/`.
+"""Shared benchmark harness: warm-up, interleaved A/B timing, medians and their spread, the
+machine report (with a warning when the machine is already busy) and JSON rows under
+`benchmarks/results/`.
 
 Timing discipline. On a small shared machine one run of A followed by one run of B mostly
 measures who else was busy. So each subject is timed in rounds: every round runs each
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -45,8 +47,30 @@ def time_calls(fn: Callable[[], Any], calls: int) -> list[float]:
     return times
 
 
+class Timings(dict[str, float]):
+    """Median seconds per call of each candidate; `.samples` keeps every timed call, so a
+    table can say how much the calls scattered around the median."""
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        super().__init__({name: statistics.median(ts) for name, ts in samples.items()})
+        self.samples = samples
+
+    def spread(self, name: str) -> float:
+        """Half the interquartile range over the median (0.05: the middle half of the calls
+        lies within about ±5% of the reported time); nan for fewer than 2 calls or an
+        absent candidate."""
+        ts = self.samples.get(name, [])
+        if len(ts) < 2:
+            return float("nan")
+        q1, q3 = np.percentile(ts, [25, 75])
+        return float((q3 - q1) / 2 / self[name])
+
+    def spreads(self, mine: str = "minitl", other: str = "torch") -> tuple[float, float]:
+        return self.spread(mine), self.spread(other)
+
+
 def interleaved(candidates: dict[str, Callable[[], Any]], rounds: int = 5, calls: int = 3,
-                settle_s: float = SETTLE_S) -> dict[str, float]:
+                settle_s: float = SETTLE_S) -> Timings:
     """Median seconds per call of each candidate, timed in interleaved rounds."""
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     names = list(candidates)
@@ -55,7 +79,12 @@ def interleaved(candidates: dict[str, Callable[[], Any]], rounds: int = 5, calls
         for name in order:
             time.sleep(settle_s)
             samples[name] += time_calls(candidates[name], calls)
-    return {name: statistics.median(ts) for name, ts in samples.items()}
+    return Timings(samples)
+
+
+def spread_of(times: Sequence[float]) -> float:
+    """`Timings.spread` for a plain list of per-call times."""
+    return Timings({"x": list(times)}).spread("x")
 
 
 # ---- machine report ----------------------------------------------------------------------
@@ -103,9 +132,23 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def busy_warning(load: float | None, cores: int | None) -> str | None:
+    """A line for a machine already busy before the benchmark starts, else None: with the
+    1-minute load at or above the core count every timing competes with other work, and two
+    runs can differ several-fold."""
+    if load is None or not cores or load < cores:
+        return None
+    return (f"WARNING: load {load:.2f} on {cores} cores before the benchmark started: other "
+            f"work is running, so times (and, less so, ratios) are unreliable; rerun on an "
+            f"idle machine to report them")
+
+
 def print_machine(info: dict[str, Any]) -> None:
     feats = info["minitl_cpu"]
     print(f"machine : {info['cpu']}, {info['cores']} cores, load {info['load_avg_1min']:.2f}")
+    warning = busy_warning(info["load_avg_1min"], info["cores"])
+    if warning:
+        print(warning)
     print(f"versions: python {info['python']}, numpy {info['numpy']}, torch {info['torch']}")
     print(f"minitl  : gemm path {feats.get('gemm_path')}, "
           f"{feats.get('openmp_threads', 1)} OpenMP threads, kernels {info['minitl_kernels']}")
@@ -126,6 +169,7 @@ class Row:
     other: str = "torch"
     gflop: float | None = None  # work per call, for GFLOP/s
     extra: dict[str, Any] = field(default_factory=dict)
+    spread: tuple[float, float] | None = None  # Timings.spread of minitl and of the other
 
     @property
     def ratio(self) -> float:
@@ -139,7 +183,7 @@ class Row:
 def print_rows(rows: Sequence[Row]) -> None:
     """`subject | shape | minitl | other | ratio | GFLOP/s` with times in milliseconds."""
     head = (f"{'subject':<30} | {'shape':<24} | {'minitl ms':>9} | {'other ms':>14} | "
-            f"{'ratio':>5} | {'GFLOP/s minitl/other':>20}")
+            f"{'ratio':>5} | {'spread':>11} | {'GFLOP/s minitl/other':>20}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -147,8 +191,13 @@ def print_rows(rows: Sequence[Row]) -> None:
         rate = ""
         if r.gflop:
             rate = f"{r.gflop / r.minitl_s:8.1f} / {r.gflop / r.other_s:8.1f}"
+        spread = ""
+        if r.spread is not None:
+            spread = "/".join("-" if math.isnan(v) else f"±{100 * v:.0f}%" for v in r.spread)
         print(f"{r.subject:<30} | {r.shape:<24} | {r.minitl_s * 1e3:9.2f} | {other:>14} | "
-              f"{r.ratio:5.2f} | {rate:>20}")
+              f"{r.ratio:5.2f} | {spread:>11} | {rate:>20}")
+    print("spread: half the interquartile range of the timed calls over their median, "
+          "minitl/other")
     print()
 
 
