@@ -36,6 +36,7 @@ from minitl import creation
 from minitl.autograd_state import no_grad
 from minitl.backend import array_module
 from minitl.optim.clip import clip_grad_norm_
+from minitl.optim.plateau import ReduceLROnPlateau
 from minitl.tensor import Tensor
 from minitl.train.callbacks import Callback
 from minitl.train.checkpoint import load_state, save_state
@@ -76,7 +77,9 @@ class Trainer:
         train_loader: iterable of batches; `set_epoch(e)` is called when it has one.
         eval_loader: evaluated after every epoch (and at the end of a run cut by
             `max_steps` mid-epoch).
-        scheduler: an `lr_scheduler`, stepped after every optimizer step.
+        scheduler: an `lr_scheduler`, stepped after every optimizer step; a
+            `ReduceLROnPlateau` instead after every evaluation, with `plateau_metric` (it
+            needs an eval_loader).
         max_epochs, max_steps: stop at whichever comes first (1 epoch if neither is given).
         grad_accum_steps: batches per optimizer step.
         clip_grad_norm: max global L2 norm of the gradients (None: no clipping).
@@ -98,7 +101,7 @@ class Trainer:
                  metrics: Sequence[str | Metric] = (), callbacks: Sequence[Callback] = (),
                  log_dir: str | os.PathLike[str] | None = None, seed: int | None = None,
                  log_every: int = 10, progress: bool = True,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, plateau_metric: str = "eval_loss") -> None:
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
         if max_epochs is None and max_steps is None:
@@ -108,6 +111,11 @@ class Trainer:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.train_loader, self.eval_loader, self.scheduler = train_loader, eval_loader, scheduler
+        self._on_plateau = isinstance(scheduler, ReduceLROnPlateau)
+        if self._on_plateau and eval_loader is None:
+            raise ValueError("ReduceLROnPlateau steps on an evaluation metric: give the Trainer "
+                             "an eval_loader")
+        self.plateau_metric = plateau_metric
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.grad_accum_steps, self.clip_grad_norm = grad_accum_steps, clip_grad_norm
         self.metrics = [get_metric(m) for m in metrics]
@@ -262,7 +270,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.model.zero_grad()
-        if self.scheduler is not None:
+        if self.scheduler is not None and not self._on_plateau:
             self.scheduler.step()
         self.step += 1
         self.progress.update(self.step, loss, samples, epoch=self.epoch + 1, lr=record["lr"])
@@ -336,6 +344,11 @@ class Trainer:
     def _evaluate_and_log(self) -> dict[str, float]:
         results = self.evaluate()
         self._last_eval_step = self.step
+        if self._on_plateau:
+            if self.plateau_metric not in results:
+                raise KeyError(f"plateau_metric {self.plateau_metric!r} is not among the "
+                               f"evaluation results {sorted(results)}")
+            self.scheduler.step(results[self.plateau_metric])
         record = {"type": "eval", "step": self.step, "epoch": self.epoch, **results}
         self.eval_history.append(record)
         if self._log is not None:
