@@ -306,11 +306,7 @@ class LoRAConv2d(LoRALayer):
         if self.adapter_batch is not None:
             return self._batch_forward(x, y)
         name = self._branch_active()
-        if name is None:
-            return y
-        p = self.lora_dropout[name]
-        h = F.dropout(x, p, training=self.training) if p > 0 else x
-        return y + self.lora_B[name](self.lora_A[name](h)) * self.scaling[name]
+        return y if name is None else y + self.lora_delta(x, name)
 
 
 # ---- injection --------------------------------------------------------------------------
