@@ -18,7 +18,6 @@ perplexity before and after) and, for lora, adapter.safetensors.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 # Options of the encoder recipes with no meaning for the LLM recipe, and their defaults:
@@ -45,7 +44,6 @@ def is_llm_backbone(name: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from minitl.cli.args import UsageError, check_output_dir, user_errors
-    from minitl.cli.finetune import write_json
     from minitl.recipes.llm import STRATEGIES, TASKS, LLMConfig, run_llm_finetune
 
     flag = {k: "--" + k.replace("_", "-") for k in ENCODER_ONLY}
@@ -90,8 +88,5 @@ def run(args: argparse.Namespace) -> int:
           f"of {result.total:,}  {result.seconds:.1f} s{ppl}")
     written = (["adapter.safetensors"] if result.strategy == "lora" else []) + [
         "ledger.json", "metrics.json"]
-    write_json(os.path.join(args.out, "metrics.json"),
-               {**result.to_dict(), "accuracy": result.metrics.get("accuracy"),
-                "backbone": str(args.backbone)})
     print(f"wrote {', '.join(written)} to {args.out}")
     return 0

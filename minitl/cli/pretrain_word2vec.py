@@ -13,8 +13,6 @@ the loss per epoch), then prints the nearest neighbours of a few common words as
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ PROBES = ("good", "money", "love", "car", "night")
 
 def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from minitl.cli.args import UsageError, check_output_dir, user_errors
+    from minitl.cli.finetune import write_json
     from minitl.pretrain.word2vec import TrainStats, text_lines, train_word2vec
 
     given = ["--" + k.replace("_", "-") for k, d in NOT_HERE.items() if getattr(args, k) != d]
@@ -55,14 +54,12 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
                                stats=stats)
     model.save(out)
     config = out.with_name(out.stem + ".config.json")
-    tmp = config.with_name("." + config.name + ".tmp")
-    tmp.write_text(json.dumps({"family": "word2vec", "data": args.data or "movie-dialog",
-                               "settings": settings, "vocabulary": len(model.vocab),
-                               "corpus_words": stats.corpus_words, "pairs": stats.pairs,
-                               "seconds": stats.seconds,
-                               "words_per_second": stats.words_per_second,
-                               "epoch_loss": stats.epoch_loss}, indent=2) + "\n")
-    os.replace(tmp, config)
+    write_json(str(config), {"family": "word2vec", "data": args.data or "movie-dialog",
+                             "settings": settings, "vocabulary": len(model.vocab),
+                             "corpus_words": stats.corpus_words, "pairs": stats.pairs,
+                             "seconds": stats.seconds,
+                             "words_per_second": stats.words_per_second,
+                             "epoch_loss": stats.epoch_loss})
     print(f"trained {len(stats.epoch_loss)} epochs over {stats.corpus_words:,} words in "
           f"{stats.seconds:.1f} s ({stats.words_per_second:,.0f} words/s), vocabulary "
           f"{len(model.vocab):,}, loss per epoch "

@@ -431,7 +431,9 @@ def _save(result: LLMResult, lm: LlamaForCausalLM, out: str | os.PathLike[str],
     if result.strategy == "lora":
         io.save(tl.adapter_state_dict(lm), os.path.join(out, "adapter.safetensors"),
                 metadata={"backbone": str(backbone), "task": result.task})
-    for name, obj in (("metrics.json", result.to_dict()), ("ledger.json", result.ledger)):
+    metrics = {**result.to_dict(), "accuracy": result.metrics.get("accuracy"),
+               "backbone": str(backbone)}
+    for name, obj in (("metrics.json", metrics), ("ledger.json", result.ledger)):
         tmp = os.path.join(out, f".{name}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, default=float)
