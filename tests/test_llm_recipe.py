@@ -160,3 +160,15 @@ def test_llm_backbone_detection(files: dict[str, Path], tmp_path: Path) -> None:
     assert is_llm_backbone("smollm2-135m") and is_llm_backbone(str(files["model"]))
     assert is_llm_backbone(str(files["model"].parent))
     assert not is_llm_backbone("minilm-l6") and not is_llm_backbone(str(tmp_path))
+
+
+def test_cli_damaged_gguf_is_one_line(files: dict[str, Path], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from minitl.cli import main
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"NOPE" + bytes(60))
+    assert main(["finetune", "--backbone", str(bad), "--strategy", "lora", "--labels", "8",
+                 "--out", str(tmp_path / "x"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "not a GGUF file" in err and "Traceback" not in err

@@ -74,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
     labels = None if args.strategy == "zero-shot" else args.labels
     print(f"finetune: {args.strategy} on {args.data} with {args.backbone} (4-bit base, "
           f"{'all' if labels is None else labels} labels, {args.eval_split} split)", flush=True)
+    from minitl.io.gguf import read_gguf, resolve_gguf
+
+    with user_errors(FileNotFoundError):
+        gguf = resolve_gguf(args.backbone)
+    with user_errors(ValueError, OSError, usage=False):  # a damaged file: exit 1, one line
+        read_gguf(gguf)  # header, metadata and tensor table checked before any work starts
     with user_errors(KeyError, FileNotFoundError):
         result = run_llm_finetune(args.backbone, args.data, args.strategy, labels=labels,
                                   seed=args.seed, eval_split=args.eval_split, config=cfg,
