@@ -1,5 +1,7 @@
 """minitl: transfer learning from first principles (autograd, models, kernels)."""
 
+from typing import TYPE_CHECKING
+
 from minitl import dtypes
 from minitl.autograd_state import (enable_grad, inference_mode, is_grad_enabled,
                                    is_inference_mode_enabled, no_grad, set_grad_enabled)
@@ -18,14 +20,29 @@ from minitl.io import load, save  # noqa: E402
 from minitl import (assets, autograd, cuda, data, models, nn, optim, pretrain,  # noqa: E402
                     train, transfer)
 
+if TYPE_CHECKING:
+    from minitl import recipes
+
 __version__ = "0.1.0"
+
+
+def load_finetuned(directory: str, *, backbone: str | None = None
+                   ) -> "recipes.finetuned.FinetunedClassifier":
+    """The classifier `minitl finetune --out DIR` wrote, ready to `predict` texts: see
+    `minitl.recipes.finetuned.load_finetuned` (imported on first use: the recipes stay
+    out of `import minitl`)."""
+    from minitl.recipes.finetuned import load_finetuned as load
+
+    return load(directory, backbone=backbone)
+
 
 __all__ = [
     "arange", "as_tensor", "assets", "autograd", "bool_", "cat", "chunk", "clamp", "cuda", "data",
     "Device", "device", "double", "dtypes", "empty", "enable_grad", "exp", "eye", "float16",
     "float32", "float64", "from_numpy", "full", "full_like", "gather", "get_default_dtype",
     "get_num_threads", "half", "inference_mode", "int16", "int32", "int64", "int8",
-    "is_grad_enabled", "is_inference_mode_enabled", "linspace", "load", "log", "logsumexp", "long",
+    "is_grad_enabled", "is_inference_mode_enabled", "linspace", "load", "load_finetuned", "log",
+    "logsumexp", "long",
     "manual_seed", "matmul", "maximum", "mean", "minimum", "models", "nn", "no_grad", "ones",
     "ones_like", "optim", "pretrain", "rand", "randint", "randn", "randn_like", "randperm", "relu",
     "save", "set_default_dtype", "set_grad_enabled", "set_num_threads", "sigmoid", "softmax",

@@ -12,7 +12,6 @@ import pytest
 from test_recipes import tiny_assets
 
 import minitl as mt
-from minitl import transfer as tl
 from minitl.cli import build_parser, demo, main
 from minitl.recipes import text_classification as tc
 
@@ -63,16 +62,17 @@ def test_finetune_lora_writes_adapter_ledger_and_metrics(tiny: dict[str, str],
     assert "accuracy" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     ledger = json.loads((tmp_path / "ledger.json").read_text())
-    assert metrics["strategy"] == "lora" and metrics["weights"] == "adapter.safetensors"
+    assert metrics["strategy"] == "lora" and metrics["weights"] == "adapter_model.safetensors"
     assert 0 < metrics["trainable_pct"] < 100 and 0 <= metrics["accuracy"] <= 1
     assert [r["stage"] for r in ledger["records"]] == ["before", "after"]
     assert set(ledger["drift"]) == {"cosine", "knn"}
-    sd = mt.load(tmp_path / "adapter.safetensors")
-    assert sd and all("lora_" in k or k.startswith("classifier.") for k in sd)
-    # the adapter state dict restores the fine-tuned model on a fresh base
+    sd = mt.load(tmp_path / "adapter_model.safetensors")
+    assert sd and all("lora_" in k or k.endswith(("classifier.weight", "classifier.bias"))
+                      for k in sd)
+    # the PEFT adapter restores the fine-tuned model on a fresh base
     bb = tc.load_backbone(tiny["backbone"])
-    model = tc.build_model("lora", bb, 2, tc.RecipeConfig(progress=False))
-    tl.load_adapter_state_dict(model, sd)
+    model = mt.io.peft.load_peft_adapter(mt.models.SentenceClassifier(bb.encoder, 2),
+                                         tmp_path)
     task = tc.load_task("movie-reviews", bb.tokenizer, 48, 24, root=tiny["data"])
     assert tc.evaluate(model, task.eval)["accuracy"] == pytest.approx(metrics["accuracy"])
 

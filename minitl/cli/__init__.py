@@ -24,7 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "fine-tune a real pretrained encoder on real sentences, eight ways"),
     "finetune": ("finetune", "fine-tune a pretrained backbone on a dataset with one strategy"),
     "pretrain": ("pretrain", "pretrain a model from scratch on an offline corpus or images"),
-    "export": ("export", "write a LoRA adapter in PEFT layout, or merged into a plain checkpoint"),
+    "predict": ("predict", "label sentences with a model minitl finetune wrote"),
+    "export": ("export", "turn a finetune directory into a Hugging Face checkpoint"),
     "generate": ("generate", "stream a reply from a GGUF LLM (SmolLM2-135M) to a prompt"),
     "bench": ("bench", "run the benchmarks against PyTorch / numpy and print their tables"),
 }

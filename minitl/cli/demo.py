@@ -165,8 +165,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(os.path.join(args.out, f"ledger-{strategy}.json"), r.ledger)
         if args.save_weights:
             os.makedirs(os.path.join(args.out, strategy), exist_ok=True)
-            save_weights(fitted, os.path.join(args.out, strategy),
-                         {"strategy": strategy, "backbone": args.backbone})
+            save_weights(fitted, os.path.join(args.out, strategy), backbone, task, cfg)
         del fitted
     wall = time.perf_counter() - t_start
     rows = table_rows(results)

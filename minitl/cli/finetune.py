@@ -13,12 +13,16 @@ strategy (steps, model selection on a held-out slice of the labels, pseudo-label
 on the labelled sentences; --eval-split only says where the reported accuracy comes from
 (validation by default: keep test for the end).
 
-DIR receives:
+DIR describes itself (minitl.recipes.finetuned): `minitl.load_finetuned(DIR)` and
+`minitl predict --model DIR` read it back, `minitl export --model DIR` turns it into a
+Hugging Face directory. It receives:
+  config.json          the encoder's config, id2label, and the strategy, backbone, pooling
+  vocab.txt, tokenizer_config.json   the tokenizer
   model.safetensors    the whole fine-tuned classifier (scratch, full, gradual, discriminative,
-                       setfit, self-train)
-  adapter.safetensors  only the LoRA / adapter / soft-prompt tensors and the new head
-                       (lora, adapter, prompt, setfit-lora), for
-                       `minitl.transfer.load_adapter_state_dict`
+                       setfit, self-train, intermediate)
+  adapter_config.json, adapter_model.safetensors   the LoRA adapter and the head in PEFT
+                       layout (lora, setfit-lora)
+  adapter.safetensors  the adapter / soft-prompt tensors and the head (adapter, prompt)
   head.safetensors     only the head on the frozen encoder (zero-shot, prototype, head)
   bow.safetensors      the bag-of-words model: weights, idf, vocabulary in the metadata (bow)
   ledger.json          the forgetting ledger: source metrics (cosine, knn) before and after,
@@ -35,10 +39,6 @@ import argparse
 import json
 import os
 from typing import Any
-
-SAVE_WHOLE = ("scratch", "full", "gradual", "discriminative", "setfit", "self-train",
-              "intermediate")
-HEAD_ONLY = ("zero-shot", "prototype", "head")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -69,35 +69,15 @@ def source_material(source_text: str | None, n_probe: int, n_replay: int, n_pair
             list(zip(rest[0::2], rest[1::2]))[:n_pairs])
 
 
-def save_weights(fitted: Any, out: str, metadata: dict[str, str]) -> str:
-    """The fitted weights as safetensors (which part: see the module docstring); returns
-    the file name. `fitted` is a recipes.text_classification.Fitted."""
-    import json as _json
+def save_weights(fitted: Any, out: str, backbone: Any, task: Any, cfg: Any) -> str:
+    """The fitted classifier as a self-describing directory (minitl.recipes.finetuned);
+    returns the weights file's name."""
+    from dataclasses import asdict
 
-    import numpy as np
+    from minitl.recipes.finetuned import save_finetuned
 
-    from minitl import io
-    from minitl import transfer as tl
-    from minitl.tensor import Tensor
-
-    strategy, model = fitted.strategy, fitted.model
-    if fitted.bow is not None:
-        vec = fitted.bow.vectorizer.state_dict()
-        name = "bow.safetensors"
-        sd = {k: v for k, v in fitted.bow.linear.state_dict().items()}
-        sd["idf"] = Tensor(np.asarray(vec["idf"], np.float64))
-        metadata = {**metadata, "vocabulary": _json.dumps(list(vec["vocabulary"])),
-                    "vectorizer": _json.dumps({k: v for k, v in vec.items()
-                                               if k not in ("idf", "vocabulary")})}
-    elif strategy in SAVE_WHOLE:
-        name, sd = "model.safetensors", model.state_dict()
-    elif strategy in HEAD_ONLY:
-        name = "head.safetensors"
-        sd = {k: v for k, v in model.state_dict().items() if k.startswith("classifier.")}
-    else:
-        name, sd = "adapter.safetensors", tl.adapter_state_dict(model)
-    io.save(sd, os.path.join(out, name), metadata=metadata)
-    return name
+    return save_finetuned(fitted, out, backbone, label_names=task.label_names,
+                          max_length=task.max_length, task=task.name, settings=asdict(cfg))
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -164,19 +144,19 @@ def run(args: argparse.Namespace) -> int:
     choice = fitted.details.get("choice")
     if choice:
         print(f"auto chose {choice['strategy']}: {choice['reason']}")
-    weights = save_weights(fitted, args.out,
-                           {"strategy": fitted.strategy, "backbone": str(args.backbone),
-                            "task": task.name, "labels": ",".join(task.label_names),
-                            "max_length": str(task.max_length)})
+    weights = save_weights(fitted, args.out, backbone, task, cfg)
     write_json(os.path.join(args.out, "ledger.json"), result.ledger)
     write_json(os.path.join(args.out, "metrics.json"),
                {**{k: v for k, v in result.to_dict().items() if k != "ledger"},
-                "choice": choice, "weights": weights, "label_names": list(task.label_names)})
+                "choice": choice, "weights": weights, "label_names": list(task.label_names),
+                "data": task.name, "eval_size": args.eval_size, "seed": args.seed,
+                "data_root": os.path.abspath(args.data_root) if args.data_root else None})
     src = ", ".join(f"{k} {v:.3f}" for k, v in result.source.items()) or "n/a"
     print(f"{task.eval_split} accuracy {result.accuracy:.3f}  macro-F1 {result.macro_f1:.3f}  "
           f"trainable {result.trainable:,} of {result.total:,} ({result.trainable_pct:.2f}%)  "
           f"{result.seconds:.1f} s  source {src}")
-    print(f"wrote {weights}, ledger.json, metrics.json to {args.out}")
+    print(f"wrote {weights}, config.json, the tokenizer, ledger.json and metrics.json to "
+          f"{args.out}; `minitl predict --model {args.out} --text ...` uses them")
     return 0
 
 

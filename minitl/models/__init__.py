@@ -17,11 +17,13 @@ from minitl.models.configs import BertConfig, GPTConfig, LlamaConfig, ResNetConf
 from minitl.models.gpt import GPT, KVCache
 from minitl.models.llama import LlamaForCausalLM
 from minitl.models.resnet import BasicBlock, ResNet
+from minitl.models.sentence_classifier import SentenceClassifier
 from minitl.models.vit import ViT
 
 __all__ = [
     "GPT", "BasicBlock", "Bert", "BertConfig", "BertForMaskedLM",
     "BertForSequenceClassification", "BertForTokenClassification", "GPTConfig", "KVCache",
-    "LlamaConfig", "LlamaForCausalLM", "ResNet", "ResNetConfig", "ViT", "ViTConfig",
+    "LlamaConfig", "LlamaForCausalLM", "ResNet", "ResNetConfig", "SentenceClassifier", "ViT",
+    "ViTConfig",
     "encode_sentences", "mean_pool",
 ]

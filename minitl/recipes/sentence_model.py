@@ -4,8 +4,9 @@
     model = SentenceClassifier(copy.deepcopy(bb.encoder), num_labels=2)
     emb = embed_texts(bb.encoder, task.train)      # (N, D) the encoder's sentence embeddings
 
-The classifier reads the encoder's own sentence embedding (token states mean-pooled,
-L2-normalised), not BERT's [CLS] pooler, which all-MiniLM-L6-v2 never trained.
+The classifier is `minitl.models.SentenceClassifier`: it reads the encoder's own sentence
+embedding (token states mean-pooled, L2-normalised), not BERT's [CLS] pooler, which
+all-MiniLM-L6-v2 never trained.
 """
 
 from __future__ import annotations
@@ -13,50 +14,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-import minitl.nn.functional as F
 from minitl import assets, nn
 from minitl.autograd_state import no_grad
 from minitl.data import WordPieceTokenizer, pad_collate
-from minitl.models.bert import Bert, mean_pool
+from minitl.models.bert import Bert
+from minitl.models.sentence_classifier import SentenceClassifier, sentence_embedding
 from minitl.recipes.text_data import EncodedText
-from minitl.tensor import Tensor
 from minitl.train import accuracy, macro_f1
 
 __all__ = ["Backbone", "SentenceClassifier", "embed_texts", "evaluate", "load_backbone",
            "log_probabilities", "metrics", "predict_logits", "sentence_embedding"]
-
-
-class SentenceClassifier(nn.Module):
-    """Encoder, mean pooling over the attention mask, dropout, linear `classifier`.
-
-    Parameter names are Hugging Face's (`bert.*`, `classifier.*`).
-
-    Shape:
-        - input_ids, attention_mask: (B, T); output: logits (B, num_labels)
-    """
-
-    def __init__(self, encoder: Bert, num_labels: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.bert = encoder
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
-        nn.init.normal_(self.classifier.weight, 0.0, encoder.config.initializer_range)
-        nn.init.zeros_(self.classifier.bias)
-
-    def embed(self, input_ids: Any, attention_mask: Any) -> Tensor:
-        """The sentence embedding (B, D): mean-pooled, L2-normalised (the encoder's own)."""
-        return sentence_embedding(self.bert, {"input_ids": input_ids,
-                                              "attention_mask": attention_mask})
-
-    def classify(self, emb: Tensor) -> Tensor:
-        return self.classifier(self.dropout(emb))  # (B, num_labels)
-
-    def forward(self, input_ids: Any, attention_mask: Any) -> Tensor:
-        return self.classify(self.embed(input_ids, attention_mask))
 
 
 @dataclass
@@ -85,12 +55,6 @@ def load_backbone(name_or_dir: str, log: Callable[[str], None] = print) -> Backb
             f"first run only, into {assets.cache_dir()}")
     encoder = Bert.from_pretrained(name_or_dir, add_pooling_layer=False)
     return Backbone(name_or_dir, encoder, WordPieceTokenizer.from_pretrained(name_or_dir))
-
-
-def sentence_embedding(encoder: nn.Module, batch: dict[str, Any]) -> Tensor:
-    """(B, D) mean-pooled, L2-normalised: all-MiniLM-L6-v2's own sentence embedding."""
-    m = batch["attention_mask"]
-    return F.normalize(mean_pool(encoder(batch["input_ids"], attention_mask=m), m), dim=-1)
 
 
 def embed_texts(model: nn.Module, data: EncodedText, batch_size: int = 64) -> np.ndarray:
