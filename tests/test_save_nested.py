@@ -122,3 +122,18 @@ def test_failed_nested_save_leaves_the_old_file(tmp_path: Path) -> None:
         mt.save({"epoch": 2, "w": np.ones(3, np.complex64)}, path)  # complex: no safetensors dtype
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.safetensors"]
+
+
+def test_trainer_checkpoint_into_load_state_dict_points_to_model_state_dict(
+        tmp_path: Path) -> None:
+    from minitl.train.checkpoint import model_state_dict, save_state
+
+    model = nn.Linear(3, 2)
+    path = tmp_path / "ckpt.safetensors"
+    save_state({"model": model.state_dict(), "step": 3}, path)
+    with pytest.raises(RuntimeError, match=r"prefix 'model\.'.*model_state_dict"):
+        model.load_state_dict(mt.load(path))
+    model.load_state_dict(model_state_dict(path))  # what the hint says works
+    with pytest.raises(RuntimeError) as err:  # an unrelated mismatch gets no hint
+        model.load_state_dict({"w": mt.zeros(2, 3), "bias": mt.zeros(2)})
+    assert "prefix" not in str(err.value)

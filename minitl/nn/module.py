@@ -27,6 +27,21 @@ from minitl.tensor import Device, Tensor
 __all__ = ["Module", "RemovableHandle"]
 
 
+def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
+    """A hint when every missing key is present under one extra prefix ('' if none)."""
+    first = missing[0]
+    for key in unexpected:
+        if key.endswith("." + first):
+            prefix = key[: -len(first)]
+            if all(prefix + k in unexpected for k in missing):
+                where = (" (the layout of a minitl training checkpoint: "
+                         "minitl.train.model_state_dict(path) reads its model part)"
+                         if prefix == "model." else "")
+                return (f"Every missing key is present with the prefix {prefix!r}: strip it"
+                        f"{where}.")
+    return ""
+
+
 class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
     """`load_state_dict`'s result: (missing_keys, unexpected_keys), both lists of names."""
 
@@ -470,6 +485,9 @@ class Module:
         errors = [f"{what} key(s) in state_dict: " + ", ".join(f'"{k}"' for k in keys) + ". "
                   for what, keys in (("Unexpected", unexpected), ("Missing", missing))
                   if strict and keys] + mismatched
+        if strict and missing and unexpected:
+            errors.append(_prefix_hint(missing, unexpected))
+        errors = [e for e in errors if e]
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
                                + "\n\t".join(errors))
