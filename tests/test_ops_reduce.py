@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import check_op, gradcheck
+from helpers import check_op, gradcheck, requires_torch, torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -371,3 +371,39 @@ def test_linear_shape_errors_name_shapes() -> None:
         linear(mt.zeros(4, 3), mt.zeros(5, 2))
     with pytest.raises(RuntimeError, match=r"\(4,\).*\(5, 3\)"):
         linear(mt.zeros(4, 3), mt.zeros(5, 3), mt.zeros(4))
+
+
+BIG_MATMUL_SHAPES = [((4, 32, 40), (4, 40, 32)), ((2, 1, 32, 40), (3, 40, 32)),
+                     ((32, 40), (3, 40, 32)), ((3, 32, 40), (40, 32)), ((2, 3, 40, 32), (32,))]
+
+
+@requires_torch
+@pytest.mark.parametrize("sa,sb", BIG_MATMUL_SHAPES,
+                         ids=[f"{a}@{b}" for a, b in BIG_MATMUL_SHAPES])
+def test_batched_matmul_stays_off_numpy_blas(sa: tuple, sb: tuple,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Products of useful size run on backend.gemm / gemm_batched (one OpenMP pool), never
+    numpy's matmul (OpenBLAS's pool), forward and backward, broadcasting included."""
+    from minitl.backend import get_backend
+
+    paths = get_backend("cpu").paths
+    if "reference" in (paths["gemm"], paths["gemm_batched"]):
+        pytest.skip("the numpy reference kernels are numpy's matmul by definition")
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(sa).astype(np.float32)
+    b = rng.standard_normal(sb).astype(np.float32)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    want = torch.matmul(ta, tb)
+    want.backward(torch.ones_like(want))
+
+    def no_blas(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("numpy matmul called")
+
+    monkeypatch.setattr(np, "matmul", no_blas)
+    x, y = mt.tensor(a, requires_grad=True), mt.tensor(b, requires_grad=True)
+    out = mt.matmul(x, y)
+    out.backward(mt.ones(*out.shape))
+    monkeypatch.undo()
+    np.testing.assert_allclose(out.numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(x.grad.numpy(), ta.grad.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(y.grad.numpy(), tb.grad.numpy(), rtol=1e-4, atol=1e-3)

@@ -19,6 +19,7 @@ import numpy as np
 
 from minitl.function import Context, Function
 from minitl.ops.activation import dropout_scale
+from minitl.ops.linalg import bmm
 from minitl.tensor import Tensor
 
 Array = Any
@@ -40,30 +41,6 @@ def _repeat_heads(x: Tensor, times: int) -> Tensor:
     return x.reshape(*lead, h * times, s, e)
 
 
-_GEMM_MIN = 1 << 15  # multiply-adds per matrix above which each gets its own backend.gemm
-
-
-def _bmm(ctx: Context, a: Array, b: Array, trans_a: bool = False, trans_b: bool = False
-         ) -> Array:
-    """op(a) @ op(b) over the batch dims. Attention's products (B h of them, 128 x 64 x 128
-    for bert-mini) go to backend.gemm_batched: the register-tiled C++ kernel, one product
-    per thread in one parallel region (one region per product cost a scheduler tick each
-    on a busy machine), ~4x faster than a numba loop; numpy's batched matmul would wake
-    multithreaded OpenBLAS, whose pool fights the OpenMP one on two cores. Small products
-    and broadcasting batch dims take the array module's matmul."""
-    xp = ctx.xp
-    m, k = (a.shape[-1], a.shape[-2]) if trans_a else (a.shape[-2], a.shape[-1])
-    n = b.shape[-2] if trans_b else b.shape[-1]
-    if a.ndim == 2 and b.ndim == 2:
-        return ctx.backend.gemm(a, b, trans_a, trans_b)
-    if a.shape[:-2] != b.shape[:-2] or m * n * k < _GEMM_MIN:
-        return xp.matmul(xp.swapaxes(a, -1, -2) if trans_a else a,
-                         xp.swapaxes(b, -1, -2) if trans_b else b)
-    lead = a.shape[:-2]
-    a3, b3 = a.reshape((-1,) + a.shape[-2:]), b.reshape((-1,) + b.shape[-2:])
-    return ctx.backend.gemm_batched(a3, b3, trans_a, trans_b).reshape(lead + (m, n))
-
-
 class ScaledDotProductAttention(Function):
     """o = D(A) v with A = softmax(s q k^T + mask) and D the dropout (a 0 or 1/(1-p) scale);
     dv = D(A)^T g,  dA = D(g v^T),  dS = A (dA - sum(dA A)),  dq = s dS k,  dk = s dS^T q,
@@ -73,7 +50,7 @@ class ScaledDotProductAttention(Function):
     def forward(ctx: Context, q: Array, k: Array, v: Array, mask: Array | None, scale: float,
                 dropout_p: float) -> Array:
         xp = ctx.xp
-        scores = _bmm(ctx, q, k, trans_b=True)  # (..., L, S)
+        scores = bmm(ctx, q, k, trans_b=True)  # (..., L, S)
         scores *= scale
         if mask is not None:
             if mask.dtype == np.bool_:
@@ -86,7 +63,7 @@ class ScaledDotProductAttention(Function):
             drop = dropout_scale(xp, attn.shape, attn.dtype, dropout_p)
         ctx.save_for_backward(q, k, v, attn, drop)
         ctx.scale = scale
-        return _bmm(ctx, attn if drop is None else attn * drop, v)  # (..., L, Ev)
+        return bmm(ctx, attn if drop is None else attn * drop, v)  # (..., L, Ev)
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
@@ -94,18 +71,18 @@ class ScaledDotProductAttention(Function):
         nq, nk, nv, nm = (ctx.needs_input_grad + (False,))[:4]
         dv = None
         if nv:
-            dv = _bmm(ctx, attn if drop is None else attn * drop, g, trans_a=True)  # (.., S, Ev)
+            dv = bmm(ctx, attn if drop is None else attn * drop, g, trans_a=True)  # (.., S, Ev)
         if not (nq or nk or nm):
             return None, None, dv, None, None, None
-        da = _bmm(ctx, g, v, trans_b=True)  # (..., L, S)
+        da = bmm(ctx, g, v, trans_b=True)  # (..., L, S)
         if drop is not None:
             da *= drop
         ds = ctx.backend.softmax_bwd(da, attn)
         dmask = ds if nm else None
         if nq or nk:
             ds = ds * ctx.scale if nm else _scale_(ds, ctx.scale)
-        dq = _bmm(ctx, ds, k) if nq else None
-        dk = _bmm(ctx, ds, q, trans_a=True) if nk else None
+        dq = bmm(ctx, ds, k) if nq else None
+        dk = bmm(ctx, ds, q, trans_a=True) if nk else None
         return dq, dk, dv, dmask, None, None
 
 

@@ -1,7 +1,10 @@
 """Matrix products: batched broadcasting `matmul` and the fused `linear` layer op.
 
-2-D float products go through `backend.gemm`, the kernel the native backends
-replace; batched products use the array module's matmul.
+Every product goes through `bmm`, the one batched-matmul path (attention uses it too): 2-D
+products and a batch times one matrix go to `backend.gemm`, batches of products of useful
+size to `backend.gemm_batched`, so on the CPU a training step stays in minitl's C++ kernels
+and one OpenMP pool; numpy's matmul would wake multithreaded OpenBLAS, whose spinning pool
+fights the OpenMP one on a small machine. Only tiny products take the array module's matmul.
 """
 
 from __future__ import annotations
@@ -14,13 +17,34 @@ from minitl.tensor import Tensor, _operand
 Array = Any
 
 
-def _batched_operand(xp: Any, x: Array) -> Array:
-    """numpy's batched matmul calls BLAS only when each matrix is a plain or transposed
-    contiguous block; a permuted view (attention heads split from (B, T, h, hs)) would take a
-    scalar loop ~20x slower, so such views are copied once."""
-    if x.flags.c_contiguous or xp.swapaxes(x, -1, -2).flags.c_contiguous:
-        return x
-    return xp.ascontiguousarray(x)
+GEMM_MIN = 1 << 15  # multiply-adds per matrix below which the array module's matmul is cheaper
+
+
+def bmm(ctx: Context, a: Array, b: Array, trans_a: bool = False, trans_b: bool = False
+        ) -> Array:
+    """op(a) @ op(b), batch dims broadcast as numpy does, on the backend's kernels."""
+    xp = ctx.xp
+    m, k = (a.shape[-1], a.shape[-2]) if trans_a else (a.shape[-2], a.shape[-1])
+    n = b.shape[-2] if trans_b else b.shape[-1]
+    if a.ndim == 2 and b.ndim == 2:
+        return ctx.backend.gemm(a, b, trans_a, trans_b)
+    if b.ndim == 2 and not trans_a:  # (..., m, k) @ W: one product of (... m, k) rows
+        lead = a.shape[:-2]
+        a2 = xp.ascontiguousarray(a).reshape(-1, k)
+        return ctx.backend.gemm(a2, b, False, trans_b).reshape(lead + (m, n))
+    lead = tuple(int(d) for d in _broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    if m * n * k < GEMM_MIN:
+        return xp.matmul(xp.swapaxes(a, -1, -2) if trans_a else a,
+                         xp.swapaxes(b, -1, -2) if trans_b else b)
+    a3 = xp.broadcast_to(a, lead + a.shape[-2:]).reshape((-1,) + a.shape[-2:])
+    b3 = xp.broadcast_to(b, lead + b.shape[-2:]).reshape((-1,) + b.shape[-2:])
+    return ctx.backend.gemm_batched(a3, b3, trans_a, trans_b).reshape(lead + (m, n))
+
+
+def _broadcast_shapes(sa: tuple[int, ...], sb: tuple[int, ...]) -> tuple[int, ...]:
+    n = max(len(sa), len(sb))
+    sa, sb = (1,) * (n - len(sa)) + tuple(sa), (1,) * (n - len(sb)) + tuple(sb)
+    return tuple(max(x, y) if min(x, y) != 0 else 0 for x, y in zip(sa, sb))
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -59,25 +83,20 @@ class MatMul(Function):
             raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
                                f"{a.dtype} and {b.dtype}")
         ctx.save_for_backward(a, b)
-        if a.ndim == 2 and b.ndim == 2:
-            return ctx.backend.gemm(a, b)
-        xp = ctx.xp
-        a, b = _batched_operand(xp, a), _batched_operand(xp, b)
-        ctx.save_for_backward(a, b)
-        return xp.matmul(a, b)
+        return bmm(ctx, a, b)
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array | None, Array | None]:
         a, b = ctx.saved
         na, nb = ctx.needs_input_grad
-        if a.ndim == 2 and b.ndim == 2:
-            gemm = ctx.backend.gemm
-            return (gemm(g, b, trans_b=True) if na else None,
-                    gemm(a, g, trans_a=True) if nb else None)
-        xp = ctx.xp
-        ga = xp.matmul(g, xp.swapaxes(b, -1, -2)) if na else None
-        gb = xp.matmul(xp.swapaxes(a, -1, -2), g) if nb else None
-        return ga, gb
+        ga = bmm(ctx, g, b, trans_b=True) if na else None
+        if nb and b.ndim == 2 and a.ndim > 2:  # W's gradient sums over the batch: one GEMM
+            xp = ctx.xp
+            k, n = b.shape
+            a2 = xp.broadcast_to(a, g.shape[:-2] + a.shape[-2:]).reshape(-1, k)
+            return ga, ctx.backend.gemm(a2, xp.ascontiguousarray(g).reshape(-1, n),
+                                        trans_a=True)
+        return ga, (bmm(ctx, a, g, trans_a=True) if nb else None)
 
 
 def matmul(a: Any, b: Any) -> Tensor:
