@@ -2,18 +2,24 @@
 
 minitl runs CPU work in two pools: the OpenMP team of the native extension `minitl._C`
 (GEMM, LoRA and quantized kernels; the benchmarks report it as "N OpenMP threads") and
-numba's parallel kernels. numpy's own BLAS pool (OpenBLAS, MKL) is neither: set it with
-OMP_NUM_THREADS / OPENBLAS_NUM_THREADS before Python starts.
+numba's parallel kernels. numpy's own BLAS pool (OpenBLAS) is a third: after a numpy matrix
+product its workers spin for a while (~0.25 s) waiting for more work, and on a small machine
+they take the cores minitl's next kernel wanted (a minitl GEMM right after a numpy one ran at
+half speed on 2 cores). minitl's own ops never call numpy's BLAS on the CPU (ops.linalg.bmm);
+code that mixes the two can hold numpy's pool at one thread with `blas_threads(1)`, or set
+OPENBLAS_NUM_THREADS before Python starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import sys
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["get_num_threads", "set_num_threads"]
+__all__ = ["blas_threads", "get_blas_threads", "get_num_threads", "set_num_threads"]
 
 _OPENMP_NAMES = ("libgomp", "libomp", "libiomp")
 
@@ -93,3 +99,67 @@ def get_num_threads() -> int:
         return int(omp.omp_get_max_threads())
     numba = _numba()
     return int(numba.get_num_threads()) if numba is not None else 1
+
+
+# numpy's wheels bundle OpenBLAS with a symbol prefix and 64-bit ints; older builds did not.
+_OPENBLAS_SYMBOLS = ("scipy_openblas_{}64_", "openblas_{}64_", "openblas_{}")
+
+
+@functools.cache
+def _openblas() -> tuple[Any, Any] | None:
+    """(set_num_threads, get_num_threads) of the OpenBLAS numpy loaded, or None (another
+    BLAS, not Linux)."""
+    import numpy as np
+
+    np.ones(2) @ np.ones(2)  # make sure numpy's BLAS is loaded
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower()})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern in _OPENBLAS_SYMBOLS:
+            try:
+                set_n, get_n = (getattr(lib, pattern.format(f"{op}_num_threads"))
+                                for op in ("set", "get"))
+            except AttributeError:
+                continue
+            set_n.argtypes, get_n.restype = [ctypes.c_int], ctypes.c_int
+            return set_n, get_n
+    return None
+
+
+def get_blas_threads() -> int | None:
+    """Threads of numpy's OpenBLAS pool, or None when numpy's BLAS is not a known OpenBLAS."""
+    found = _openblas()
+    return None if found is None else int(found[1]())
+
+
+@contextlib.contextmanager
+def blas_threads(n: int) -> Iterator[int | None]:
+    """Hold numpy's OpenBLAS pool at `n` threads inside the block (restored after); yields
+    the previous count, or None and does nothing when numpy's BLAS is not a known OpenBLAS.
+
+        with mt.threads.blas_threads(1):
+            features = x_np @ w_np       # numpy's product: no spinning workers afterwards
+            loss = model(mt.tensor(features)).sum()
+    """
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"blas_threads: expected a positive integer, got {n!r}")
+    found = _openblas()
+    if found is None:
+        yield None
+        return
+    set_n, get_n = found
+    before = int(get_n())
+    set_n(int(n))
+    try:
+        yield before
+    finally:
+        set_n(before)
