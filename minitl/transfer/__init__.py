@@ -49,6 +49,12 @@ from minitl.transfer.lora import (
                                     set_adapter,
                                     unmerge_lora,
 )
+from minitl.transfer.multitask import (
+                                    MultiTaskLoader,
+                                    MultiTaskModel,
+                                    TaskSampler,
+                                    task_probabilities,
+)
 from minitl.transfer.prompt import SoftPrompt, apply_prompt_tuning, remove_prompt_tuning
 from minitl.transfer.replay import ReplayBuffer, ReplayLoader
 from minitl.transfer.schedules import (
@@ -63,13 +69,14 @@ __all__ = [
     "EWC", "L2SP", "Adapter", "AdapterEnsemble", "FeatureCache", "FeatureSet",
     "ForgettingLedger",
     "GradualUnfreezing", "LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear",
-    "LoRAQuantLinear", "LogitEnsemble", "ReplayBuffer",
-    "ReplayLoader", "SoftPrompt", "adapter_parameters", "adapter_state_dict",
+    "LoRAQuantLinear", "LogitEnsemble", "MultiTaskLoader", "MultiTaskModel", "ReplayBuffer",
+    "ReplayLoader", "SoftPrompt", "TaskSampler", "adapter_parameters", "adapter_state_dict",
     "apply_adapters", "apply_lora", "apply_prompt_tuning", "bert_unfreezing_stages",
     "count_parameters", "default_feature_cache", "extract_features", "freeze",
     "layerwise_lr_groups", "load_adapter_state_dict", "lora_parameters", "merge_and_unload",
     "merge_lora", "model_soup", "reinit_head", "remove_adapters", "remove_prompt_tuning",
     "replace_head",
-    "set_adapter", "slanted_triangular", "trainable_parameters", "unfreeze", "unmerge_lora",
+    "set_adapter", "slanted_triangular", "task_probabilities",
+    "trainable_parameters", "unfreeze", "unmerge_lora",
     "warmup_cosine",
 ]
