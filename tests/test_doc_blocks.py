@@ -1,7 +1,9 @@
 """Every ```python block of README.md and docs/*.md runs as written.
 
 Each block is one test (id "docs/quickstart.md:3": the file and the block's number in it,
-counting from 1), run in a fresh namespace in its own temporary working directory. The
+counting from 1), run in a fresh namespace; the blocks of one document share a temporary
+working directory, in order, as a reader would run them (a later block may read what an
+earlier one wrote). The
 code is compiled under the markdown file's name with its own line numbers, so a traceback
 points at the line of the doc that failed.
 
@@ -9,13 +11,14 @@ A block that cannot run here (it needs a GPU, or shows an error on purpose) carr
 HTML comment on the line right before its fence, `<!-- not-run: why -->`; it is reported
 as skipped with that reason, and a marker without a reason fails.
 
-The blocks name real assets ("minilm-l6", "movie-reviews", "digits"), which minitl fetches
-once through pip. These tests never touch the network: `MINITL_CACHE` points at a temporary
+The blocks name real assets ("minilm-l6", "movie-reviews", "movie-dialog", "digits"), which
+minitl fetches once through pip. These tests never touch the network: `MINITL_CACHE` points at a temporary
 cache holding every asset the user has cached (linked) and, for those of FAKES that are not,
 a small synthetic stand-in in the same file format; fetching anything else fails the block.
 The stand-in for "minilm-l6" is a random 2-layer BERT over a character vocabulary, in
 Hugging Face layout. With the real MiniLM cached the file takes about 25 s on one thread,
 with the stand-in about 7 s; MINITL_DOCS_TINY_BERT=1 takes the stand-in in any case.
+`transformers` runs with HF_HUB_OFFLINE=1: it reads the directories the blocks wrote.
 """
 
 from __future__ import annotations
@@ -109,6 +112,16 @@ def _movie_reviews(root: Path) -> None:
     (root / name).write_text("\r\n".join(rows) + "\r\n", encoding="utf-8")
 
 
+def _movie_dialog(root: Path) -> None:
+    """`prompt<TAB>reply` lines of made-up film dialogue."""
+    rng = np.random.default_rng(0)
+    talk = ["where are you going", "i told you so", "get in the car", "we have to go now",
+            "what did he say", "nobody knows", "come back here", "it is over"]
+    rows = [f"{talk[int(rng.integers(8))]}\t{talk[int(rng.integers(8))]}" for _ in range(600)]
+    name = assets.info("movie-dialog").files[0].name
+    (root / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
 def _images(root: Path, asset: str, n: int, side: int, top: int) -> None:
     """CSV (pixels then label, gzipped) of `n` images: a class-dependent blob plus noise."""
     rng = np.random.default_rng(0)
@@ -127,6 +140,7 @@ def _images(root: Path, asset: str, n: int, side: int, top: int) -> None:
 FAKES = {
     "minilm-l6": _tiny_bert,
     "movie-reviews": _movie_reviews,
+    "movie-dialog": _movie_dialog,
     "digits": lambda root: _images(root, "digits", 1797, 8, 16),
 }
 
@@ -170,14 +184,25 @@ def _param(b: Block) -> object:
     return pytest.param(b, id=b.id, marks=marks)
 
 
+@pytest.fixture(scope="module")
+def doc_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One working directory per document, shared by its blocks in order: a reader runs
+    them one after another in one place, and a later block may read what an earlier wrote."""
+    return {}
+
+
 @pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
-def test_block_runs(block: Block, asset_cache: Path, tmp_path: Path,
+def test_block_runs(block: Block, asset_cache: Path, doc_dirs: dict[str, Path],
+                    tmp_path_factory: pytest.TempPathFactory,
                     monkeypatch: pytest.MonkeyPatch) -> None:
     if block.skip == "":
         pytest.fail(f"{block.id} (line {block.line}): `<!-- not-run: -->` needs a reason")
     monkeypatch.setenv("MINITL_CACHE", str(asset_cache))
     monkeypatch.setattr(assets, "_pip_download", _no_download)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # transformers reads local directories only
+    if block.doc not in doc_dirs:
+        doc_dirs[block.doc] = tmp_path_factory.mktemp(Path(block.doc).stem)
+    monkeypatch.chdir(doc_dirs[block.doc])
     mt.manual_seed(0)
     # padded so that line numbers in a traceback are those of the markdown file
     code = compile("\n" * (block.line - 1) + block.code, block.doc, "exec")
