@@ -5,7 +5,8 @@ An op is one `Function` subclass whose `forward` and `backward` sit side by side
 argument and plain Python values for everything else; `backward` receives the
 gradient of the output and returns one gradient per positional argument of
 `forward` (None where there is none). `Function.apply` does the bookkeeping that
-every op shares: device checks, graph recording and un-broadcasting.
+every op shares: device checks and graph recording; the backward engine
+(minitl/autograd/engine.py) sums each gradient back to its input's shape (`unbroadcast`).
 
 What `forward` passes to `ctx.save_for_backward` is checked at backward: if an array saved
 there (an input, the output, or a view of either) was modified in place after the forward

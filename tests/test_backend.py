@@ -33,13 +33,14 @@ def test_reference_mode_uses_only_references(kernels_env) -> None:
     assert b.gemm is reference.gemm
 
 
-def test_unknown_mode_is_rejected(kernels_env) -> None:
-    with pytest.raises(ValueError, match="MINITL_KERNELS"):
-        kernels_env("fastest")
+@pytest.mark.parametrize("mode", ["fastest", "native"])
+def test_unknown_mode_is_rejected(kernels_env, mode: str) -> None:
+    with pytest.raises(ValueError, match="MINITL_KERNELS must be auto or reference"):
+        kernels_env(mode)
 
 
-def test_native_mode_matches_reference(kernels_env) -> None:
-    b = kernels_env("native")
+def test_auto_mode_matches_reference(kernels_env) -> None:
+    b = kernels_env("auto")
     rng = np.random.default_rng(0)
     a, c = rng.standard_normal((33, 17), dtype=np.float32), rng.standard_normal((17, 9),
                                                                               dtype=np.float32)

@@ -110,8 +110,6 @@ def test_softmax_dtype_argument_and_errors() -> None:
         F.softmax(mt.tensor([1, 2]), 0)
 
 
-@pytest.mark.skipif(not hasattr(mt.Tensor, "log_softmax"),
-                    reason="activation.TENSOR_METHODS not yet installed in tensor.py")
 def test_softmax_tensor_methods() -> None:
     x = mt.tensor(_rand((2, 3)))
     np.testing.assert_allclose(x.softmax(-1).numpy(), F.softmax(x, -1).numpy())

@@ -58,11 +58,11 @@ _cache: dict[str, Backend] = {}
 
 
 def kernel_mode() -> str:
-    """`reference` forces numpy references; `auto` (default) picks the fastest built path;
-    `native` also selects native kernels that are not yet faster than numpy (for study)."""
+    """MINITL_KERNELS: `auto` (default) takes each kernel's native version where it is built
+    and passed its self-check; `reference` forces the numpy references everywhere."""
     mode = os.environ.get("MINITL_KERNELS", "auto").lower()
-    if mode not in ("auto", "reference", "native"):
-        raise ValueError(f"MINITL_KERNELS must be auto, reference or native, got {mode!r}")
+    if mode not in ("auto", "reference"):
+        raise ValueError(f"MINITL_KERNELS must be auto or reference, got {mode!r}")
     return mode
 
 

@@ -36,7 +36,6 @@ Array = Any
 _NULL = np.uint64(0)  # a null pointer argument
 _lock = threading.Lock()
 _verified: dict[str, bool] = {}  # expression or kernel name -> passed its self-check
-_disabled: dict[str, str] = {}  # kernel family -> why it was dropped
 _tuner: tune.Autotuner | None = None
 _precision = os.environ.get("MINITL_CUDA_MATMUL", "highest").lower()
 PRECISIONS = ("highest", "high", "medium")
@@ -124,17 +123,6 @@ def launch(fn: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[A
         fn.max_dynamic_shared_size_bytes = smem  # opt in above the 48 KB default
         fn._minitl_smem = smem
     fn(grid, block, args, shared_mem=smem)
-
-
-def disable(family: str, why: str) -> None:
-    if family not in _disabled:
-        _disabled[family] = why
-        warnings.warn(f"minitl: CUDA kernel {family} disabled ({why}); using the reference "
-                      "on CuPy instead", RuntimeWarning, stacklevel=3)
-
-
-def disabled(family: str) -> bool:
-    return family in _disabled
 
 
 def verified(key: str, check: Callable[[], bool], family: str) -> bool:
@@ -307,7 +295,7 @@ def gemm_ex(a: Array, ta: bool, b: Array, tb: bool, m: int, n: int, k: int, *,
     """The GEMM every wrapper uses: tensor cores when the precision asks for them and the
     path passed its checks, else the SIMT SGEMM."""
     prec = matmul_precision()
-    if prec != "highest" and not disabled("tensor-core gemm"):
+    if prec != "highest":
         from minitl.backend import cuda_tc
 
         c = cuda_tc.tc_gemm(a, ta, b, tb, m, n, k, bf16=(prec == "medium"), alpha=alpha,
@@ -320,7 +308,7 @@ def gemm_ex(a: Array, ta: bool, b: Array, tb: bool, m: int, n: int, k: int, *,
 def gemm(a: Array, b: Array, trans_a: bool = False, trans_b: bool = False) -> Array:
     """C = op(A) op(B) for 2-D float32 CuPy arrays of any strides; anything else goes to the
     reference (cuBLAS through cupy.matmul)."""
-    if (not is_f32(a, b) or a.ndim != 2 or b.ndim != 2 or disabled("gemm")
+    if (not is_f32(a, b) or a.ndim != 2 or b.ndim != 2
             or (a.shape[0] if trans_a else a.shape[1]) != (b.shape[1] if trans_b else b.shape[0])):
         return reference.gemm(a, b, trans_a, trans_b)
     m = a.shape[1] if trans_a else a.shape[0]
@@ -353,7 +341,7 @@ def lora_linear_fwd(x: Array, w: Array, b: Array | None, a: Array, bm: Array,
     """(y, xa) with y = x W^T + b + scale (x A^T) B^T: the fused kernel (x tiles shared by
     the base product and the down-projection) or the two-pass form, whichever the autotuner
     measured faster for the shape; tensor cores use the two-pass form."""
-    if not is_f32(x, w, b, a, bm) or x.ndim != 2 or disabled("lora"):
+    if not is_f32(x, w, b, a, bm) or x.ndim != 2:
         return reference.lora_linear_fwd(x, w, b, a, bm, scale)
     cp = cupy()
     c = cp.ascontiguousarray
@@ -408,7 +396,7 @@ def lora_linear_bwd(g: Array, x: Array, w: Array, a: Array, bm: Array, xa: Array
     """(dx, dW, db, dA, dB). One pass over g gives gB = g B, dB and db; then
     dx = g W + s gB A is one GEMM with the rank-r term in its epilogue, dA = s gB^T x a skinny
     GEMM, and dW = g^T x runs only when W trains."""
-    if not is_f32(g, x, w, a, bm, xa) or x.ndim != 2 or disabled("lora"):
+    if not is_f32(g, x, w, a, bm, xa) or x.ndim != 2:
         return reference.lora_linear_bwd(g, x, w, a, bm, xa, scale, needs)
     cp = cupy()
     need_x, need_w, need_b, need_a, need_bm = needs
@@ -458,10 +446,11 @@ def make_kernels(names: tuple[str, ...], mode: str) -> tuple[dict[str, Any], dic
 
 
 def status() -> dict[str, Any]:
-    """What ran its self-check and what was dropped (for `minitl bench` and bug reports)."""
+    """Which kernels passed their self-check (False: dropped for the reference), the matmul
+    precision, the autotuner's choices (for `minitl bench` and bug reports)."""
     from minitl.backend import cuda_tc
 
-    return {"verified": dict(_verified), "disabled": dict(_disabled),
+    return {"verified": dict(_verified),
             "precision": matmul_precision(),
             "autotune": {} if _tuner is None else dict(_tuner.choices),
             "wgmma": cuda_tc.wgmma_status()}

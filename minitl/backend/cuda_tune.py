@@ -102,8 +102,9 @@ def rank_tile(r: int, tiles: tuple[int, ...] = LORA_RANKS) -> int | None:
 
 
 def all_instantiations() -> dict[str, list[str]]:
-    """Every expression the Python side may ask for, by source file (tests compare these with
-    the explicit instantiations in the .cu files)."""
+    """Every expression the Python side may ask for, by source file
+    (tests/test_cuda_instantiations.py checks each against the .cu file's explicit
+    instantiations)."""
     return {
         "sgemm.cu": [sgemm_expr(t, ta, tb) for ta in (False, True) for tb in (False, True)
                      for t in SIMT_TILES],

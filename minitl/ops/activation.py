@@ -2,7 +2,7 @@
 LogSoftmax along a dim, and inverted Dropout (arXiv:1207.0580).
 
 Softmax and LogSoftmax subtract the row max before exponentiating, so logits of 1e4 stay
-finite. `softmax` / `log_softmax` are also Tensor methods (see TENSOR_METHODS).
+finite. `softmax` / `log_softmax` are also Tensor methods (minitl/tensor_methods.py).
 """
 
 from __future__ import annotations
@@ -249,6 +249,3 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         return input
     _float_input(input, "dropout")
     return Dropout.apply(input, float(p))
-
-
-TENSOR_METHODS = ("softmax", "log_softmax")

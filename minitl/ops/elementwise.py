@@ -377,4 +377,3 @@ def where(self: Tensor, condition: Tensor, other: Any) -> Tensor:
 
 
 clip = clamp
-TENSOR_METHODS = ("clamp", "clip", "masked_fill", "maximum", "minimum", "where")

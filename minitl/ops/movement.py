@@ -468,8 +468,3 @@ def pad(x: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.
     if mode != "constant":
         raise NotImplementedError(f"pad: mode {mode!r} is not supported (only 'constant')")
     return Pad.apply(x, tuple(pad), value)
-
-
-TENSOR_METHODS = ("reshape", "view", "contiguous", "is_contiguous", "view_as", "permute",
-                  "transpose", "t", "expand", "expand_as", "unsqueeze", "squeeze", "flatten",
-                  "split", "chunk", "gather", "index_select", "repeat")

@@ -280,7 +280,3 @@ def argmin(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tenso
     axis = normalize_dims(dim, self.ndim, "argmin")[0]
     idx = self.data.argmin(axis=axis, keepdims=keepdim)
     return Tensor._wrap(idx.astype("int64"))
-
-
-TENSOR_METHODS = ("sum", "mean", "var", "std", "max", "min", "amax", "amin", "logsumexp",
-                  "argmax", "argmin")

@@ -46,11 +46,6 @@ __all__ = ["LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear", "LoRAQuantLine
            "apply_lora", "load_adapter_state_dict", "lora_parameters", "mark_modules_to_save",
            "merge_and_unload", "merge_lora", "set_adapter", "unmerge_lora"]
 
-# Name components that mark parameter-efficient tensors: LoRA factors, bottleneck adapters
-# (minitl.transfer.adapters) and soft prompts (minitl.transfer.prompt).
-ADAPTER_COMPONENTS = ("lora_A", "lora_B", "adapter", "soft_prompt")
-
-
 @dataclass
 class LoRAConfig:
     """What to adapt and how (peft's `LoraConfig` fields under the same names).
