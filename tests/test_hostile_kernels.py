@@ -253,6 +253,7 @@ def _kernel_args(name: str, dtype: Any) -> tuple[Any, ...]:
         "quant_lora_linear_bwd": (r(6, 5), r(6, 32), _Q8, 8, r(2, 32), r(5, 2), r(6, 2), 0.5,
                                   (True,) * 4),
         "dequantize_rows": (_Q8, 8, np.array([0, 4, 2, 4])),
+        "erf": (x2,),
     }
     return table[name]
 

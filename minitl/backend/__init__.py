@@ -28,7 +28,7 @@ KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd", "im2col
            "col2im_cm", "layernorm_fwd", "layernorm_bwd", "softmax_xent_fwd", "softmax_xent_bwd",
            "softmax_fwd", "softmax_bwd", "gelu_fwd", "gelu_bwd", "embedding_bwd", "adamw_step",
            "quant_linear_fwd", "quant_linear_bwd", "quant_lora_linear_fwd",
-           "quant_lora_linear_bwd", "dequantize_rows")
+           "quant_lora_linear_bwd", "dequantize_rows", "erf")
 # Kernels of training loops that run beside the autograd ops, not inside them (word2vec's SGD
 # step over (center, context) pairs): CPU only, so they stay out of KERNELS, whose every entry
 # also has a CUDA path and takes the all-kernel input checks of the test suite.

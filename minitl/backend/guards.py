@@ -53,6 +53,7 @@ OPERANDS: dict[str, tuple[str, ...]] = {
     "quant_lora_linear_fwd": ("x", "b", "a", "bm"),
     "quant_lora_linear_bwd": ("g", "x", "a", "bm", "xa"),
     "dequantize_rows": (),
+    "erf": ("x",),
 }
 # The same for the CPU training-loop kernels (backend.CPU_LOOP_KERNELS).
 LOOP_OPERANDS: dict[str, tuple[str, ...]] = {"sgns_update": ("w_in", "w_out")}

@@ -62,7 +62,7 @@ def provided_kernels() -> tuple[str, ...]:
         return ()
     return ("layernorm_fwd", "layernorm_bwd", "softmax_xent_fwd", "softmax_xent_bwd",
             "softmax_fwd", "softmax_bwd", "gelu_fwd", "gelu_bwd", "embedding_bwd", "adamw_step",
-            "im2col", "col2im", "im2col_cm", "col2im_cm", "sgns_update")
+            "im2col", "col2im", "im2col_cm", "col2im_cm", "sgns_update", "erf")
 
 
 # ---- scalar helpers (inlined into the kernels) -------------------------------------------
@@ -496,7 +496,7 @@ def embedding_bwd(g: Array, ids: Array, num_embeddings: int, padding_idx: int | 
     return dw
 
 
-# ---- erf ufunc (used by the reference GELU and the Erf op) -------------------------------
+# ---- erf ufunc (the backend's erf kernel, behind the Erf op) -------------------------------
 
 _erf_impl: Callable[..., Any] | None = None
 

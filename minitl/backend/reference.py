@@ -7,6 +7,7 @@ kernels in `numba_kernels.py`, which carry the same names and signatures.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -255,12 +256,18 @@ _INV_SQRT_2PI = 0.3989422804014327
 _GELU_C = 0.044715
 
 
-def _erf(x: Array) -> Array:
-    xp = _xp(x)
-    if xp is np:
-        from minitl.backend.numba_kernels import erf  # a ufunc over libm's erf
+_libm_erf = np.vectorize(math.erf, otypes=[np.float64])
 
-        return erf(x)
+
+def erf(x: Array) -> Array:
+    """libm's erf elementwise, in the input's float dtype (integers give float64). numpy has
+    no erf: a Python-level loop keeps the reference free of numba (numba_kernels.erf is the
+    fast one)."""
+    xp = _xp(x)
+    if x.dtype.kind != "f":
+        x = x.astype(xp.float64)
+    if xp is np:
+        return _libm_erf(x).astype(x.dtype, copy=False)
     import cupyx.scipy.special as sp  # pragma: no cover - GPU only
 
     return sp.erf(x)
@@ -273,7 +280,7 @@ def gelu_fwd(x: Array, approximate: str) -> Array:
     if approximate == "tanh":
         t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
         return (0.5 * x * (1.0 + t)).astype(x.dtype, copy=False)
-    return (x * (0.5 * (1.0 + _erf(x * _INV_SQRT_2)))).astype(x.dtype, copy=False)
+    return (x * (0.5 * (1.0 + erf(x * _INV_SQRT_2)))).astype(x.dtype, copy=False)
 
 
 def gelu_bwd(g: Array, x: Array, approximate: str) -> Array:
@@ -285,7 +292,7 @@ def gelu_bwd(g: Array, x: Array, approximate: str) -> Array:
         du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_C * x * x)
         dx = g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
     else:
-        cdf = 0.5 * (1.0 + _erf(x * _INV_SQRT_2))
+        cdf = 0.5 * (1.0 + erf(x * _INV_SQRT_2))
         dx = g * (cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x)))
     return dx.astype(x.dtype, copy=False)
 
@@ -528,10 +535,9 @@ def _check_sgns_shapes(w_in: Array, w_out: Array, centers: Array, contexts: Arra
                          "must be (P,), (P,), (P, K)")
 
 
-__all__ = ["adamw_step", "col2im", "col2im_cm", "conv_out_size", "dequantize_blocks", "dequantize_rows",
-           "embedding_bwd", "gelu_bwd", "gelu_fwd", "gemm", "gemm_batched", "im2col", "im2col_cm",
-           "layernorm_bwd", "layernorm_fwd", "lora_linear_bwd", "lora_linear_fwd", "np",
-           "quant_linear_bwd", "quant_linear_fwd", "quant_lora_linear_bwd",
-           "quant_lora_linear_fwd", "sgns_loss_grad", "sgns_update", "softmax_bwd",
-           "softmax_fwd",
-           "softmax_xent_bwd", "softmax_xent_fwd"]
+__all__ = ["adamw_step", "col2im", "col2im_cm", "conv_out_size", "dequantize_blocks",
+           "dequantize_rows", "embedding_bwd", "erf", "gelu_bwd", "gelu_fwd", "gemm",
+           "gemm_batched", "im2col", "im2col_cm", "layernorm_bwd", "layernorm_fwd",
+           "lora_linear_bwd", "lora_linear_fwd", "np", "quant_linear_bwd", "quant_linear_fwd",
+           "quant_lora_linear_bwd", "quant_lora_linear_fwd", "sgns_loss_grad", "sgns_update",
+           "softmax_bwd", "softmax_fwd", "softmax_xent_bwd", "softmax_xent_fwd"]

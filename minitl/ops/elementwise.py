@@ -175,19 +175,19 @@ Sigmoid = _unary("Sigmoid", _sigmoid, lambda xp, g, z: g * z * (1 - z), "z",
                  "z = 1 / (1 + e^-x); dx = g z (1 - z).")
 
 
-def erf_array(xp: Any, x: Array) -> Array:
-    """Elementwise erf to float64 accuracy (numpy has none; CuPy has cupyx.scipy.special)."""
-    if xp is np:
-        from minitl.backend.numba_kernels import erf
+class Erf(Function):
+    """z = erf x;  dx = g 2/sqrt(pi) e^(-x^2). erf itself is a backend kernel (numpy has none:
+    numba's ufunc over libm on the CPU, cupyx on the GPU, a Python loop in the reference)."""
 
-        return erf(x)
-    import cupyx.scipy.special as sp  # pragma: no cover - GPU only
+    @staticmethod
+    def forward(ctx: Context, x: Array) -> Array:
+        ctx.save_for_backward(x)
+        return ctx.backend.erf(x)
 
-    return sp.erf(x)
-
-
-Erf = _unary("Erf", erf_array, lambda xp, g, x: g * (2 / math.sqrt(math.pi)) * xp.exp(-x * x), "x",
-             "z = erf x; dx = g 2/sqrt(pi) e^(-x^2).")
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> Array:
+        (x,) = ctx.saved
+        return g * (2 / math.sqrt(math.pi)) * ctx.xp.exp(-x * x)
 
 
 class Clamp(Function):
