@@ -65,6 +65,9 @@ def test_freeze_patterns_and_except():
                          "encoder.layer.2.LayerNorm.bias"}
     tl.freeze(m, "*.LayerNorm.*")
     assert not m.encoder.layer[2].LayerNorm.weight.requires_grad
+    # unfreeze takes patterns as freeze does: one glob or a sequence of them
+    assert set(tl.unfreeze(m, ["*.2.LayerNorm.weight", "*.1.LayerNorm.bias"])) == {
+        "encoder.layer.2.LayerNorm.weight", "encoder.layer.1.LayerNorm.bias"}
     tl.unfreeze(m)
     assert all(p.requires_grad for p in m.parameters())
 

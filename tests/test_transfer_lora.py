@@ -322,3 +322,18 @@ def test_lora_dropout_train_path_matches_torch_with_same_mask():
                                       torch.tensor(lin.bias.numpy()))
            + torch.tensor(dropped) @ torch.tensor(a).T @ torch.tensor(b).T * 2.0)
     np.testing.assert_allclose(y, ref.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_lora_config_takes_peft_field_names() -> None:
+    import dataclasses
+
+    peft_style = tl.LoRAConfig(r=4, lora_alpha=8, lora_dropout=0.1,
+                               target_modules=["query", "value"])
+    assert peft_style == tl.LoRAConfig(r=4, alpha=8, dropout=0.1, target=("query", "value"))
+    assert peft_style.scale == 2.0
+    assert dataclasses.replace(peft_style, alpha=32).alpha == 32  # no stale alias left behind
+    assert tl.LoRAConfig(alpha=16, lora_alpha=16).alpha == 16  # both names, one value
+    with pytest.raises(ValueError, match="alpha=8 and lora_alpha=16"):
+        tl.LoRAConfig(alpha=8, lora_alpha=16)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        tl.LoRAConfig(lora_dropout=1.5)

@@ -2,8 +2,8 @@
 
 all-MiniLM-L6-v2 is fine-tuned on movie-review sentiment (the target task); its source task
 is sentence embedding, measured by the forgetting ledger before and after fine-tuning with
-`minitl.recipes.SourceProbe` on held-out film dialogue: `cosine` (the fine-tuned encoder's
-embedding of a line against the original's, averaged) and `knn` (overlap of each line's 5
+`minitl.recipes.source_side.SourceProbe` on held-out film dialogue: `cosine` (the fine-tuned
+encoder's embedding of a line against the original's, averaged) and `knn` (overlap of each line's 5
 nearest neighbours under both encoders). 1.0 = the source-side behaviour is unchanged.
 
 - EWC: lambda/2 * sum_i F_i (theta_i - theta*_i)^2 over the encoder (word embeddings left

@@ -1,7 +1,9 @@
 """Freezing by name, parameter counts, head surgery and cached feature extraction.
 
 Everything here addresses parameters by their qualified names with glob patterns
-(`fnmatch`, case-sensitive): `"encoder.layer.11.*"`, `"*.LayerNorm.*"`, `"classifier.*"`.
+(`minitl.io.patterns.glob_match`: fnmatch, case-sensitive, length-capped; the one matcher
+LoRA targets and checkpoint loading use too): `"encoder.layer.11.*"`, `"*.LayerNorm.*"`,
+`"classifier.*"`.
 A tied parameter (one Parameter reachable under several names, e.g. BERT's MLM decoder
 and its word embeddings) matches a pattern when any of its names does.
 
@@ -17,12 +19,12 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 
 from minitl.autograd_state import no_grad
+from minitl.io.patterns import glob_match
 from minitl.nn.linear import Linear
 from minitl.nn.module import Module
 from minitl.nn.parameter import Parameter
@@ -41,7 +43,7 @@ def _as_patterns(patterns: Patterns) -> tuple[str, ...]:
 
 def matches(name: str, patterns: Patterns) -> bool:
     """True if `name` matches any of the glob `patterns` (case-sensitive)."""
-    return any(fnmatchcase(name, p) for p in _as_patterns(patterns))
+    return any(glob_match(name, p) for p in _as_patterns(patterns))
 
 
 def named_parameter_groups(model: Module) -> list[tuple[Parameter, list[str]]]:
@@ -77,10 +79,10 @@ def freeze(model: Module, patterns: Patterns = ("*",), except_: Patterns = ()) -
     return frozen
 
 
-def unfreeze(model: Module, *patterns: str) -> list[str]:
-    """Make the parameters matching any of `patterns` trainable (all of them if none are
-    given). Returns their (first) names."""
-    pats = patterns or ("*",)
+def unfreeze(model: Module, patterns: Patterns = ("*",)) -> list[str]:
+    """Make the parameters matching `patterns` (a glob or a sequence of them, as `freeze`
+    takes) trainable; all of them by default. Returns their (first) names."""
+    pats = _as_patterns(patterns)
     out = []
     for p, names in named_parameter_groups(model):
         if any(matches(n, pats) for n in names):

@@ -48,7 +48,10 @@ __all__ = ["LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear", "LoRAQuantLine
 
 @dataclass
 class LoRAConfig:
-    """What to adapt and how (peft's `LoraConfig` fields under the same names).
+    """What to adapt and how. peft's `LoraConfig` names are accepted beside minitl's shorter
+    ones and mean the same: `target_modules` = `target`, `lora_alpha` = `alpha`,
+    `lora_dropout` = `dropout` (give either name of a pair, or both with one value; the
+    settings live under minitl's names).
 
     `target` and `modules_to_save` are glob patterns on module names; a pattern without a
     wildcard prefix also matches as a suffix ("query" matches "encoder.layer.0.attention.
@@ -60,13 +63,27 @@ class LoRAConfig:
     dropout: float = 0.0  # dropout on the LoRA branch input; 0 takes the fused kernel
     target: tuple[str, ...] = ("*.query", "*.value")  # nn.Linear / nn.Conv2d module names
     modules_to_save: tuple[str, ...] = field(default=())  # trained in full and saved (heads)
+    # peft's names for target, alpha and dropout: read at construction into their twins, then
+    # None again, so that dataclasses.replace(cfg, alpha=...) does not meet a stale copy
+    target_modules: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    lora_alpha: float | None = field(default=None, repr=False, compare=False)
+    lora_dropout: float | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.target, str):
-            self.target = (self.target,)
-        if isinstance(self.modules_to_save, str):
-            self.modules_to_save = (self.modules_to_save,)
-        self.target, self.modules_to_save = tuple(self.target), tuple(self.modules_to_save)
+        defaults = LoRAConfig.__dataclass_fields__
+        for ours, peft in (("target", "target_modules"), ("alpha", "lora_alpha"),
+                           ("dropout", "lora_dropout")):
+            theirs = getattr(self, peft)
+            if theirs is None:
+                continue
+            mine, default = getattr(self, ours), defaults[ours].default
+            if mine != default and _as_tuple(mine) != _as_tuple(theirs):
+                raise ValueError(f"LoRAConfig: {ours}={mine!r} and {peft}={theirs!r} name the "
+                                 f"same setting; give one")
+            setattr(self, ours, theirs)
+            setattr(self, peft, None)
+        self.target = _as_tuple(self.target)
+        self.modules_to_save = _as_tuple(self.modules_to_save)
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
             raise ValueError(f"LoRAConfig: r must be a positive int, got {self.r!r}")
         if not self.alpha > 0:
@@ -79,6 +96,10 @@ class LoRAConfig:
     @property
     def scale(self) -> float:
         return self.alpha / self.r
+
+
+def _as_tuple(v: Any) -> Any:
+    return (v,) if isinstance(v, str) else tuple(v) if isinstance(v, (list, tuple)) else v
 
 
 def module_matches(name: str, patterns: Sequence[str]) -> bool:

@@ -208,7 +208,7 @@ class GradualUnfreezing:
         self.epoch = 0
         self.stage = 0
         freeze(model)
-        unfreeze(model, *self.stages[0])
+        unfreeze(model, self.stages[0])
 
     def step(self) -> list[str]:
         """End of an epoch: unfreeze the next stage when it is due. Returns the parameter
@@ -218,7 +218,7 @@ class GradualUnfreezing:
         newly: list[str] = []
         while self.stage < target:
             self.stage += 1
-            newly += unfreeze(self.model, *self.stages[self.stage])
+            newly += unfreeze(self.model, self.stages[self.stage])
         return newly
 
     @property
@@ -233,4 +233,4 @@ class GradualUnfreezing:
         self.epoch, self.stage = int(state["epoch"]), int(state["stage"])
         freeze(self.model)
         for s in self.stages[:self.stage + 1]:
-            unfreeze(self.model, *s)
+            unfreeze(self.model, s)
