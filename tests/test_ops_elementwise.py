@@ -320,3 +320,10 @@ def test_non_broadcastable_shapes_name_both_shapes(op: str) -> None:
           "maximum": lambda: a.maximum(b), "minimum": lambda: a.minimum(b)}[op]
     with pytest.raises(RuntimeError, match=r"\(2, 3\).*\(4, 5\)"):
         fn()
+
+
+def test_the_suite_runs_on_the_kernel_path_its_id_names(kernel_path: str) -> None:
+    from minitl.backend import get_backend
+
+    paths = set(get_backend("cpu").paths.values())
+    assert (paths == {"reference"}) == (kernel_path == "reference"), paths
