@@ -3,7 +3,8 @@
 // them pack one shared B slice together and meet at a barrier before and after using it.
 //
 // Splitting the ic loop (not jr) keeps each thread's A block in its own core's L2 while the
-// shared B slice (KC x NC) sits in the common L3, the split BLIS recommends when L2 is private.
+// shared B slice (KC x NC) sits in the common L3: the split that Smith et al. ("Anatomy of
+// high-performance many-threaded matrix multiplication", IPDPS 2014) advise for private L2s.
 // Two cores can double step 05 only when nothing else runs: on a shared machine the barrier
 // waits for the slower core every KC slice. Run with OMP_NUM_THREADS=1 and =2.
 #include "common.h"

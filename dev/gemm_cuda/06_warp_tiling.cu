@@ -5,9 +5,9 @@
 // Why: the 8 lanes that share a row group read the same A float4 (a broadcast) and the 8
 // distinct B float4s of a warp are 128 contiguous bytes (no bank conflicts), so each k step
 // costs the warp few shared-memory wavefronts; 128 accumulators per thread give 5.3 FMAs per
-// float read from shared memory (step 05: 4). Warps also map to the SM's four schedulers
-// one-to-one. BK = 16 halves the number of __syncthreads per flop. As is padded to BM + 4
-// floats per row so the transposing stores of 4 lanes fall in different banks.
+// float read from shared memory (step 05: 4). BK = 16 halves the __syncthreads per flop.
+// As is padded to BM + 4 floats per row: the transposing stores, 4 k-rows at a time, then
+// conflict 2-way instead of 4-way (rows 4 apart land 16 banks apart, not 0).
 // This is the structure of minitl's SIMT kernel (csrc/cuda/sgemm.cuh), less its double
 // buffering, edges, transposes and epilogue. Needs M, N multiples of 128 and K of 16.
 #include "common.cuh"
