@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from minitl.ops.activation import (dropout, gelu, leaky_relu, log_softmax, silu, softmax,
-                                   swiglu)
-from minitl.ops.attention import apply_rotary_emb, lora_linear, scaled_dot_product_attention
+from minitl.ops.activation import dropout, gelu, leaky_relu, log_softmax, silu, softmax, swiglu
+from minitl.ops.attention import apply_rotary_emb, scaled_dot_product_attention
 from minitl.ops.conv import adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, max_pool2d
 from minitl.ops.embedding import embedding, one_hot
-from minitl.ops.linalg import linear
+from minitl.ops.linalg import linear, lora_linear
 from minitl.ops.loss import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,

@@ -1,13 +1,10 @@
-"""Attention, rotary position embeddings and the fused LoRA linear layer.
+"""Attention and rotary position embeddings.
 
 `scaled_dot_product_attention` (arXiv:1706.03762) is one Function, softmax(q k^T * scale +
 mask) v with dropout on the weights, whose backward is written out (see its docstring): one
 graph node instead of the seven a composition of transpose, matmul, mul, where, softmax,
 dropout and matmul records, and no intermediate kept that the backward does not read. The
-row softmax runs on the backend kernels `softmax_fwd` / `softmax_bwd`. `LoRALinear`
-(arXiv:2106.09685) is one Function,
-y = x W^T + b + scale (x A^T) B^T, whose forward and backward are backend kernels
-(`lora_linear_fwd` / `lora_linear_bwd`), so the low-rank path never materializes B A.
+row softmax runs on the backend kernels `softmax_fwd` / `softmax_bwd`.
 """
 
 from __future__ import annotations
@@ -176,49 +173,3 @@ def apply_rotary_emb(x: Tensor, cos: Any, sin: Any) -> Tensor:
                          f"sin of shape (T, D) = {tuple(x.shape[-2:])}, got {tuple(c.shape)} and "
                          f"{tuple(s.shape)}")
     return Rotary.apply(x, c.astype(x.dtype, copy=False), s.astype(x.dtype, copy=False))
-
-
-class LoRALinear(Function):
-    """y = x W^T + b + s (x A^T) B^T;  dx = g W + s (g B) A, dW = g^T x, db = sum g,
-    dA = s (g B)^T x, dB = s g^T (x A^T)."""
-
-    @staticmethod
-    def forward(ctx: Context, x: Array, w: Array, b: Array | None, a: Array, bm: Array,
-                scale: float) -> Array:
-        dout, din = w.shape
-        r = a.shape[0]
-        if (x.ndim == 0 or x.shape[-1] != din or a.shape != (r, din) or bm.shape != (dout, r)
-                or (b is not None and b.shape != (dout,))):
-            raise ValueError(
-                f"lora_linear: shapes do not fit: x {tuple(x.shape)}, weight {tuple(w.shape)}, "
-                f"bias {None if b is None else tuple(b.shape)}, lora_A {tuple(a.shape)}, "
-                f"lora_B {tuple(bm.shape)} (need weight (out, in), lora_A (r, in), "
-                f"lora_B (out, r))")
-        for name, t in (("weight", w), ("bias", b), ("lora_A", a), ("lora_B", bm)):
-            if t is not None and t.dtype != x.dtype:
-                raise TypeError(f"lora_linear: {name} dtype {t.dtype} differs from input "
-                                f"dtype {x.dtype}")
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, din)  # (N, Din)
-        y, xa = ctx.backend.lora_linear_fwd(x2, w, b, a, bm, scale)
-        ctx.save_for_backward(x2, w, a, bm, xa)
-        ctx.lead, ctx.scale = lead, scale
-        return y.reshape(*lead, dout)
-
-    @staticmethod
-    def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
-        x2, w, a, bm, xa = ctx.saved
-        needs = (ctx.needs_input_grad + (False,) * 5)[:5]
-        g2 = g.reshape(-1, w.shape[0])  # (N, Dout)
-        dx, dw, db, da, dbm = ctx.backend.lora_linear_bwd(g2, x2, w, a, bm, xa, ctx.scale,
-                                                          needs)
-        if dx is not None:
-            dx = dx.reshape(*ctx.lead, w.shape[1])
-        return dx, dw, db, da, dbm, None
-
-
-def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor,
-                lora_B: Tensor, scale: float) -> Tensor:
-    """x W^T + b + scale (x A^T) B^T in one fused op; gradients only where required
-    (a frozen W costs no dW)."""
-    return LoRALinear.apply(x, weight, bias, lora_A, lora_B, float(scale))

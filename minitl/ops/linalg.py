@@ -1,10 +1,14 @@
-"""Matrix products: batched broadcasting `matmul` and the fused `linear` layer op.
+"""Matrix products: batched broadcasting `matmul`, the `linear` layer op and its LoRA form.
 
 Every product goes through `bmm`, the one batched-matmul path (attention uses it too): 2-D
 products and a batch times one matrix go to `backend.gemm`, batches of products of useful
 size to `backend.gemm_batched`, so on the CPU a training step stays in minitl's C++ kernels
 and one OpenMP pool; numpy's matmul would wake multithreaded OpenBLAS, whose spinning pool
 fights the OpenMP one on a small machine. Only tiny products take the array module's matmul.
+
+`FusedLoRALinear` (arXiv:2106.09685; the op behind the module `transfer.lora.LoRALinear`) is
+one Function, y = x W^T + b + scale (x A^T) B^T, whose forward and backward are backend kernels
+(`lora_linear_fwd` / `lora_linear_bwd`), so the low-rank path never materializes B A.
 """
 
 from __future__ import annotations
@@ -164,3 +168,48 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         return Linear.apply(x, weight)
     return Linear.apply(x, weight, bias)
 
+
+class FusedLoRALinear(Function):
+    """y = x W^T + b + s (x A^T) B^T;  dx = g W + s (g B) A, dW = g^T x, db = sum g,
+    dA = s (g B)^T x, dB = s g^T (x A^T)."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, w: Array, b: Array | None, a: Array, bm: Array,
+                scale: float) -> Array:
+        dout, din = w.shape
+        r = a.shape[0]
+        if (x.ndim == 0 or x.shape[-1] != din or a.shape != (r, din) or bm.shape != (dout, r)
+                or (b is not None and b.shape != (dout,))):
+            raise ValueError(
+                f"lora_linear: shapes do not fit: x {tuple(x.shape)}, weight {tuple(w.shape)}, "
+                f"bias {None if b is None else tuple(b.shape)}, lora_A {tuple(a.shape)}, "
+                f"lora_B {tuple(bm.shape)} (need weight (out, in), lora_A (r, in), "
+                f"lora_B (out, r))")
+        for name, t in (("weight", w), ("bias", b), ("lora_A", a), ("lora_B", bm)):
+            if t is not None and t.dtype != x.dtype:
+                raise TypeError(f"lora_linear: {name} dtype {t.dtype} differs from input "
+                                f"dtype {x.dtype}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, din)  # (N, Din)
+        y, xa = ctx.backend.lora_linear_fwd(x2, w, b, a, bm, scale)
+        ctx.save_for_backward(x2, w, a, bm, xa)
+        ctx.lead, ctx.scale = lead, scale
+        return y.reshape(*lead, dout)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
+        x2, w, a, bm, xa = ctx.saved
+        needs = (ctx.needs_input_grad + (False,) * 5)[:5]
+        g2 = g.reshape(-1, w.shape[0])  # (N, Dout)
+        dx, dw, db, da, dbm = ctx.backend.lora_linear_bwd(g2, x2, w, a, bm, xa, ctx.scale,
+                                                          needs)
+        if dx is not None:
+            dx = dx.reshape(*ctx.lead, w.shape[1])
+        return dx, dw, db, da, dbm, None
+
+
+def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor,
+                lora_B: Tensor, scale: float) -> Tensor:
+    """x W^T + b + scale (x A^T) B^T in one fused op; gradients only where required
+    (a frozen W costs no dW)."""
+    return FusedLoRALinear.apply(x, weight, bias, lora_A, lora_B, float(scale))
