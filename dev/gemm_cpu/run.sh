@@ -16,6 +16,10 @@ build=${BUILD_DIR:-$(mktemp -d)}
 [[ -n ${BUILD_DIR:-} ]] || trap 'rm -rf "$build"' EXIT
 flags=(-O3 -fopenmp -mavx2 -mfma)
 has512=$(grep -qw avx512f /proc/cpuinfo && echo 1 || echo 0)
+if ! grep -qw avx2 /proc/cpuinfo || ! grep -qw fma /proc/cpuinfo; then
+    echo "run.sh: steps 05-06 use AVX2 + FMA, which this CPU lacks" >&2
+    exit 2
+fi
 
 steps=(01_naive 02_loop_order 03_blocking 04_packing 05_microkernel 06_threads)
 for s in "${steps[@]}"; do g++ "${flags[@]}" -o "$build/$s" "$here/$s.cpp"; done
