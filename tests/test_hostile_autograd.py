@@ -24,7 +24,7 @@ from minitl.function import Function
 from minitl.io.gguf_quants import quantize
 from minitl.nn.utils.checkpoint import checkpoint
 from minitl.ops.quant import quant_linear, quant_lora_linear
-from minitl.pretrain.objectives import nt_xent
+from minitl.nn.functional import nt_xent
 
 INPLACE = "modified by an inplace operation"
 
@@ -104,7 +104,7 @@ CASES = [
     Case("Dropout", lambda a: F.dropout(a, 0.5, training=True), [X]),
     Case("ScaledDotProductAttention", lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
          [f(2, 3, 4), f(2, 5, 4), f(2, 5, 4)], (0, 1, 2)),
-    Case("LoRALinear", lambda x, w, bias, a, bm: F.lora_linear(x, w, bias, a, bm, 2.0),
+    Case("FusedLoRALinear", lambda x, w, bias, a, bm: F.lora_linear(x, w, bias, a, bm, 2.0),
          [f(3, 4), f(5, 4), f(5), f(2, 4), f(5, 2)], (0, 1, 3, 4)),
     Case("Conv2d", lambda x, w, bias: F.conv2d(x, w, bias), [f(1, 2, 5, 5), f(3, 2, 3, 3), f(3)],
          (1,)),

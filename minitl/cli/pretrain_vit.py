@@ -34,21 +34,19 @@ from typing import Any, TextIO
 
 import numpy as np
 
-import minitl.nn.functional as F
 from minitl import creation, io, nn
 from minitl.models import ViT, ViTConfig
 from minitl.optim import AdamW, lr_scheduler
-from minitl.pretrain import ImageAugment, MaskedAutoencoder
-from minitl.recipes.pretrain_config import ConfigError, PretrainConfig
-from minitl.recipes.pretraining import (
+from minitl.pretrain import (
+    ImageAugment,
+    MaskedAutoencoder,
     ObjectiveTrainer,
-    PretrainResult,
-    RoundLoader,
     SimCLR,
     contrastive_objective,
-    knn_accuracy,
-    spread,
+    supervised_objective,
 )
+from minitl.recipes.pretrain_config import ConfigError, PretrainConfig
+from minitl.recipes.pretraining import PretrainResult, RoundLoader, knn_accuracy, spread
 from minitl.tensor import Tensor
 from minitl.train import Checkpoint, Trainer
 from minitl.train.paths import check_output_dir, check_output_file
@@ -112,13 +110,6 @@ def _check_paths(cfg: PretrainConfig) -> None:
 
 
 # ---- objectives -------------------------------------------------------------------------------
-
-def supervised_objective(model: nn.Module, batch: tuple[Tensor, Tensor]
-                         ) -> tuple[Tensor, Any, Any]:
-    x, y = batch
-    logits = model(x)
-    return F.cross_entropy(logits, y), logits, y
-
 
 def mae_objective(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Any, Any]:
     # Evaluation masks come from a fixed stream: evaluating must not move the training one,

@@ -21,6 +21,7 @@ from minitl.ops.loss import (
     l1_loss,
     mse_loss,
     nll_loss,
+    nt_xent,
     smooth_l1_loss,
 )
 from minitl.ops.movement import pad as _pad
@@ -52,6 +53,6 @@ __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "conv1d", "conv2d",
     "cross_entropy", "dropout", "embedding", "gelu", "group_norm", "l1_loss", "layer_norm",
     "leaky_relu", "linear", "log_softmax", "lora_linear", "max_pool2d", "mse_loss", "nll_loss",
-    "normalize", "one_hot", "pad", "relu", "rms_norm", "scaled_dot_product_attention",
+    "normalize", "nt_xent", "one_hot", "pad", "relu", "rms_norm", "scaled_dot_product_attention",
     "sigmoid", "silu", "smooth_l1_loss", "softmax", "swiglu", "tanh",
 ]

@@ -487,3 +487,62 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
         raise ValueError(f"binary_cross_entropy: target size {target.shape} must be the same "
                          f"as input size {input.shape}")
     return BCELoss.apply(input, target, weight, reduction=reduction)
+
+
+# ---- contrastive: NT-Xent (SimCLR, arXiv:2002.05709) ---------------------------------------
+
+
+class NTXent(Function):
+    """SimCLR's loss for two views z1, z2 (N, D): rows i and i+N of z = [z1; z2] are a
+    positive pair and every other row in the batch is a negative.
+
+        u = z / ||z||,  s_ij = u_i . u_j / t  (s_ii = -inf),
+        L = 1/(2N) sum_i [ logsumexp_j s_ij - s_i,p(i) ]
+
+    Backward: with P = softmax_j(s) and G = (P - onehot(p)) / (2N),
+        dL/du = (G + G^T) u / t,   dL/dz = (dL/du - u (u . dL/du)) / ||z||.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, z1: Array, z2: Array, temperature: float, eps: float) -> Array:
+        xp = ctx.xp
+        if z1.ndim != 2 or z1.shape != z2.shape:
+            raise ValueError(f"nt_xent: expected two (N, D) views of the same shape, got "
+                             f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+        n = z1.shape[0]
+        z = xp.concatenate([z1, z2], axis=0)  # (2N, D)
+        norm = xp.sqrt((z * z).sum(axis=1, keepdims=True))  # (2N, 1)
+        clamped = xp.maximum(norm, eps)
+        u = z / clamped
+        s = (u @ u.T) / temperature  # (2N, 2N)
+        rows = xp.arange(2 * n)
+        pos = (rows + n) % (2 * n)
+        s[rows, rows] = -xp.inf  # a view is not its own negative
+        m = s.max(axis=1, keepdims=True)
+        lse = m + xp.log(xp.exp(s - m).sum(axis=1, keepdims=True))  # (2N, 1)
+        loss = (lse[:, 0] - s[rows, pos]).mean()
+        ctx.save_for_backward(xp.exp(s - lse), u, clamped, norm > eps, pos, temperature)
+        return xp.asarray(loss, dtype=z.dtype)
+
+    @staticmethod
+    def backward(ctx: Context, g: Array) -> tuple[Array, Array, None, None]:
+        xp = ctx.xp
+        p, u, clamped, unclamped, pos, temperature = ctx.saved
+        n2 = u.shape[0]
+        grad_s = p.copy()  # (2N, 2N)
+        grad_s[xp.arange(n2), pos] -= 1.0
+        grad_s *= g / n2
+        grad_u = (grad_s + grad_s.T) @ u / temperature  # (2N, D)
+        radial = u * (u * grad_u).sum(axis=1, keepdims=True)
+        # Where the norm was clamped to eps, z / eps is linear in z: no projection.
+        grad_z = xp.where(unclamped, grad_u - radial, grad_u) / clamped
+        n = n2 // 2
+        return grad_z[:n], grad_z[n:], None, None
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, eps: float = 1e-12) -> Tensor:
+    """NT-Xent loss of two (N, D) batches of projections, z1[i] and z2[i] the two views of
+    example i; every other of the 2N - 2 rows is a negative. Returns a 0-d Tensor."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return NTXent.apply(z1, z2, float(temperature), float(eps))

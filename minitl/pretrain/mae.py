@@ -16,7 +16,7 @@ Three choices carry the paper's result and are kept here:
   normalised per patch (mean 0, variance 1), which the paper found gives better features.
 
 Masks are drawn per image, as an argsort of uniform noise, from a numpy Generator: pass
-`rng`, or leave it None for `minitl.creation.default_generator()` (the stream
+`rng`, or leave it None for `minitl.creation.defaultas_generator()` (the stream
 `mt.manual_seed` seeds and Trainer checkpoints save).
 """
 
@@ -28,9 +28,9 @@ import numpy as np
 
 from minitl import nn
 from minitl.creation import zeros
+from minitl.data.augment import RngLike, as_generator
 from minitl.models.vit import Block, ViT, init_vit_weights, patchify
 from minitl.ops.movement import cat
-from minitl.pretrain.objectives import RngLike, _generator
 from minitl.tensor import Tensor
 
 __all__ = ["MaskedAutoencoder", "PatchMask", "mae_loss", "patch_targets", "random_masking"]
@@ -54,7 +54,7 @@ def random_masking(batch: int, num_patches: int, mask_ratio: float = 0.75,
     if keep < 1 or keep >= num_patches:
         raise ValueError(f"mask_ratio {mask_ratio} keeps {keep} of {num_patches} patches; "
                          "at least one must stay visible and one be hidden")
-    noise = _generator(rng).random((batch, num_patches))
+    noise = as_generator(rng).random((batch, num_patches))
     shuffle = np.argsort(noise, axis=1, kind="stable")  # (B, N): first `keep` stay visible
     restore = np.argsort(shuffle, axis=1, kind="stable")
     mask = np.ones((batch, num_patches), np.float32)

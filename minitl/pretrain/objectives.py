@@ -9,14 +9,15 @@
   cuts one batch of ids into aligned inputs and targets.
 - Supervised classification: `classification_loss`, cross entropy over (B, C) or
   (B, T, C) logits.
-- Contrastive learning (SimCLR, arXiv:2002.05709): `nt_xent`, the normalised
-  temperature-scaled cross entropy with in-batch negatives, a fused differentiable op;
-  and the image augmentations that make the two views of each image: random crop with
-  padding, horizontal flip, gaussian noise, random erasing (arXiv:1708.04896) and cutout
-  (arXiv:1708.04552), all numpy on (N, C, H, W) batches.
+- Contrastive learning (SimCLR, arXiv:2002.05709): `contrastive_objective` scores two
+  augmented views (`minitl.data.augment.two_views`) with NT-Xent (`minitl.nn.functional.
+  nt_xent`, a loss like the others) through a projection head (`SimCLR`).
+
+Each objective maps (model, batch) to (loss, logits, labels), what `ObjectiveTrainer` (the
+Trainer with the loss computed by an objective) needs; logits and labels feed its metrics.
 
 Every random choice comes from a numpy Generator: pass `rng` (a Generator or an int
-seed), or leave it None to draw from `minitl.creation.default_generator()`, the stream
+seed), or leave it None to draw from `minitl.creation.defaultas_generator()`, the stream
 `mt.manual_seed` seeds and the Trainer checkpoints, so resumed runs draw the same masks
 and crops as uninterrupted ones.
 """
@@ -24,40 +25,23 @@ and crops as uninterrupted ones.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from minitl.function import Context, Function
+import minitl.nn.functional as F
+from minitl import nn
+from minitl.data.augment import ImageAugment, RngLike, as_generator, to_numpy, two_views
 from minitl.tensor import Tensor
+from minitl.train import Trainer
 
-Array = Any  # numpy.ndarray (or CuPy inside nt_xent)
-RngLike = np.random.Generator | int | None
+Objective = Callable[[nn.Module, Any], tuple[Tensor, Any, Any]]  # -> loss, logits, labels
 
 __all__ = [
-    "ImageAugment", "MLMCollator", "NTXent", "causal_lm_shift", "classification_loss",
-    "cutout", "gaussian_noise", "horizontal_flip", "mask_tokens", "nt_xent", "random_crop",
-    "random_erasing", "two_views",
+    "MLMCollator", "Objective", "ObjectiveTrainer", "SimCLR", "causal_lm_objective",
+    "causal_lm_shift", "classification_loss", "contrastive_objective", "mask_tokens",
+    "masked_lm_objective", "supervised_objective",
 ]
-
-
-def _generator(rng: RngLike) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None:
-        from minitl.creation import default_generator
-
-        return default_generator()
-    return np.random.default_rng(rng)
-
-
-def _host(x: Any) -> tuple[np.ndarray, bool]:
-    """(numpy array, whether the caller passed a Tensor) so results keep the input's type."""
-    if isinstance(x, Tensor):
-        data = x.data if isinstance(x.data, np.ndarray) else x.to("cpu").data
-        return np.asarray(data), True
-    return np.asarray(x), False
 
 
 def _back(arr: np.ndarray, was_tensor: bool) -> Any:
@@ -97,16 +81,16 @@ def mask_tokens(input_ids: Any, mask_token_id: int, vocab_size: int, *,
     if mask_frac < 0 or random_frac < 0 or mask_frac + random_frac > 1.0:
         raise ValueError(f"mask_frac ({mask_frac}) and random_frac ({random_frac}) must be "
                          "non-negative and sum to at most 1")
-    ids, was_tensor = _host(input_ids)
+    ids, was_tensor = to_numpy(input_ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"mask_tokens: input_ids must be integers, got {ids.dtype}")
-    gen = _generator(rng)
+    gen = as_generator(rng)
     never = {int(i) for i in special_ids} | {int(mask_token_id)}
     if pad_id is not None:
         never.add(int(pad_id))
     eligible = ~np.isin(ids, np.fromiter(never, dtype=np.int64))
     if attention_mask is not None:
-        eligible &= _host(attention_mask)[0] != 0
+        eligible &= to_numpy(attention_mask)[0] != 0
     # Always draw the same amount of randomness, whatever the batch holds, so a seed
     # fixes the masks of every later batch too.
     chosen = eligible & (gen.random(ids.shape) < mlm_probability)
@@ -153,7 +137,7 @@ class MLMCollator:
         self.pad_id = pick(pad_id, "pad_token_id")
         self.mlm_probability = mlm_probability
         # An int seed becomes one Generator that advances batch after batch.
-        self.rng = rng if rng is None else _generator(rng)
+        self.rng = rng if rng is None else as_generator(rng)
 
     def __call__(self, samples: Sequence[Any]) -> dict[str, Any]:
         batch = dict(self.collate_fn(samples))
@@ -175,14 +159,14 @@ def causal_lm_shift(input_ids: Any, attention_mask: Any = None, pad_id: int | No
     Targets at padding (attention_mask 0, or equal to `pad_id`) become `ignore_index`.
     Accepts (T,) or (B, T), numpy or Tensor; returns the same type.
     """
-    ids, was_tensor = _host(input_ids)
+    ids, was_tensor = to_numpy(input_ids)
     if ids.ndim not in (1, 2) or ids.shape[-1] < 2:
         raise ValueError(f"causal_lm_shift: expected (T,) or (B, T) ids with T >= 2, got shape "
                          f"{ids.shape}")
     inputs = np.ascontiguousarray(ids[..., :-1])
     targets = ids[..., 1:].astype(np.int64)  # a copy
     if attention_mask is not None:
-        targets[_host(attention_mask)[0][..., 1:] == 0] = ignore_index
+        targets[to_numpy(attention_mask)[0][..., 1:] == 0] = ignore_index
     if pad_id is not None:
         targets[ids[..., 1:] == pad_id] = ignore_index
     return _back(inputs, was_tensor), _back(targets, was_tensor)
@@ -201,178 +185,62 @@ def classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float =
                            label_smoothing=label_smoothing)
 
 
-# ---- contrastive: NT-Xent ---------------------------------------------------------------------
+# ---- objectives: (model, batch) -> (loss, logits, labels) --------------------------------
+
+def causal_lm_objective(model: nn.Module, batch: np.ndarray) -> tuple[Tensor, Any, Any]:
+    inputs, targets = causal_lm_shift(batch)  # (B, T) each
+    logits = model(inputs)  # (B, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), Tensor(targets.reshape(-1)))
+    return loss, None, targets  # perplexity = exp(mean loss): the logits need not be kept
 
 
-class NTXent(Function):
-    """SimCLR's loss for two views z1, z2 (N, D): rows i and i+N of z = [z1; z2] are a
-    positive pair and every other row in the batch is a negative.
-
-        u = z / ||z||,  s_ij = u_i . u_j / t  (s_ii = -inf),
-        L = 1/(2N) sum_i [ logsumexp_j s_ij - s_i,p(i) ]
-
-    Backward: with P = softmax_j(s) and G = (P - onehot(p)) / (2N),
-        dL/du = (G + G^T) u / t,   dL/dz = (dL/du - u (u . dL/du)) / ||z||.
-    """
-
-    @staticmethod
-    def forward(ctx: Context, z1: Array, z2: Array, temperature: float, eps: float) -> Array:
-        xp = ctx.xp
-        if z1.ndim != 2 or z1.shape != z2.shape:
-            raise ValueError(f"nt_xent: expected two (N, D) views of the same shape, got "
-                             f"{tuple(z1.shape)} and {tuple(z2.shape)}")
-        n = z1.shape[0]
-        z = xp.concatenate([z1, z2], axis=0)  # (2N, D)
-        norm = xp.sqrt((z * z).sum(axis=1, keepdims=True))  # (2N, 1)
-        clamped = xp.maximum(norm, eps)
-        u = z / clamped
-        s = (u @ u.T) / temperature  # (2N, 2N)
-        rows = xp.arange(2 * n)
-        pos = (rows + n) % (2 * n)
-        s[rows, rows] = -xp.inf  # a view is not its own negative
-        m = s.max(axis=1, keepdims=True)
-        lse = m + xp.log(xp.exp(s - m).sum(axis=1, keepdims=True))  # (2N, 1)
-        loss = (lse[:, 0] - s[rows, pos]).mean()
-        ctx.save_for_backward(xp.exp(s - lse), u, clamped, norm > eps, pos, temperature)
-        return xp.asarray(loss, dtype=z.dtype)
-
-    @staticmethod
-    def backward(ctx: Context, g: Array) -> tuple[Array, Array, None, None]:
-        xp = ctx.xp
-        p, u, clamped, unclamped, pos, temperature = ctx.saved
-        n2 = u.shape[0]
-        grad_s = p.copy()  # (2N, 2N)
-        grad_s[xp.arange(n2), pos] -= 1.0
-        grad_s *= g / n2
-        grad_u = (grad_s + grad_s.T) @ u / temperature  # (2N, D)
-        radial = u * (u * grad_u).sum(axis=1, keepdims=True)
-        # Where the norm was clamped to eps, z / eps is linear in z: no projection.
-        grad_z = xp.where(unclamped, grad_u - radial, grad_u) / clamped
-        n = n2 // 2
-        return grad_z[:n], grad_z[n:], None, None
+def masked_lm_objective(model: nn.Module, batch: dict[str, np.ndarray]
+                        ) -> tuple[Tensor, Any, Any]:
+    """BERT's MLM loss, the decoder run on the masked positions only."""
+    h = model.bert(batch["input_ids"])  # (B, T, D)
+    flat = batch["labels"].reshape(-1)
+    chosen = np.flatnonzero(flat != -100)  # (N,)
+    labels = Tensor(flat[chosen])
+    logits = model.cls(h.reshape(-1, h.shape[-1])[chosen])  # (N, V)
+    return F.cross_entropy(logits, labels), logits, labels
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, eps: float = 1e-12) -> Tensor:
-    """NT-Xent loss of two (N, D) batches of projections, z1[i] and z2[i] the two views of
-    example i; every other of the 2N - 2 rows is a negative. Returns a 0-d Tensor."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    return NTXent.apply(z1, z2, float(temperature), float(eps))
+def supervised_objective(model: nn.Module, batch: tuple[Tensor, Tensor]
+                         ) -> tuple[Tensor, Any, Any]:
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits, y
 
 
-# ---- image augmentations (numpy, (N, C, H, W)) ----------------------------------------------
+class SimCLR(nn.Module):
+    """Backbone features -> projection MLP, the space NT-Xent compares views in. The backbone
+    has `features(x)` (N, feature_dim) and `feature_dim` (ResNet, ViT)."""
+
+    def __init__(self, backbone: nn.Module, dim: int = 64) -> None:
+        super().__init__()
+        self.backbone, d = backbone, backbone.feature_dim
+        self.projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projection(self.backbone.features(x))
 
 
-def _images(x: Any, op: str) -> tuple[np.ndarray, bool]:
-    arr, was_tensor = _host(x)
-    if arr.ndim != 4:
-        raise ValueError(f"{op}: expected an (N, C, H, W) batch, got shape {arr.shape}")
-    return arr, was_tensor
+def contrastive_objective(augment: ImageAugment, temperature: float = 0.5) -> Objective:
+    def objective(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Any, Any]:
+        x = batch[0].numpy()
+        # Evaluation draws its views from a fixed stream: it must not move the training one.
+        v1, v2 = two_views(x, augment, rng=None if model.training else 0)
+        z = model(Tensor(np.concatenate([v1, v2])))  # (2N, dim)
+        return F.nt_xent(z[:len(x)], z[len(x):], temperature), None, None
+    return objective
 
 
-def random_crop(x: Any, padding: int = 4, size: tuple[int, int] | None = None,
-                fill: float = 0.0, rng: RngLike = None) -> Any:
-    """Pad every image by `padding` pixels of `fill` on each side, then cut a `size` window
-    (default: the original H, W) at an offset drawn per image."""
-    arr, was_tensor = _images(x, "random_crop")
-    gen = _generator(rng)
-    n, c, h, w = arr.shape
-    oh, ow = (h, w) if size is None else size
-    padded = np.pad(arr, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
-                    constant_values=fill)
-    ph, pw = h + 2 * padding, w + 2 * padding
-    if oh > ph or ow > pw:
-        raise ValueError(f"random_crop: crop {oh}x{ow} is larger than the padded {ph}x{pw}")
-    top = gen.integers(0, ph - oh + 1, size=(n,))
-    left = gen.integers(0, pw - ow + 1, size=(n,))
-    r = (top[:, None] + np.arange(oh))[:, None, :, None]  # (N, 1, oh, 1)
-    k = (left[:, None] + np.arange(ow))[:, None, None, :]  # (N, 1, 1, ow)
-    out = padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None], r, k]
-    return _back(out, was_tensor)
+class ObjectiveTrainer(Trainer):
+    """The Trainer with the loss computed by an objective function."""
 
+    def __init__(self, *args: Any, objective: Objective, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.objective = objective
 
-def horizontal_flip(x: Any, p: float = 0.5, rng: RngLike = None) -> Any:
-    """Mirror each image left-right with probability `p`."""
-    arr, was_tensor = _images(x, "horizontal_flip")
-    flip = _generator(rng).random(arr.shape[0]) < p
-    out = arr.copy()
-    out[flip] = arr[flip][..., ::-1]
-    return _back(out, was_tensor)
-
-
-def gaussian_noise(x: Any, std: float = 0.1, rng: RngLike = None) -> Any:
-    """Add N(0, std^2) noise to every pixel (dtype kept)."""
-    arr, was_tensor = _images(x, "gaussian_noise")
-    noise = _generator(rng).standard_normal(arr.shape) * std
-    return _back((arr + noise).astype(arr.dtype), was_tensor)
-
-
-def random_erasing(x: Any, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.33),
-                   ratio: tuple[float, float] = (0.3, 3.3), value: float = 0.0,
-                   rng: RngLike = None) -> Any:
-    """Random erasing: with probability `p` an image gets one rectangle of `value` whose
-    area is a `scale` fraction of the image and whose aspect ratio is log-uniform in
-    `ratio` (up to 10 tries to fit it, as torchvision does)."""
-    arr, was_tensor = _images(x, "random_erasing")
-    gen = _generator(rng)
-    n, _, h, w = arr.shape
-    out = arr.copy()
-    log_ratio = np.log(ratio)
-    for i in np.flatnonzero(gen.random(n) < p):
-        for _ in range(10):
-            area = h * w * gen.uniform(*scale)
-            aspect = np.exp(gen.uniform(*log_ratio))
-            eh, ew = round(np.sqrt(area * aspect)), round(np.sqrt(area / aspect))
-            if 0 < eh < h and 0 < ew < w:
-                top, left = gen.integers(0, h - eh + 1), gen.integers(0, w - ew + 1)
-                out[i, :, top:top + eh, left:left + ew] = value
-                break
-    return _back(out, was_tensor)
-
-
-def cutout(x: Any, size: int = 8, value: float = 0.0, rng: RngLike = None) -> Any:
-    """Cutout: a `size` x `size` square of `value`, centred on a random pixel of each image
-    and clipped at the border (so it may be partly outside)."""
-    arr, was_tensor = _images(x, "cutout")
-    gen = _generator(rng)
-    n, _, h, w = arr.shape
-    cy, cx = gen.integers(0, h, size=(n,)), gen.integers(0, w, size=(n,))
-    dr = np.arange(h)[None, :] - cy[:, None]  # (N, H) offset from the centre row
-    dc = np.arange(w)[None, :] - cx[:, None]  # (N, W)
-    inside_r = (dr >= -(size // 2)) & (dr <= (size - 1) // 2)
-    inside_c = (dc >= -(size // 2)) & (dc <= (size - 1) // 2)
-    hole = inside_r[:, None, :, None] & inside_c[:, None, None, :]  # (N, 1, H, W)
-    out = np.where(hole, np.asarray(value, dtype=arr.dtype), arr)
-    return _back(out, was_tensor)
-
-
-@dataclass
-class ImageAugment:
-    """The augmentation pipeline for contrastive pretraining of the CNN, applied to a batch
-    in this order: crop, flip, noise, erasing. A stage is off when its field is 0 / False."""
-
-    crop_padding: int = 4  # pixels of zero padding before the random crop; 0 disables
-    flip: bool = True  # horizontal flip with probability 0.5
-    noise_std: float = 0.0  # std of additive gaussian noise; 0 disables
-    erase_p: float = 0.0  # probability of random erasing per image; 0 disables
-    erase_scale: tuple[float, float] = (0.02, 0.33)  # erased area as a fraction of the image
-
-    def __call__(self, x: Any, rng: RngLike = None) -> Any:
-        gen = _generator(rng)
-        if self.crop_padding:
-            x = random_crop(x, self.crop_padding, rng=gen)
-        if self.flip:
-            x = horizontal_flip(x, rng=gen)
-        if self.noise_std:
-            x = gaussian_noise(x, self.noise_std, rng=gen)
-        if self.erase_p:
-            x = random_erasing(x, self.erase_p, self.erase_scale, rng=gen)
-        return x
-
-
-def two_views(x: Any, augment: Callable[..., Any] | None = None,
-              rng: RngLike = None) -> tuple[Any, Any]:
-    """Two independent augmentations of the same batch: the positive pairs of NT-Xent."""
-    augment = ImageAugment() if augment is None else augment
-    gen = _generator(rng)
-    return augment(x, rng=gen), augment(x, rng=gen)
+    def compute_loss(self, batch: Any) -> tuple[Tensor, Any, Any]:
+        return self.objective(self.model, batch)

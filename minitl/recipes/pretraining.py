@@ -31,14 +31,23 @@ from typing import Any, TextIO
 
 import numpy as np
 
-import minitl.nn.functional as F
 from minitl import creation, io, nn
 from minitl.autograd_state import no_grad
 from minitl.data import BasicTokenizer, ByteBPETokenizer, CharTokenizer, WordPieceTokenizer
+from minitl.data.augment import ImageAugment
 from minitl.data.tokenizers.bpe import bytes_to_unicode
 from minitl.models import GPT, BertForMaskedLM, GPTConfig, ResNet
 from minitl.optim import SGD, AdamW, lr_scheduler
-from minitl.pretrain import ImageAugment, causal_lm_shift, mask_tokens, nt_xent, two_views
+from minitl.pretrain.objectives import (
+    Objective,
+    ObjectiveTrainer,
+    SimCLR,
+    causal_lm_objective,
+    contrastive_objective,
+    mask_tokens,
+    masked_lm_objective,
+    supervised_objective,
+)
 from minitl.recipes.pretrain_config import (
     FAMILIES,
     ConfigError,
@@ -56,7 +65,6 @@ __all__ = ["ConfigError", "ObjectiveTrainer", "PreparedRun", "PretrainConfig", "
 MODELS: dict[str, Any] = {"gpt": GPT, "bert": BertForMaskedLM, "resnet": ResNet}
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4
 _NEVER = 1 << 62  # a Checkpoint interval that never fires (see `_build_trainer`)
-Objective = Callable[[nn.Module, Any], tuple[Tensor, Any, Any]]  # -> loss, logits, labels
 
 
 @dataclass
@@ -241,66 +249,6 @@ class RoundLoader:
             raise ValueError(f"the checkpoint's data stream was {state}, this run's is "
                              f"{self.state_dict()}: the batches would differ (same data, "
                              "--batch-size and --eval-every are needed to resume)")
-
-
-# ---- objectives ---------------------------------------------------------------------------------
-
-def causal_lm_objective(model: nn.Module, batch: np.ndarray) -> tuple[Tensor, Any, Any]:
-    inputs, targets = causal_lm_shift(batch)  # (B, T) each
-    logits = model(inputs)  # (B, T, V)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), Tensor(targets.reshape(-1)))
-    return loss, None, targets  # perplexity = exp(mean loss): the logits need not be kept
-
-
-def masked_lm_objective(model: nn.Module, batch: dict[str, np.ndarray]
-                        ) -> tuple[Tensor, Any, Any]:
-    """BERT's MLM loss, the decoder run on the masked positions only."""
-    h = model.bert(batch["input_ids"])  # (B, T, D)
-    flat = batch["labels"].reshape(-1)
-    chosen = np.flatnonzero(flat != -100)  # (N,)
-    labels = Tensor(flat[chosen])
-    logits = model.cls(h.reshape(-1, h.shape[-1])[chosen])  # (N, V)
-    return F.cross_entropy(logits, labels), logits, labels
-
-
-def supervised_objective(model: nn.Module, batch: tuple[Tensor, Tensor]
-                         ) -> tuple[Tensor, Any, Any]:
-    x, y = batch
-    logits = model(x)
-    return F.cross_entropy(logits, y), logits, y
-
-
-class SimCLR(nn.Module):
-    """Backbone features -> projection MLP, the space NT-Xent compares views in."""
-
-    def __init__(self, backbone: ResNet, dim: int = 64) -> None:
-        super().__init__()
-        self.backbone, d = backbone, backbone.feature_dim
-        self.projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.projection(self.backbone.features(x))
-
-
-def contrastive_objective(augment: ImageAugment, temperature: float = 0.5) -> Objective:
-    def objective(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Any, Any]:
-        x = batch[0].numpy()
-        # Evaluation draws its views from a fixed stream: it must not move the training one.
-        v1, v2 = two_views(x, augment, rng=None if model.training else 0)
-        z = model(Tensor(np.concatenate([v1, v2])))  # (2N, dim)
-        return nt_xent(z[:len(x)], z[len(x):], temperature), None, None
-    return objective
-
-
-class ObjectiveTrainer(Trainer):
-    """The Trainer with the loss computed by an objective function."""
-
-    def __init__(self, *args: Any, objective: Objective, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.objective = objective
-
-    def compute_loss(self, batch: Any) -> tuple[Tensor, Any, Any]:
-        return self.objective(self.model, batch)
 
 
 # ---- setup per family -----------------------------------------------------------------------
