@@ -13,7 +13,9 @@ parameters), and releases each node's saved arrays as soon as they are used.
 from __future__ import annotations
 
 import builtins
+import itertools
 import operator
+from collections.abc import Callable
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -57,6 +59,8 @@ class Tensor(TensorMethods, TensorInplace):
     __slots__ = ("data", "_grad", "_requires_grad", "_ctx", "__weakref__", "__dict__")
     data: Any  # numpy.ndarray on the CPU, cupy.ndarray on the GPU
     _retains_grad = False  # set on the instance by retain_grad(); a class default reads fast
+    # set on the instance by register_post_accumulate_grad_hook(); empty by default
+    _post_accumulate_grad_hooks: dict[int, Callable[[Tensor], None]] | None = None
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
@@ -298,6 +302,20 @@ class Tensor(TensorMethods, TensorInplace):
         if self._ctx is not None:
             self._retains_grad = True
 
+    def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> Any:
+        """Call `hook(self)` each time backward() has added this leaf's gradient into
+        `.grad` (once per backward, after all its uses are summed), as in PyTorch. Data
+        parallel training starts reducing a gradient bucket from here, while the rest of
+        backward still runs. Returns a handle whose `.remove()` unregisters the hook."""
+        if self._ctx is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf "
+                               "tensors")
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+        if self._post_accumulate_grad_hooks is None:
+            self._post_accumulate_grad_hooks = {}
+        return _HookHandle(self._post_accumulate_grad_hooks, hook)
+
     @property
     def retains_grad(self) -> builtins.bool:
         """True for a non-leaf tensor after `retain_grad()`."""
@@ -417,6 +435,19 @@ class Tensor(TensorMethods, TensorInplace):
 
 
 _PY_NUMBERS = (int, float)
+
+
+class _HookHandle:
+    """`.remove()` unregisters the hook it was returned for."""
+
+    _next_id = itertools.count()
+
+    def __init__(self, hooks: dict[int, Any], hook: Any) -> None:
+        self.hooks, self.id = hooks, next(_HookHandle._next_id)
+        hooks[self.id] = hook
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
 
 
 def _promote(a: Any, b: Any) -> tuple[Any, Any]:

@@ -2,7 +2,8 @@
 
 `run_backward(roots, grads, retain_graph, inputs)` serves both entry points:
 - `Tensor.backward()` (inputs=None): each leaf that requires grad gets its gradient added to
-  `.grad`, and so does each non-leaf that called `retain_grad()`;
+  `.grad` (then its post-accumulate-grad hooks run), and so does each non-leaf that called
+  `retain_grad()`;
 - `mt.autograd.grad()` (inputs given): the gradients of `inputs` are returned and no `.grad`
   anywhere is touched.
 
@@ -78,6 +79,9 @@ def run_backward(roots: Sequence[Tensor], root_grads: Sequence[Array], retain_gr
                 wanted[id(node)] = g
         elif (ctx is None or node._retains_grad) and node._requires_grad:
             accumulate_grad(node, g)
+            if ctx is None and node._post_accumulate_grad_hooks:
+                for hook in list(node._post_accumulate_grad_hooks.values()):
+                    hook(node)
         if ctx is None:  # a leaf
             continue
         if ctx.released:
