@@ -431,8 +431,10 @@ OWN_KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd")
 
 def make_kernels(names: tuple[str, ...], mode: str) -> tuple[dict[str, Any], dict[str, str]]:
     """name -> callable and name -> path ("cuda" for minitl's kernels, "cupy" for a reference
-    running on CuPy) for every kernel in `names`."""
+    running on CuPy) for every kernel in `names`. minitl's own kernels run behind the shape
+    checks csrc/bindings.cpp applies to the C++ ones (backend/shape_checks.py)."""
     from minitl.backend import cuda_fused
+    from minitl.backend.shape_checks import checked
 
     kernels: dict[str, Any] = {}
     paths: dict[str, str] = {}
@@ -440,7 +442,7 @@ def make_kernels(names: tuple[str, ...], mode: str) -> tuple[dict[str, Any], dic
         own = None
         if mode != "reference":
             own = globals().get(name) if name in OWN_KERNELS else getattr(cuda_fused, name, None)
-        kernels[name] = own if own is not None else getattr(reference, name)
+        kernels[name] = checked(name, own) if own is not None else getattr(reference, name)
         paths[name] = "cuda" if own is not None else "cupy"
     return kernels, paths
 
