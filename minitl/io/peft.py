@@ -86,14 +86,14 @@ def save_peft_adapter(model: Module, directory: str | os.PathLike[str],
     Raises:
         ValueError: the model has no LoRA adapter of that name, or it is merged.
     """
-    from minitl.transfer.lora import _lora_layers, adapter_state_dict
+    from minitl.transfer.lora import lora_layers, adapter_state_dict
 
     cfg = getattr(model, "lora_config", {}).get(adapter_name)
     names = _lora_modules(model, adapter_name)
     if cfg is None or not names:
         raise ValueError(f"save_peft_adapter: the model has no LoRA adapter {adapter_name!r} "
                          f"(apply_lora first; have {sorted(getattr(model, 'lora_config', {}))})")
-    if any(adapter_name in m.merged_adapters for _, m in _lora_layers(model)):
+    if any(adapter_name in m.merged_adapters for _, m in lora_layers(model)):
         raise ValueError(f"save_peft_adapter: adapter {adapter_name!r} is merged into the "
                          f"weights; unmerge_lora(model) first")
     tensors = {k: v for k, v in adapter_state_dict(model, adapter_name, peft_format=True).items()

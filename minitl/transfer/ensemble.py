@@ -27,7 +27,7 @@ from minitl.nn.container import ModuleList
 from minitl.nn.module import Module
 from minitl.ops.movement import cat, stack
 from minitl.tensor import Tensor
-from minitl.transfer.lora import LoRAConfig, LoRALayer, _param_adapter, apply_lora
+from minitl.transfer.lora import LoRAConfig, LoRALayer, lora_factor_of, apply_lora
 
 __all__ = ["AdapterEnsemble", "LogitEnsemble", "model_soup"]
 
@@ -175,7 +175,7 @@ class AdapterEnsemble(Module):
             own = base.state_dict()
             lora, rest = {}, {}
             for key, value in sd.items():
-                which = _param_adapter(key)
+                which = lora_factor_of(key)
                 if which is None:
                     rest[key] = value
                     continue
@@ -184,7 +184,7 @@ class AdapterEnsemble(Module):
                     raise ValueError(f"AdapterEnsemble: {name}'s {key!r} has no place in "
                                      f"the base (is the LoRA config the same?)")
                 lora[k2] = value
-            missing = [k for k in own if (w := _param_adapter(k)) and w[1] == name
+            missing = [k for k in own if (w := lora_factor_of(k)) and w[1] == name
                        and k not in lora]
             if missing:
                 raise ValueError(f"AdapterEnsemble: {name} lacks {missing[:3]} "

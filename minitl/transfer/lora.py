@@ -42,9 +42,10 @@ from minitl.ops.quant import quant_linear, quant_lora_linear
 from minitl.tensor import Tensor
 
 __all__ = ["LoRAConfig", "LoRAConv2d", "LoRALayer", "LoRALinear", "LoRAQuantLinear",
-           "adapter_state_dict",
-           "apply_lora", "load_adapter_state_dict", "lora_parameters", "mark_modules_to_save",
-           "merge_and_unload", "merge_lora", "set_adapter", "unmerge_lora"]
+           "adapter_state_dict", "apply_lora", "load_adapter_state_dict", "lora_factor_of",
+           "lora_layers", "lora_parameters", "mark_modules_to_save", "merge_and_unload",
+           "merge_lora", "set_adapter", "unmerge_lora"]
+
 
 @dataclass
 class LoRAConfig:
@@ -327,7 +328,8 @@ class LoRAConv2d(LoRALayer):
 
 # ---- injection --------------------------------------------------------------------------
 
-def _lora_layers(model: Module) -> list[tuple[str, LoRALayer]]:
+def lora_layers(model: Module) -> list[tuple[str, LoRALayer]]:
+    """(name, layer) of every LoRA layer in `model`."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, LoRALayer)]
 
 
@@ -336,8 +338,9 @@ def _set_child(model: Module, name: str, module: Module) -> None:
     model.get_submodule(prefix)._modules[last] = module
 
 
-def _param_adapter(name: str) -> tuple[str, str] | None:
-    """("lora_A"|"lora_B", adapter) for a LoRA parameter name, else None."""
+def lora_factor_of(name: str) -> tuple[str, str] | None:
+    """("lora_A"|"lora_B", adapter name) for the name of a LoRA factor's parameter
+    ("...query.lora_A.default.weight"), else None."""
     parts = name.split(".")
     for i, c in enumerate(parts[:-1]):
         if c in ("lora_A", "lora_B"):
@@ -361,10 +364,10 @@ def mark_modules_to_save(model: Module, patterns: Sequence[str]) -> list[str]:
 
 def _refresh_trainable(model: Module) -> None:
     """Only the active adapter's factors and the saved modules train."""
-    layers = _lora_layers(model)
+    layers = lora_layers(model)
     active = {m.active_adapter for _, m in layers} - {None}
     for name, p in model.named_parameters():
-        which = _param_adapter(name)
+        which = lora_factor_of(name)
         if which is not None:
             p.requires_grad = which[1] in active
         elif _is_adapter_key(name, None):
@@ -391,11 +394,11 @@ def apply_lora(model: Module, cfg: LoRAConfig, adapter_name: str = "default") ->
     if "." in adapter_name or not adapter_name:
         raise ValueError(f"adapter_name must be a non-empty name without '.', got "
                          f"{adapter_name!r}")
-    had_lora = bool(_lora_layers(model))
+    had_lora = bool(lora_layers(model))
     uses: dict[int, int] = {}
     for _, p in model.named_parameters(remove_duplicate=False):
         uses[id(p)] = uses.get(id(p), 0) + 1
-    lora_prefixes = [n + "." for n, _ in _lora_layers(model)]
+    lora_prefixes = [n + "." for n, _ in lora_layers(model)]
     hit = 0
     for name, m in list(model.named_modules()):
         if not name or not module_matches(name, cfg.target):
@@ -435,7 +438,7 @@ def apply_lora(model: Module, cfg: LoRAConfig, adapter_name: str = "default") ->
 def set_adapter(model: Module, adapter_name: str | None) -> None:
     """Make `adapter_name` the active (used and trained) adapter on every LoRA layer that
     has it; None switches LoRA off (the base model). Layers must not be merged."""
-    layers = _lora_layers(model)
+    layers = lora_layers(model)
     if adapter_name is not None and not any(adapter_name in m.lora_A for _, m in layers):
         raise ValueError(f"no LoRA adapter named {adapter_name!r}; have "
                          f"{sorted({a for _, m in layers for a in m.lora_A})}")
@@ -449,14 +452,14 @@ def set_adapter(model: Module, adapter_name: str | None) -> None:
 def merge_lora(model: Module) -> None:
     """Fold the active adapter into each base weight: W += scale * B A."""
     with no_grad():
-        for _, m in _lora_layers(model):
+        for _, m in lora_layers(model):
             m.merge()
 
 
 def unmerge_lora(model: Module) -> None:
     """Undo `merge_lora`: W -= scale * B A."""
     with no_grad():
-        for _, m in _lora_layers(model):
+        for _, m in lora_layers(model):
             m.unmerge()
 
 
@@ -464,7 +467,7 @@ def merge_and_unload(model: Module) -> Module:
     """Merge the active adapter and put plain nn.Linear / nn.Conv2d layers (holding the
     merged weight Parameters) back in place of the LoRA layers. Returns the model."""
     merge_lora(model)
-    for name, m in _lora_layers(model):
+    for name, m in lora_layers(model):
         if isinstance(m, LoRAQuantLinear):
             raise RuntimeError(f"merge_and_unload: {name} holds a quantized base weight; "
                                "LoRA cannot be merged into its blocks")
@@ -487,13 +490,13 @@ def merge_and_unload(model: Module) -> Module:
 def lora_parameters(model: Module, adapter_name: str | None = None) -> list[Parameter]:
     """The LoRA factors (of one adapter, or of all), e.g. for an optimizer."""
     return [p for n, p in model.named_parameters()
-            if (w := _param_adapter(n)) is not None and adapter_name in (None, w[1])]
+            if (w := lora_factor_of(n)) is not None and adapter_name in (None, w[1])]
 
 
 # ---- adapter-only checkpoints ---------------------------------------------------------------
 
 def _is_adapter_key(key: str, adapter_name: str | None) -> bool:
-    which = _param_adapter(key)
+    which = lora_factor_of(key)
     if which is not None:
         return adapter_name is None or which[1] == adapter_name
     parts = key.split(".")
@@ -516,13 +519,13 @@ def adapter_state_dict(model: Module, adapter_name: str | None = None,
             out[key] = value
     if not peft_format:
         return out
-    names = {w[1] for k in out if (w := _param_adapter(k)) is not None}
+    names = {w[1] for k in out if (w := lora_factor_of(k)) is not None}
     if len(names) > 1:
         raise ValueError(f"peft_format holds one adapter; pass adapter_name (have "
                          f"{sorted(names)})")
     renamed = {}
     for key, value in out.items():
-        which = _param_adapter(key)
+        which = lora_factor_of(key)
         if which is not None:
             key = key.replace(f".{which[0]}.{which[1]}.", f".{which[0]}.")
         renamed["base_model.model." + key] = value
@@ -547,7 +550,7 @@ def load_adapter_state_dict(model: Module, state_dict: Mapping[str, Any],
     own = model.state_dict()
     sd = dict(state_dict)
     if any(k.startswith("base_model.model.") for k in sd):
-        active = adapter_name or next((m.active_adapter for _, m in _lora_layers(model)
+        active = adapter_name or next((m.active_adapter for _, m in lora_layers(model)
                                        if m.active_adapter is not None), "default")
         mapped = {}
         for key, value in sd.items():
@@ -562,7 +565,7 @@ def load_adapter_state_dict(model: Module, state_dict: Mapping[str, Any],
                            f"({len(unexpected)} unknown keys); apply the same LoRA / adapter "
                            f"config to the model first")
     model.load_state_dict(sd, strict=False)
-    present = {w[1] for k in sd if (w := _param_adapter(k)) is not None}
+    present = {w[1] for k in sd if (w := lora_factor_of(k)) is not None}
     missing = [k for k in own if k not in sd and _is_adapter_key(k, None)
-               and ((w := _param_adapter(k)) is None or w[1] in present)]
+               and ((w := lora_factor_of(k)) is None or w[1] in present)]
     return _IncompatibleKeys(missing, [])
