@@ -20,6 +20,12 @@ settings, final metrics) and the tokenizer (.tokenizer.json, or .vocab.txt for
 WordPiece) beside it. A run with --checkpoint-every N can be killed and continued with
 --resume CHECKPOINT and the same flags: the loss curve is the uninterrupted one.
 
+--nproc N trains gpt, bert and resnet models data-parallel on N CPU ranks: the command
+re-runs itself under the environment's `mpiexec` (pip install 'minitl[distributed]'), each
+rank takes --batch-size / N examples of every batch, the gradients are averaged by
+minitl.distributed.DistributedDataParallel, and rank 0 alone prints, logs, checkpoints and
+writes OUT (docs/distributed.md). A checkpoint resumes with any --nproc.
+
 Every value is checked before anything is read or trained: a bad flag, an input that does
 not exist or an --out that cannot be written stops the command with one line and exit
 status 2; a bad input file, or a loss that turns nan or infinite during training (the
@@ -148,6 +154,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="steps between progress lines when stderr is not a terminal (default 10)")
     ev.add_argument("--quiet", action="store_true", help="no progress output")
 
+    par = p.add_argument_group("parallel")
+    par.add_argument("--nproc", type=positive_int, default=1, metavar="N", help=(
+        "data-parallel ranks on this machine, started through mpiexec (gpt, bert, resnet; "
+        "--batch-size must divide by N; default 1)"))
+
 
 def _overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -188,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     # Wrong settings and paths (exit 2) are found before any data is read; a bad data,
     # tokenizer or checkpoint file (exit 1) before the first step. A ValueError in training
     # itself is a bug and keeps its traceback.
+    if args.model == "word2vec" and args.nproc > 1:
+        raise UsageError("--nproc is defined for gpt, bert and resnet models, not word2vec")
     if args.model == "word2vec":
         from minitl.cli import pretrain_word2vec
 
@@ -195,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
     vit = args.model.startswith("vit-")
     if args.quick and not vit:
         raise UsageError(f"--quick is defined for vit-* models, not {args.model}")
+    if args.nproc > 1 or _in_job():
+        return _run_distributed(args)
     with user_errors(ValueError, KeyError, OSError, usage=False), \
             user_errors(ConfigError, OutputPathError):
         if vit:
@@ -203,12 +218,106 @@ def run(args: argparse.Namespace) -> int:
             run: Any = prepare_vit(config_from_args(args), quick=args.quick)
         else:
             run = prepare(config_from_args(args))
-    result = run.train()
+    return _report(run.train())
+
+
+def _report(result: Any) -> int:
     print(f"trained {result.steps} steps in {result.train_seconds:.1f} s")
     print("final metrics: " + "  ".join(f"{k} {_fmt(v)}" for k, v in result.metrics.items()))
     print("baselines:     " + "  ".join(f"{k} {_fmt(v)}" for k, v in result.baselines.items()))
     print("wrote " + ", ".join(result.paths.values()))
     return 0
+
+
+# ---- --nproc: one rank of a data-parallel run ----------------------------------------------
+
+def _in_job() -> bool:
+    from minitl.distributed.launch import under_launcher
+
+    return under_launcher()
+
+
+def _flags(args: argparse.Namespace) -> list[str]:
+    """The command line that gives `args` back (the flags that differ from the defaults)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out: list[str] = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0:
+            out.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                out += [flag, str(item)]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def _run_distributed(args: argparse.Namespace) -> int:
+    """Outside a job: start --nproc ranks under mpiexec, return the job's status. Inside:
+    train as one rank (rank 0 alone prints, logs, checkpoints and saves)."""
+    import os
+
+    from minitl.distributed.launch import relaunch_under_mpiexec
+
+    if args.model.startswith("vit-"):
+        raise UsageError(f"--nproc is defined for gpt, bert and resnet models, not {args.model}")
+    if not _in_job():
+        threads = max(1, (os.cpu_count() or 1) // args.nproc)
+        with user_errors(FileNotFoundError, usage=False):
+            code = relaunch_under_mpiexec(args.nproc, ["-m", "minitl.cli.pretrain",
+                                                       *_flags(args)], threads)
+        return int(code or 0)
+
+    import minitl.distributed as dist
+    from minitl.recipes.pretraining import ConfigError, prepare
+    from minitl.train.paths import OutputPathError
+
+    with user_errors(ImportError, usage=False):
+        dist.init_process_group("mpi")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        if world != args.nproc:
+            raise UsageError(f"--nproc {args.nproc} but mpiexec started {world} ranks")
+        if rank != 0:  # rank 0 alone speaks and writes
+            args.quiet, args.log_dir, args.checkpoint_every = True, None, 0
+        with user_errors(ValueError, KeyError, OSError, usage=False), \
+                user_errors(ConfigError, OutputPathError):
+            cfg = config_from_args(args)
+            run: Any = prepare(cfg, None if rank == 0 else open(os.devnull, "w"))  # noqa: SIM115
+        batch = int(run.cfg.batch_size or 1)
+        if batch % world:
+            raise UsageError(f"--batch-size {batch} does not divide over --nproc {world}")
+        dist.DistributedDataParallel(run.setup.model)  # its hooks average every backward
+        loader = run.trainer.train_loader
+        fetch = loader.fetch
+        loader.fetch = lambda indices: fetch(indices[rank::world])  # this rank's share
+        if rank != 0:
+            run.trainer.fit()
+            return 0
+        code = _report(run.train())
+    except BaseException as e:
+        # One rank out with an error would leave the others waiting in an all-reduce: say
+        # why, then end every rank.
+        from minitl.cli.args import describe, exit_code
+
+        status = exit_code(e)
+        if status is None:
+            raise  # a bug: its traceback, then sys.excepthook aborts the job
+        print(f"minitl pretrain: error: rank {rank}: {describe(e)}", file=sys.stderr,
+              flush=True)
+        from minitl.distributed.group import group
+
+        group().abort(status)
+        raise
+    dist.destroy_process_group()
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
