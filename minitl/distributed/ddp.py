@@ -146,6 +146,7 @@ class DistributedDataParallel(Module):
             self._buckets.append(_Bucket(current, current[0].dtype))
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._launched = 0
+        self._inflight: list[_Bucket] = []  # launched and still polled
 
     # ---- forward -----------------------------------------------------------------------
 
@@ -177,6 +178,8 @@ class DistributedDataParallel(Module):
         if self._ready_order is not None:
             self._ready_order.append(self._index[id(p)])
         self._ready_now.add(id(p))
+        if self._inflight:  # drive MPI's progress while backward runs (no async thread)
+            self._inflight = [b for b in self._inflight if not b.wait.poll()]
         bucket = self._bucket_of[id(p)]
         bucket.ready += 1
         if bucket.ready == len(bucket.params):
@@ -197,6 +200,8 @@ class DistributedDataParallel(Module):
             bucket.wait = _done
         bucket.buffer = buf
         self._launched += 1
+        if hasattr(bucket.wait, "poll"):
+            self._inflight.append(bucket)
 
     def _finish(self) -> None:
         """All buckets launched: wait for each, then hand the averages back as `.grad`."""
@@ -208,6 +213,7 @@ class DistributedDataParallel(Module):
                 p.grad = Tensor._wrap(g if g.dtype == p.dtype else g.astype(p.dtype))
             bucket.ready, bucket.buffer, bucket.wait = 0, None, None
         self._launched = 0
+        self._inflight.clear()
         self._ready_now.clear()
         if self._ready_order is not None:  # the first synchronised backward has just ended
             self._rebuild_buckets()
