@@ -106,3 +106,28 @@ def test_the_package_imports_without_mpi4py() -> None:
                          timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert "pip install 'minitl[distributed]'" in out.stdout
+
+
+@needs_mpi
+def test_pretrain_nproc_2_writes_once_and_resumes_exactly(tmp_path: Path) -> None:
+    """`minitl pretrain --nproc 2`: rank 0 alone prints and writes; a run resumed from its
+    step-2 checkpoint ends on the same weights as the uninterrupted one."""
+    flags = ["-m", "minitl.cli", "pretrain", "--model", "bert-tiny", "--steps", "4",
+             "--eval-every", "2", "--eval-batches", "2", "--train-limit", "20000",
+             "--batch-size", "4", "--nproc", "2", "--checkpoint-every", "2", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run([sys.executable, *flags, "--out", "a.safetensors"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("trained 4 steps") == 1
+    ckpt = tmp_path / "a.checkpoints" / "checkpoint-0000002.safetensors"
+    again = subprocess.run([sys.executable, *flags, "--out", "b.safetensors", "--resume",
+                            str(ckpt)], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120, env=env, check=False)
+    assert again.returncode == 0, again.stderr
+    import minitl as mt
+
+    a, b = mt.load(tmp_path / "a.safetensors"), mt.load(tmp_path / "b.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
