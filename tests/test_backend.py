@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -118,3 +120,28 @@ def test_lora_reference_matches_the_unfused_formula(need_bias: bool) -> None:
     assert (db is None) != need_bias
     skipped = reference.lora_linear_bwd(g, x, w, a, bm, xa, s, (False, False, False, True, False))
     assert skipped[0] is None and skipped[1] is None and skipped[4] is None
+
+
+def test_kernels_load_on_first_use() -> None:
+    """A first small op loads no kernel: no native self-check, no numba import; the first
+    matrix product runs the self-check and only then is the native GEMM chosen."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+import minitl as mt
+from minitl.backend import cpu, get_backend
+x = mt.ones(2) + 1
+b = get_backend("cpu")
+print("after add:", "numba" in sys.modules, cpu._verified is not None, sorted(b._paths))
+(mt.randn(8, 8) @ mt.randn(8, 8)).sum()
+print("after matmul:", sorted(b._paths))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "MINITL_KERNELS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "after add: False False []", lines
+    assert lines[1] == "after matmul: ['gemm']", lines

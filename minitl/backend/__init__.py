@@ -15,8 +15,9 @@ class targets) check those indices themselves, in every implementation.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,19 +37,38 @@ CPU_LOOP_KERNELS = ("sgns_update",)
 
 
 class Backend:
-    """A device's array module plus the chosen implementation of each kernel."""
+    """A device's array module plus the chosen implementation of each kernel.
 
-    def __init__(self, device: str, xp: ModuleType, kernels: dict[str, Callable[..., Any]],
-                 paths: dict[str, str]) -> None:
+    Kernels are chosen on first use, one by one (`resolve(name) -> (fn, path)`): a program
+    that never multiplies matrices never runs the native self-check, and one that never
+    needs a numba kernel never imports numba, so `mt.ones(2) + 1` costs no kernel loading.
+    `paths` resolves every kernel."""
+
+    def __init__(self, device: str, xp: ModuleType,
+                 resolve: Callable[[str], tuple[Callable[..., Any], str]],
+                 names: tuple[str, ...]) -> None:
         self.device = device
         self.xp = xp
-        self.paths = paths  # kernel name -> "reference" | "native" | "numba" | "cupy"
-        for name, fn in kernels.items():
-            setattr(self, name, fn)
+        self._resolve = resolve
+        self._names = names
+        self._paths: dict[str, str] = {}  # kernel name -> "reference" | "native" | "numba" | ...
 
-    if TYPE_CHECKING:
-        # One attribute per name in KERNELS, set in __init__.
-        def __getattr__(self, name: str) -> Callable[..., Any]: ...
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        # only reached for attributes not set yet: a kernel's first use
+        if name.startswith("_") or name not in self.__dict__.get("_names", ()):
+            raise AttributeError(f"Backend has no kernel {name!r}")
+        fn, path = self._resolve(name)
+        setattr(self, name, fn)
+        self._paths[name] = path
+        return fn
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """kernel name -> the implementation that runs it, every kernel resolved."""
+        for name in self._names:
+            if name not in self._paths:
+                getattr(self, name)
+        return dict(self._paths)
 
     def __repr__(self) -> str:
         return f"Backend(device={self.device!r}, paths={self.paths})"
@@ -68,28 +88,29 @@ def kernel_mode() -> str:
 
 def _cpu_backend() -> Backend:
     names = KERNELS + CPU_LOOP_KERNELS
-    kernels = {name: getattr(reference, name) for name in names}
-    paths = {name: "reference" for name in names}
-    if kernel_mode() != "reference":
+    mode = kernel_mode()
+
+    def resolve(name: str) -> tuple[Callable[..., Any], str]:
+        ref = getattr(reference, name)
+        if mode == "reference":
+            return ref, "reference"
         # The C++ kernels (csrc/cpu) run wherever minitl._C is built and each has passed its
-        # self-check against the reference; their wrappers send float64 and non-2-D operands
-        # to the reference, so this choice never changes an answer.
+        # self-check against the reference (run once, at the first native kernel asked
+        # for); their wrappers send float64 and non-2-D operands to the reference, so this
+        # choice never changes an answer.
         from minitl.backend import cpu
 
-        for name in cpu.native_kernels():
-            kernels[name] = guarded(name, getattr(cpu, name), getattr(reference, name),
-                                    cpu.NATIVE_DTYPES)
-            paths[name] = "native"
+        if name in cpu.native_kernels():
+            return guarded(name, getattr(cpu, name), ref, cpu.NATIVE_DTYPES), "native"
         # numba kernels fill in what C++ does not provide; they compile lazily on first call.
         # numba has no float16 (and no byte-swapped arrays): those run the reference.
         from minitl.backend import numba_kernels
 
-        for name in numba_kernels.provided_kernels():
-            if paths.get(name) == "reference":
-                kernels[name] = guarded(name, getattr(numba_kernels, name),
-                                        getattr(reference, name), NUMBA_DTYPES)
-                paths[name] = "numba"
-    return Backend("cpu", np, kernels, paths)
+        if name in numba_kernels.provided_kernels():
+            return guarded(name, getattr(numba_kernels, name), ref, NUMBA_DTYPES), "numba"
+        return ref, "reference"
+
+    return Backend("cpu", np, resolve, names)
 
 
 def _cuda_backend() -> Backend:
@@ -104,7 +125,7 @@ def _cuda_backend() -> Backend:
         ) from e
     try:
         count = int(cupy.cuda.runtime.getDeviceCount())
-    except Exception as e:  # noqa: BLE001 - CUDARuntimeError without a driver, among others
+    except Exception as e:
         raise RuntimeError(
             f"device 'cuda': CuPy is installed but cannot reach a GPU ({type(e).__name__}: "
             f"{e}); check the NVIDIA driver and CUDA_VISIBLE_DEVICES"
@@ -115,7 +136,7 @@ def _cuda_backend() -> Backend:
     from minitl.backend import cuda
 
     kernels, paths = cuda.make_kernels(KERNELS, kernel_mode())
-    return Backend("cuda", cupy, kernels, paths)
+    return Backend("cuda", cupy, lambda name: (kernels[name], paths[name]), KERNELS)
 
 
 def get_backend(device: str = "cpu") -> Backend:
