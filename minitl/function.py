@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from minitl import autograd_state
 from minitl.backend import Backend, get_backend
-
-Array = Any  # numpy.ndarray or cupy.ndarray
+from minitl.types import Array
 
 
 class Context:

@@ -25,8 +25,7 @@ from minitl.device import Device
 from minitl.dtypes import bool_, float32, float64, int64, result_type
 from minitl.tensor_inplace import TensorInplace
 from minitl.tensor_methods import TensorMethods
-
-Array = Any
+from minitl.types import Array
 
 _default_dtype = float32
 

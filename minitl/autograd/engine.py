@@ -15,13 +15,11 @@ tensor after all tensors computed from it; so an input's gradient is read off at
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from minitl import autograd_state
 from minitl.function import unbroadcast
 from minitl.tensor import Tensor
-
-Array = Any
+from minitl.types import Array
 
 
 def accumulate_grad(t: Tensor, g: Array) -> None:

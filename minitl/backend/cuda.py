@@ -31,8 +31,8 @@ import numpy as np
 
 from minitl.backend import cuda_src, reference
 from minitl.backend import cuda_tune as tune
+from minitl.types import Array
 
-Array = Any
 _NULL = np.uint64(0)  # a null pointer argument
 _lock = threading.Lock()
 _verified: dict[str, bool] = {}  # expression or kernel name -> passed its self-check

@@ -15,8 +15,7 @@ import numpy as np
 from minitl.backend import cuda as cu
 from minitl.backend import reference
 from minitl.backend.guards import check_indices, check_length
-
-Array = Any
+from minitl.types import Array
 
 
 def _fn(name: str, source: str = "fused.cu") -> Any:

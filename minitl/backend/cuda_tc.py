@@ -24,8 +24,8 @@ import numpy as np
 from minitl.backend import cuda as cu
 from minitl.backend import cuda_src, reference
 from minitl.backend import cuda_tune as tune
+from minitl.types import Array
 
-Array = Any
 _wgmma_state: dict[str, Any] = {}
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-Array = Any
+from minitl.types import Array
 
 # Kernel name -> the parameters that carry floating-point data. A native kernel runs only when
 # all of them that are present share one dtype the kernel was built for.

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from minitl.backend.guards import check_indices, check_length, require_float
-
-Array = Any
+from minitl.types import Array
 
 
 def _xp(a: Array) -> Any:

@@ -17,9 +17,10 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from minitl.types import Array
+
 __all__ = ["CHECKS", "checked"]
 
-Array = Any
 
 
 def _s(a: Array | None) -> str:

@@ -13,8 +13,7 @@ import numpy as np
 
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
-
-Array = Any
+from minitl.types import Array
 
 
 def _axis(dim: int, ndim: int, op: str) -> int:

@@ -18,8 +18,7 @@ from minitl.function import Context, Function
 from minitl.ops.activation import dropout_scale
 from minitl.ops.linalg import bmm
 from minitl.tensor import Tensor
-
-Array = Any
+from minitl.types import Array
 
 
 def _as_tensor_like(x: Any, like: Tensor) -> Tensor:

@@ -14,8 +14,7 @@ import numpy as np
 from minitl.dtypes import result_type
 from minitl.function import Context, Function
 from minitl.tensor import Tensor, _operand, _promote, get_default_dtype
-
-Array = Any
+from minitl.types import Array
 
 
 def _check_broadcast(name: str, x: Array, y: Array) -> None:

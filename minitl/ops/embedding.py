@@ -7,15 +7,12 @@ to row j, so repeated ids accumulate. It is the backend kernel `embedding_bwd` (
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from minitl.autograd_state import increment_version
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
-
-Array = Any
+from minitl.types import Array
 
 
 def _check_ids(op: str, ids: Array, n: int, what: str = "embeddings") -> None:

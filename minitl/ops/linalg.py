@@ -17,9 +17,7 @@ from typing import Any
 
 from minitl.function import Context, Function
 from minitl.tensor import Tensor, _operand
-
-Array = Any
-
+from minitl.types import Array
 
 GEMM_MIN = 1 << 15  # multiply-adds per matrix below which the array module's matmul is cheaper
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
+from minitl.types import Array
 
-Array = Any
 _REDUCTIONS = ("none", "mean", "sum")
 
 

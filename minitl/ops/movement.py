@@ -19,8 +19,7 @@ from minitl.autograd_state import storage_of
 from minitl.dtypes import result_type
 from minitl.function import Context, Function
 from minitl.tensor import Tensor, _as_sequence, get_default_dtype
-
-Array = Any
+from minitl.types import Array
 
 
 def wrap_dim(dim: int, ndim: int, op: str) -> int:

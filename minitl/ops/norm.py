@@ -20,8 +20,7 @@ import numpy as np
 from minitl.autograd_state import bump_version
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
-
-Array = Any
+from minitl.types import Array
 
 
 def _stats(x: Array, axes: Any, eps: float) -> tuple[Array, Array, Array]:

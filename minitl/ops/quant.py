@@ -16,8 +16,7 @@ import numpy as np
 
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
-
-Array = Any
+from minitl.types import Array
 
 __all__ = ["QuantLinear", "QuantLoRALinear", "quant_embedding", "quant_linear",
            "quant_lora_linear", "quant_rows_in_features"]
