@@ -223,12 +223,10 @@ class Tensor(TensorMethods, TensorInplace):
         return self
 
     def clone(self) -> Tensor:
-        from minitl.ops.elementwise import Clone
-        return Clone.apply(self)
+        return ops.elementwise.Clone.apply(self)
 
     def to(self, *args: Any, **kwargs: Any) -> Tensor:
         """`.to(device)`, `.to(dtype)` or `.to(device, dtype)`; a no-op when nothing changes."""
-        from minitl.ops.elementwise import Cast, ToDevice
         device = kwargs.pop("device", None)
         dtype = kwargs.pop("dtype", None)
         if kwargs:
@@ -242,9 +240,9 @@ class Tensor(TensorMethods, TensorInplace):
                 dtype = a
         out = self
         if dtype is not None and np.dtype(dtype) != self.dtype:
-            out = Cast.apply(out, np.dtype(dtype))
+            out = ops.elementwise.Cast.apply(out, np.dtype(dtype))
         if device is not None and Device(str(device)).type != self.device.type:
-            out = ToDevice.apply(out, str(device))
+            out = ops.elementwise.ToDevice.apply(out, str(device))
         return out
 
     def cpu(self) -> Tensor:
@@ -323,56 +321,43 @@ class Tensor(TensorMethods, TensorInplace):
     # ---- operators ------------------------------------------------------------------
 
     def __add__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Add
-        return Add.apply(*_promote(self, _operand(o, self)))
+        return ops.elementwise.Add.apply(*_promote(self, _operand(o, self)))
 
     def __radd__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Add
-        return Add.apply(*_promote(_operand(o, self), self))
+        return ops.elementwise.Add.apply(*_promote(_operand(o, self), self))
 
     def __sub__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Sub
-        return Sub.apply(*_promote(self, _operand(o, self)))
+        return ops.elementwise.Sub.apply(*_promote(self, _operand(o, self)))
 
     def __rsub__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Sub
-        return Sub.apply(*_promote(_operand(o, self), self))
+        return ops.elementwise.Sub.apply(*_promote(_operand(o, self), self))
 
     def __mul__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Mul
-        return Mul.apply(*_promote(self, _operand(o, self)))
+        return ops.elementwise.Mul.apply(*_promote(self, _operand(o, self)))
 
     def __rmul__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Mul
-        return Mul.apply(*_promote(_operand(o, self), self))
+        return ops.elementwise.Mul.apply(*_promote(_operand(o, self), self))
 
     def __truediv__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Div
-        return Div.apply(*_true_div_operands(self, _operand(o, self)))
+        return ops.elementwise.Div.apply(*_true_div_operands(self, _operand(o, self)))
 
     def __rtruediv__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Div
-        return Div.apply(*_true_div_operands(_operand(o, self), self))
+        return ops.elementwise.Div.apply(*_true_div_operands(_operand(o, self), self))
 
     def __pow__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Pow
-        return Pow.apply(*_promote(self, _operand(o, self)))
+        return ops.elementwise.Pow.apply(*_promote(self, _operand(o, self)))
 
     def __rpow__(self, o: Any) -> Tensor:
-        from minitl.ops.elementwise import Pow
-        return Pow.apply(*_promote(_operand(o, self), self))
+        return ops.elementwise.Pow.apply(*_promote(_operand(o, self), self))
 
     def __matmul__(self, o: Any) -> Tensor:
-        from minitl.ops.linalg import matmul
-        return matmul(self, o)
+        return ops.linalg.matmul(self, o)
 
     def __rmatmul__(self, o: Any) -> Tensor:
-        from minitl.ops.linalg import matmul
-        return matmul(o, self)
+        return ops.linalg.matmul(o, self)
 
     def __neg__(self) -> Tensor:
-        from minitl.ops.elementwise import Neg
-        return Neg.apply(self)
+        return ops.elementwise.Neg.apply(self)
 
     def __pos__(self) -> Tensor:
         return self
@@ -415,8 +400,7 @@ class Tensor(TensorMethods, TensorInplace):
         return self._compare(o, "__xor__")
 
     def __getitem__(self, index: Any) -> Tensor:
-        from minitl.ops.movement import getitem
-        return getitem(self, index)
+        return ops.movement.getitem(self, index)
 
     def __repr__(self) -> str:
         body = np.array2string(np.asarray(self.data) if self.device == "cpu" else
@@ -511,3 +495,13 @@ def _as_sequence(shape: Sequence[Any], op: str = "view", arg: str = "size") -> t
         raise TypeError(f"{op}(): argument '{arg}' must be a tuple of ints, but found element "
                         f"of type {type(s).__name__} at pos {i}")
     return tuple(out)
+
+
+# The op modules import Tensor, so they come after it; importing them here binds
+# minitl.ops.<module> once for every Tensor method (tensor_methods.py) and operator above.
+import minitl.ops.activation  # noqa: E402
+import minitl.ops.elementwise  # noqa: E402
+import minitl.ops.linalg  # noqa: E402
+import minitl.ops.movement  # noqa: E402
+import minitl.ops.reduce  # noqa: E402, F401
+from minitl import ops  # noqa: E402
