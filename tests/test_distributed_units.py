@@ -261,3 +261,16 @@ def test_ddp_averages_over_the_nccl_stand_in(fake_cupy: Any) -> None:
     net.zero_grad()
     net(x).sum().backward()  # rank 1 "has the same batch": the average is the local gradient
     np.testing.assert_allclose(grad, net.weight.grad.numpy(), rtol=1e-6)
+
+
+def test_flags_of_gives_the_same_arguments_back() -> None:
+    import argparse
+
+    from minitl.cli.pretrain import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--model", "bert-tiny", "--lr", "0.0003", "--set", "n_layer=2",
+                              "--set", "hidden_act=gelu", "--quiet", "--nproc", "2"])
+    again = parser.parse_args(launch.flags_of(args, add_arguments))
+    assert vars(again) == vars(args)

@@ -237,34 +237,12 @@ def _in_job() -> bool:
     return under_launcher()
 
 
-def _flags(args: argparse.Namespace) -> list[str]:
-    """The command line that gives `args` back (the flags that differ from the defaults)."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    out: list[str] = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = getattr(args, action.dest, action.default)
-        if value == action.default:
-            continue
-        flag = action.option_strings[-1]
-        if action.nargs == 0:
-            out.append(flag)
-        elif isinstance(value, list):
-            for item in value:
-                out += [flag, str(item)]
-        else:
-            out += [flag, str(value)]
-    return out
-
-
 def _run_distributed(args: argparse.Namespace) -> int:
     """Outside a job: start --nproc ranks under mpiexec, return the job's status. Inside:
     train as one rank (rank 0 alone prints, logs, checkpoints and saves)."""
     import os
 
-    from minitl.distributed.launch import relaunch_under_mpiexec
+    from minitl.distributed.launch import flags_of, relaunch_under_mpiexec
 
     if args.model.startswith("vit-"):
         raise UsageError(f"--nproc is defined for gpt, bert and resnet models, not {args.model}")
@@ -272,7 +250,7 @@ def _run_distributed(args: argparse.Namespace) -> int:
         threads = max(1, (os.cpu_count() or 1) // args.nproc)
         with user_errors(FileNotFoundError, usage=False):
             code = relaunch_under_mpiexec(args.nproc, ["-m", "minitl.cli.pretrain",
-                                                       *_flags(args)], threads)
+                                                       *flags_of(args, add_arguments)], threads)
         return int(code or 0)
 
     import minitl.distributed as dist

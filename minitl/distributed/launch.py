@@ -9,10 +9,12 @@ one is preferred to whatever MPI is on PATH: mpi4py must talk to the MPI it was 
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # What the launchers set in each rank: MPICH/hydra (PMI_*), Open MPI, PMIx, torchrun-style.
@@ -62,3 +64,28 @@ def relaunch_under_mpiexec(nproc: int, argv: list[str],
     if nproc < 1:
         raise ValueError(f"nproc must be at least 1, got {nproc}")
     return subprocess.call(mpiexec_command(nproc, argv, threads_per_rank))
+
+
+def flags_of(args: argparse.Namespace,
+             add_arguments: Callable[[argparse.ArgumentParser], None]) -> list[str]:
+    """The command-line flags that give `args` back from a parser built by `add_arguments`
+    (only those that differ from their defaults): what the ranks of a relaunched command
+    are given."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out: list[str] = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0:
+            out.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                out += [flag, str(item)]
+        else:
+            out += [flag, str(value)]
+    return out
