@@ -48,7 +48,7 @@ class Device(str):
         return self.partition(":")[0]
 
     @property
-    def index(self) -> int | None:
+    def index(self) -> int | None:  # type: ignore[override]  # torch.device.index, not str.index
         ordinal = self.partition(":")[2]
         return int(ordinal) if ordinal else None
 

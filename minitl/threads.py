@@ -52,11 +52,15 @@ def _openmp_runtime() -> Any:
             lib.omp_get_max_threads.restype = ctypes.c_int
         except (OSError, AttributeError):
             continue
+        # Probe with a count the extension does not report now: probing with this runtime's
+        # own count + 1 gave a false match when another runtime (torch's libgomp, which the
+        # extension had bound to, at 2 threads) already stood at that count.
+        target = native.cpu_features()["openmp_threads"] + 1
         before = lib.omp_get_max_threads()
-        lib.omp_set_num_threads(before + 1)
+        lib.omp_set_num_threads(target)
         seen = native.cpu_features()["openmp_threads"]
         lib.omp_set_num_threads(before)
-        if seen == before + 1:
+        if seen == target:
             return lib
     return None
 

@@ -107,13 +107,13 @@ def gradcheck(func: Callable[..., Any], inputs: Any, *, eps: float = 1e-6, atol:
                 continue
             if not raise_exception:
                 return False
-            r, col = np.unravel_index(np.argmax(excess), excess.shape)
+            row, col = np.unravel_index(np.argmax(excess), excess.shape)
             raise GradcheckError(
                 f"Jacobian mismatch for output {k} with respect to input {i}: worst at output "
-                f"element {r}, input element {col}: numerical {numerical[r, col]:.8g} vs "
-                f"analytical {ana[r, col]:.8g} (|diff| "
-                f"{abs(ana[r, col] - numerical[r, col]):.3g}, allowed "
-                f"{atol + rtol * abs(numerical[r, col]):.3g}); {int((excess > 0).sum())} of "
+                f"element {row}, input element {col}: numerical {numerical[row, col]:.8g} vs "
+                f"analytical {ana[row, col]:.8g} (|diff| "
+                f"{abs(ana[row, col] - numerical[row, col]):.3g}, allowed "
+                f"{atol + rtol * abs(numerical[row, col]):.3g}); {int((excess > 0).sum())} of "
                 f"{excess.size} entries out of tolerance"
             )
     return True

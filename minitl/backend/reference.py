@@ -373,7 +373,7 @@ def quant_lora_linear_bwd(g: Array, x: Array, q: Array, qtype: int, a: Array, bm
     gb = g @ bm if (nx or na) else None  # (N, r)
     dx = g @ dequantize_blocks(q, qtype) + scale * (gb @ a) if nx else None
     db = g.sum(axis=0) if nb else None
-    da = scale * (gb.T @ x) if na else None
+    da = scale * (gb.T @ x) if na and gb is not None else None
     dbm = scale * (g.T @ xa) if nbm else None
     return dx, db, da, dbm
 

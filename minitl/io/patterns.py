@@ -24,8 +24,8 @@ import re
 from typing import Any
 
 try:  # the parser behind re.compile; `sre_parse` before Python 3.11
-    from re import _constants as _sc
-    from re import _parser as _sp
+    from re import _constants as _sc  # type: ignore[attr-defined]  # private, no stubs
+    from re import _parser as _sp  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover
     import sre_constants as _sc  # type: ignore[no-redef]
     import sre_parse as _sp  # type: ignore[no-redef]

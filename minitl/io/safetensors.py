@@ -240,7 +240,7 @@ def remove_stale_temp_files(directory: str | os.PathLike[str],
     return removed
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
     """Create or replace `path` so that readers see the old file or the new one, never a
     part: `write(f)` fills a temporary file in the same directory, which is flushed, fsynced,
     given the mode a plain open() would (0666 less the umask; mkstemp's is 0600) and renamed

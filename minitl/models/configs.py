@@ -64,9 +64,10 @@ def _real(cfg: object, name: str, lo: float, hi: float = math.inf, *, lo_open: b
     value = getattr(cfg, name)
     if value is None and none:
         return None
-    ok = (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-          and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else
-                                                             value <= hi))
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        v = float(value)
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
         want = (f"> {lo:g}" if lo_open else f">= {lo:g}") if hi == math.inf else \
             f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
@@ -88,7 +89,7 @@ def _set(cfg: object, **values: Any) -> None:
 
 
 # Dropout rates: p = 1 would zero every activation, so [0, 1) as the CLI's `probability`.
-_RATE = {"lo": 0.0, "hi": 1.0, "hi_open": True}
+_RATE: dict[str, Any] = {"lo": 0.0, "hi": 1.0, "hi_open": True}
 
 
 # ---- BERT ------------------------------------------------------------------------------
@@ -276,8 +277,9 @@ class LlamaConfig(_Named):
                 raise ValueError(f"LlamaConfig: hidden_size {self.hidden_size} is not a multiple "
                                  f"of num_attention_heads {self.num_attention_heads}")
             _set(self, head_dim=self.hidden_size // self.num_attention_heads)
-        _set(self, head_dim=_int(self, "head_dim"))
-        if self.head_dim % 2:
+        head_dim = _int(self, "head_dim")
+        _set(self, head_dim=head_dim)
+        if head_dim % 2:
             raise ValueError(f"LlamaConfig: head_dim {self.head_dim} must be even (rotary pairs)")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"LlamaConfig: num_attention_heads {self.num_attention_heads} is not "
@@ -345,7 +347,7 @@ class ResNetConfig(_Named):
         for name in ("widths", "depths"):
             value = getattr(self, name)
             if (not isinstance(value, (tuple, list)) or
-                    not all(isinstance(v, Integral) and not isinstance(v, bool) and v >= 1
+                    not all(isinstance(v, Integral) and not isinstance(v, bool) and int(v) >= 1
                             for v in value)):
                 raise ValueError(f"ResNetConfig: {name} must be a list of integers >= 1, "
                                  f"got {value!r}")

@@ -102,6 +102,7 @@ class LlamaAttention(nn.Module):
     def __init__(self, config: LlamaConfig, make: LinearFactory, prefix: str) -> None:
         super().__init__()
         d, hd = config.hidden_size, config.head_dim
+        assert hd is not None  # LlamaConfig.__post_init__ derives it
         self.n_head, self.n_kv, self.head_dim = (config.num_attention_heads,
                                                  config.num_key_value_heads, hd)
         self.q_proj = make(f"{prefix}.q_proj", d, self.n_head * hd)
@@ -175,6 +176,7 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, make, f"model.layers.{i}")
                                     for i in range(config.num_hidden_layers))
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        assert config.head_dim is not None  # LlamaConfig.__post_init__ derives it
         self.rotary = LlamaRotaryEmbedding(config.head_dim, config.rope_theta)
         self.gradient_checkpointing = False
 

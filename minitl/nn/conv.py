@@ -33,6 +33,17 @@ def _pair(v: Any) -> tuple[int, int]:
     return int(v), int(v)
 
 
+def _reset_conv(weight: Parameter, bias: Parameter | None) -> None:
+    """PyTorch's default init of a convolution: Kaiming-uniform weights (a = sqrt 5), the
+    bias uniform in +-1/sqrt(fan_in)."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+        if fan_in != 0:
+            bound = 1 / math.sqrt(fan_in)
+            init.uniform_(bias, -bound, bound)
+
+
 class Conv2d(Module):
     """2-D convolution: `out[n, o] = bias[o] + sum_c weight[o, c] * input[n, c]` (cross-
     correlation, as in every deep learning framework).
@@ -102,12 +113,7 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        _reset_conv(self.weight, self.bias)
 
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim != 4:
@@ -183,7 +189,8 @@ class Conv1d(Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
-    reset_parameters = Conv2d.reset_parameters
+    def reset_parameters(self) -> None:
+        _reset_conv(self.weight, self.bias)
 
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim not in (2, 3):

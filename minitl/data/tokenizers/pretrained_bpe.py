@@ -109,11 +109,16 @@ class BPETokenizer(ByteBPETokenizer):
         self._digits = (re.compile(rf"({_letter_number_classes()[1]})")
                         if pre_tokenizer in _DIGITS_ALONE else None)
         n = self.vocab_size
-        for name, value in (("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id),
-                            ("pad_token_id", pad_token_id), ("unk_token_id", unk_token_id)):
+
+        def token_id(name: str, value: int | None) -> int | None:
             if value is not None and not 0 <= int(value) < n:
                 raise ValueError(f"{name} {value} is outside the vocabulary of {n} tokens")
-            setattr(self, name, None if value is None else int(value))
+            return None if value is None else int(value)
+
+        self.bos_token_id = token_id("bos_token_id", bos_token_id)
+        self.eos_token_id = token_id("eos_token_id", eos_token_id)
+        self.pad_token_id = token_id("pad_token_id", pad_token_id)
+        self.unk_token_id = token_id("unk_token_id", unk_token_id)
         self.add_bos_token, self.add_eos_token = bool(add_bos_token), bool(add_eos_token)
         self.chat_template = chat_template
 
