@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-size", type=int, default=500, help="test images (a stratified draw)")
     p.add_argument("--size", type=int, default=64, help="EfficientNet input side in pixels")
     p.add_argument("--epochs", type=int, default=None,
-                   help="EfficientNet fine-tuning epochs (default: ~1,000 examples seen, at least 3)")
+                   help="EfficientNet fine-tuning epochs (default: ~1,000 examples seen, "
+                        "at least 3)")
     p.add_argument("--resnet-epochs", type=int, default=None,
                    help="resnet-mini epochs (default: ~4,000 examples seen)")
     p.add_argument("--batch-size", type=int, default=None,

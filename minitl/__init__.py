@@ -2,23 +2,90 @@
 
 from typing import TYPE_CHECKING
 
-from minitl import dtypes
-from minitl.autograd_state import (enable_grad, inference_mode, is_grad_enabled,
-                                   is_inference_mode_enabled, no_grad, set_grad_enabled)
-from minitl.creation import (arange, as_tensor, empty, eye, from_numpy, full, full_like,
-                             linspace, manual_seed, ones, ones_like, rand, randint, randn,
-                             randn_like, randperm, tensor, tril, triu, zeros, zeros_like)
-from minitl.dtypes import (bool_, double, float16, float32, float64, half, int8, int16, int32,
-                           int64, long, uint8)
+from minitl import (  # noqa: E402
+    assets,
+    autograd,
+    cuda,
+    data,
+    dtypes,
+    models,
+    nn,
+    optim,
+    pretrain,
+    train,
+    transfer,
+)
+from minitl.autograd_state import (
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    is_inference_mode_enabled,
+    no_grad,
+    set_grad_enabled,
+)
+from minitl.creation import (
+    arange,
+    as_tensor,
+    empty,
+    eye,
+    from_numpy,
+    full,
+    full_like,
+    linspace,
+    manual_seed,
+    ones,
+    ones_like,
+    rand,
+    randint,
+    randn,
+    randn_like,
+    randperm,
+    tensor,
+    tril,
+    triu,
+    zeros,
+    zeros_like,
+)
 from minitl.device import Device, device
+from minitl.dtypes import (
+    bool_,
+    double,
+    float16,
+    float32,
+    float64,
+    half,
+    int8,
+    int16,
+    int32,
+    int64,
+    long,
+    uint8,
+)
+from minitl.functional import (  # noqa: E402
+    cat,
+    chunk,
+    clamp,
+    exp,
+    gather,
+    log,
+    logsumexp,
+    matmul,
+    maximum,
+    mean,
+    minimum,
+    relu,
+    sigmoid,
+    softmax,
+    split,
+    sqrt,
+    stack,
+    sum,
+    tanh,
+    where,
+)
+from minitl.io import load, save  # noqa: E402
 from minitl.tensor import Tensor, get_default_dtype, set_default_dtype
 from minitl.threads import get_num_threads, set_num_threads
-from minitl.functional import (cat, chunk, clamp, exp, gather, log, logsumexp,  # noqa: E402
-                               matmul, maximum, mean, minimum, relu, sigmoid, softmax, split,
-                               sqrt, stack, sum, tanh, where)
-from minitl.io import load, save  # noqa: E402
-from minitl import (assets, autograd, cuda, data, models, nn, optim, pretrain,  # noqa: E402
-                    train, transfer)
 
 if TYPE_CHECKING:
     from minitl import recipes

@@ -17,6 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+import minitl as mt
+import minitl.nn.functional as F
+from minitl import nn
+from minitl.backend import cuda_tune as tune
+from minitl.backend import reference
+
 
 def _gpu_reason() -> str | None:
     try:
@@ -37,11 +43,6 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(_REASON is not None, reason=_
 if _REASON is None:
     import cupy as cp
 
-import minitl as mt
-import minitl.nn.functional as F
-from minitl import nn
-from minitl.backend import cuda_tune as tune
-from minitl.backend import reference
 
 
 @pytest.fixture(autouse=True)
@@ -344,7 +345,8 @@ def gpu_gradcheck(fn: Any, arrays: list[np.ndarray], eps: float = 1e-6, tol: flo
 
 def test_gradchecks_on_gpu() -> None:
     rng = np.random.default_rng(0)
-    r = lambda *s: rng.standard_normal(s)
+    def r(*s: int) -> np.ndarray:
+        return rng.standard_normal(s)
     gpu_gradcheck(lambda x, w, b: F.linear(x, w, b), [r(4, 3), r(5, 3), r(5)])
     gpu_gradcheck(lambda x, w, b: F.layer_norm(x, (6,), w, b), [r(3, 6), r(6), r(6)])
     gpu_gradcheck(lambda x: F.gelu(x), [r(3, 5)])
@@ -370,7 +372,8 @@ def _ops_parity(fn: Any, arrays: list[np.ndarray], tol: float = 1e-4) -> None:
 
 def test_float32_ops_match_cpu() -> None:
     rng = np.random.default_rng(1)
-    r = lambda *s: rng.standard_normal(s).astype(np.float32)
+    def r(*s: int) -> np.ndarray:
+        return rng.standard_normal(s).astype(np.float32)
     _ops_parity(lambda x, w, b: F.gelu(F.linear(x, w, b)), [r(70, 33), r(65, 33), r(65)])
     _ops_parity(lambda x, w, b, a, bm: F.lora_linear(x, w, b, a, bm, 2.0),
                 [r(2, 35, 40), r(50, 40), r(50), r(8, 40), r(50, 8)])
@@ -379,7 +382,7 @@ def test_float32_ops_match_cpu() -> None:
     _ops_parity(lambda x, w: F.conv2d(x, w, padding=1), [r(2, 3, 8, 8), r(4, 3, 3, 3)])
 
 
-# ---- whole models ----------------------------------------------------------------------------------
+# ---- whole models --------------------------------------------------------------------------------
 
 
 def _train_steps(model_fn: Any, batch_fn: Any, device: str, steps: int = 3) -> list[float]:

@@ -13,10 +13,24 @@ import numpy as np
 import pytest
 
 import minitl as mt
-from minitl.data import (ConcatDataset, DataLoader, Dataset, LengthBucketSampler, Subset,
-                         TensorDataset, corpora, default_collate, load_dataset, pad_collate,
-                         random_split, read_hutto, read_idx, read_sms_spam, read_trec,
-                         stratified_split)
+from minitl.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    LengthBucketSampler,
+    Subset,
+    TensorDataset,
+    corpora,
+    default_collate,
+    load_dataset,
+    pad_collate,
+    random_split,
+    read_hutto,
+    read_idx,
+    read_sms_spam,
+    read_trec,
+    stratified_split,
+)
 
 # ---------------------------------------------------------------- fixtures (real formats)
 

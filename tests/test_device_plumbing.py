@@ -207,7 +207,7 @@ def no_cupy(monkeypatch: pytest.MonkeyPatch):
     backend.reset_backends()
 
 
-# ---- errors without CuPy --------------------------------------------------------------------------
+# ---- errors without CuPy -------------------------------------------------------------------------
 
 
 def test_to_cuda_without_cupy_says_what_is_missing(no_cupy: None) -> None:
@@ -238,7 +238,7 @@ def test_unknown_device_is_rejected() -> None:
         mt.zeros(2, device="tpu")
 
 
-# ---- the device model on the fake GPU ----------------------------------------------------------------
+# ---- the device model on the fake GPU ------------------------------------------------------------
 
 
 def test_to_cuda_and_back(fake_cupy: Any) -> None:
@@ -324,7 +324,7 @@ def test_backend_reports_cupy_paths(fake_cupy: Any) -> None:
     assert set(b.paths.values()) == {"cupy"}  # MINITL_KERNELS=reference
 
 
-# ---- the CUDA kernels' plumbing (no GPU: compiled kernels raise) -----------------------------------
+# ---- the CUDA kernels' plumbing (no GPU: compiled kernels raise) ---------------------------------
 
 
 def test_raw_module_gets_inlined_source_and_options(fake_cupy: Any) -> None:
@@ -374,7 +374,7 @@ def test_precision_setting_is_validated() -> None:
     cuda.set_matmul_precision("highest")
 
 
-# ---- sources, tables, packaging --------------------------------------------------------------------
+# ---- sources, tables, packaging ------------------------------------------------------------------
 
 
 def test_sources_are_found_and_overridable(monkeypatch: pytest.MonkeyPatch,

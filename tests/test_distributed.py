@@ -30,8 +30,8 @@ def ranks(n: int, *args: str, timeout: float = 90) -> subprocess.CompletedProces
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "MINITL_NUM_THREADS": "1"}
     cmd = mpiexec_command(n, [str(WORKER), *args])
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False,
-                          cwd=WORKER.parent.parent)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          check=False, cwd=WORKER.parent.parent)
 
 
 @needs_mpi

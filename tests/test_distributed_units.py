@@ -76,7 +76,8 @@ def test_sampler_shuffles_the_same_order_on_every_rank_per_epoch() -> None:
         return out
 
     e0, e1 = shares(0), shares(1)
-    assert sorted(i for share in e0 for i in share) == list(range(30))  # a partition: no example twice
+    # a partition: no example twice
+    assert sorted(i for share in e0 for i in share) == list(range(30))
     assert e0 != e1 and e0 == shares(0)
     with pytest.raises(ValueError, match="Invalid rank"):
         dist.DistributedSampler(range(4), num_replicas=2, rank=2)

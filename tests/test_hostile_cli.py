@@ -257,8 +257,9 @@ def test_pretrain_checks_its_outputs_before_any_work(corpus: Path, tmp_path: Pat
                                           str(blocker)], "--checkpoint-dir"),
             (corpus, [], "would overwrite --data")]:
         assert pretrain(corpus, out, *flags) == 2
-        assert capsys.readouterr().out == ""  # not even the tokenizer was learnt
-    capsys.readouterr()
+        cap = capsys.readouterr()
+        assert cap.out == ""  # not even the tokenizer was learnt
+        assert says in cap.err, (says, cap.err)
     (tmp_path / "w.config.json").mkdir()  # a companion file's place taken by a directory
     assert pretrain(corpus, tmp_path / "w.safetensors") == 2
     assert "w.config.json' is a directory" in one_error_line(capsys)

@@ -398,8 +398,12 @@ def test_init_statistics():
     assert abs(w.std() - math.sqrt(2 / fan_in)) < 0.01 * math.sqrt(2 / fan_in)
     w = init.trunc_normal_(_t(*shape), mean=0.5, std=1.0, a=0.0, b=1.5).numpy()
     assert w.min() >= 0 and w.max() <= 1.5
-    pdf = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
-    cdf = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    def pdf(z: float) -> float:
+        return math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    def cdf(z: float) -> float:
+        return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
     # Mean of N(0.5, 1) truncated to [0, 1.5]: mu + (pdf(alpha) - pdf(beta)) / Z.
     expected = 0.5 + (pdf(-0.5) - pdf(1.0)) / (cdf(1.0) - cdf(-0.5))
     assert abs(w.mean() - expected) < 0.01

@@ -391,7 +391,9 @@ def test_gather_with_repeated_indices(dim: int) -> None:
     shape = list(x.shape)
     shape[dim] = 6  # more picks than the axis holds, so indices repeat
     index = rng.integers(0, x.shape[dim], size=shape)
-    fn = (lambda t, i: t.gather(dim, i))
+    def fn(t: Any, i: Any) -> Any:
+        return t.gather(dim, i)
+
     gradcheck(fn, [x, index])
     check_op(fn, fn, [x, index])
     check_op(lambda t, i: mt.gather(t, dim, i), lambda t, i: torch.gather(t, dim, i), [x, index])

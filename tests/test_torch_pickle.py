@@ -80,7 +80,8 @@ def build(tensors: dict[str, dict[str, Any]], storages: dict[str, np.ndarray],
     for name, t in tensors.items():
         arr = storages[t["key"]]
         body += _value(name) + _tensor_ops(
-            t["key"], _TYPES[arr.dtype.newbyteorder("=")], numel.get(t["key"], arr.size), t.get("offset", 0),
+            t["key"], _TYPES[arr.dtype.newbyteorder("=")], numel.get(t["key"], arr.size),
+            t.get("offset", 0),
             t["size"], t.get("stride", _contiguous(t["size"])), zip_layout,
             t.get("parameter", False))
     main = (b"\x80\x02" + _global("collections", "OrderedDict") + b")R(" + body + extra_ops

@@ -219,7 +219,7 @@ def test_ledger_records_table_json_and_drift(tmp_path, memory):
                                  lambda m: {"accuracy": state["tgt"]}, model=model,
                                  memory=memory)
     ledger.record("before")
-    for step in range(3):
+    for _ in range(3):
         with ledger.time_step():
             _ = np.ones((200, 200)) @ np.ones((200, 200))
         state["src"] -= 0.05

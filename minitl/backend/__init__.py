@@ -25,8 +25,9 @@ from minitl.backend import reference
 from minitl.backend.guards import NUMBA_DTYPES, guarded
 
 # Kernels a backend provides; each has a reference implementation of the same name.
-KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd", "im2col", "col2im", "im2col_cm",
-           "col2im_cm", "layernorm_fwd", "layernorm_bwd", "softmax_xent_fwd", "softmax_xent_bwd",
+KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd", "im2col", "col2im",
+           "im2col_cm", "col2im_cm", "layernorm_fwd", "layernorm_bwd", "softmax_xent_fwd",
+           "softmax_xent_bwd",
            "softmax_fwd", "softmax_bwd", "gelu_fwd", "gelu_bwd", "embedding_bwd", "adamw_step",
            "quant_linear_fwd", "quant_linear_bwd", "quant_lora_linear_fwd",
            "quant_lora_linear_bwd", "dequantize_rows", "erf")

@@ -64,7 +64,7 @@ def matmul_precision() -> str:
     return _precision
 
 
-# ---- launch helpers --------------------------------------------------------------------------------
+# ---- launch helpers ------------------------------------------------------------------------------
 
 
 def i32(v: int) -> np.int32:
@@ -424,7 +424,7 @@ def lora_linear_bwd(g: Array, x: Array, w: Array, a: Array, bm: Array, xa: Array
     return dx, dw, db, da, (dbm if need_bm else None)
 
 
-# ---- the backend -----------------------------------------------------------------------------------
+# ---- the backend ---------------------------------------------------------------------------------
 
 OWN_KERNELS = ("gemm", "lora_linear_fwd", "lora_linear_bwd")
 

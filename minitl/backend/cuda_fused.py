@@ -94,7 +94,7 @@ def layernorm_bwd(g: Array, x: Array, mean: Array, rstd: Array, weight: Array | 
             None if db_part is None else db_part.sum(axis=0))
 
 
-# ---- softmax + cross-entropy ------------------------------------------------------------------------
+# ---- softmax + cross-entropy ---------------------------------------------------------------------
 
 
 def _check_xent() -> bool:
@@ -151,7 +151,7 @@ def softmax_xent_bwd(x: Array, lse: Array, target: Array, weight: Array | None,
     return dx
 
 
-# ---- softmax --------------------------------------------------------------------------------------
+# ---- softmax -------------------------------------------------------------------------------------
 
 
 def _check_softmax() -> bool:
@@ -228,7 +228,7 @@ def gelu_bwd(g: Array, x: Array, approximate: str, _check: bool = True) -> Array
     return dx
 
 
-# ---- embedding backward ------------------------------------------------------------------------------
+# ---- embedding backward --------------------------------------------------------------------------
 
 
 def _check_embedding() -> bool:

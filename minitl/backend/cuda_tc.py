@@ -59,7 +59,7 @@ def k_major(x: Array, rows: int, k: int, esz: int) -> tuple[Array, int]:
     return out, kp
 
 
-# ---- mma.sync -------------------------------------------------------------------------------------
+# ---- mma.sync ------------------------------------------------------------------------------------
 
 
 def mma_launch(tile: str, a: Array, lda: int, b: Array, ldb: int, c: Array, m: int, n: int,
@@ -183,7 +183,7 @@ def wgmma_status() -> str:
                      if k.startswith("gemm_wgmma")) or "not tried"
 
 
-# ---- dispatch -------------------------------------------------------------------------------------
+# ---- dispatch ------------------------------------------------------------------------------------
 
 
 def tc_gemm(a: Array, ta: bool, b: Array, tb: bool, m: int, n: int, k: int, *, bf16: bool,

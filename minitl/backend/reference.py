@@ -105,7 +105,8 @@ def col2im(cols: Array, x_shape: tuple[int, int, int, int], stride: tuple[int, i
     for i in range(kh):
         for j in range(kw):
             r0, c0 = i * dh, j * dw
-            out[:, :, r0:r0 + sh * (oh - 1) + 1:sh, c0:c0 + sw * (ow - 1) + 1:sw] += cols[:, :, i, j]
+            rows, cs = slice(r0, r0 + sh * (oh - 1) + 1, sh), slice(c0, c0 + sw * (ow - 1) + 1, sw)
+            out[:, :, rows, cs] += cols[:, :, i, j]
     return out[:, :, ph:ph + h, pw:pw + w] if (ph or pw) else out
 
 

@@ -5,9 +5,10 @@ Subjects are the `benchmarks/bench_<subject>.py` modules of a source checkout: o
 light ops), train_step (a bert-mini and a resnet-mini training step), gemm, lora, llama
 (SmolLM2-135M with its 4-bit base against transformers: prefill, decode, a LoRA step, peak
 memory; needs torch, transformers, peft and the smollm2-135m asset; runs only when named),
-and cuda (the GPU set: GEMM vs cuBLAS, LoRA, a training step). With no subject, the CPU ones
-but llama run, or with `--device cuda` the GPU one. The benchmarks live beside the package, not
-inside it, so this command needs the repository (pip install -e . or a source tree); it looks
+cuda (the GPU set: GEMM vs cuBLAS, LoRA, a training step) and distributed (all-reduce against
+message size, overlap of backward and all-reduce, over MPI ranks; runs only when named). With
+no subject, the CPU ones but llama and distributed run, or with `--device cuda` the GPU one.
+The benchmarks live beside the package, not inside it, so this command needs the repository (pip install -e . or a source tree); it looks
 for `benchmarks/` above the installed package and in the working directory.
 """
 
@@ -24,8 +25,9 @@ from minitl.cli.args import UsageError, UserError
 
 DEFAULT_ORDER = ("ops", "train_step", "gemm", "lora")
 GPU_SUBJECTS = ("cuda",)  # benchmarks/bench_cuda.py: gemm, lora and train on the GPU
-# Run only when named: minutes long, and it needs torch, transformers, peft and a 98 MB asset.
-NAMED_ONLY = ("llama",)
+# Run only when named: llama is minutes long and needs torch, transformers, peft and a 98 MB
+# asset; distributed starts MPI ranks (mpi4py and mpiexec, minitl[distributed]).
+NAMED_ONLY = ("llama", "distributed")
 
 
 def find_benchmarks() -> Path | None:

@@ -187,8 +187,9 @@ def run(args: argparse.Namespace) -> int:
         f.write(markdown_table(HEADERS, rows) + "\n")
     write_json(os.path.join(args.out, "results.json"),
                {"wall_seconds": wall, "size": size, "backbone": args.backbone,
-                "task": task.name, "conclusions": said, "results": [{k: v for k, v in r.to_dict().items()
-                                                if k != "ledger"} for r in results]})
+                "task": task.name, "conclusions": said,
+                "results": [{k: v for k, v in r.to_dict().items() if k != "ledger"}
+                            for r in results]})
     _say(f"plot: {plot}; table, results.json and the ledgers in {args.out}/")
     _say(f"total wall time {wall / 60:.1f} min")
     return 0

@@ -15,9 +15,9 @@ averaged gradients back into `.grad` (as views of the bucket buffers), so when
 `backward()` returns the gradients are those of the whole global batch.
 
 Buckets are first laid out in reverse `parameters()` order (roughly the order backward
-produces them); at the end of the first synchronised backward they are rebuilt in the order the gradients were
-really ready, taken from rank 0 so that every rank launches the same all-reduces in the same
-order, which MPI and NCCL both require.
+produces them); at the end of the first synchronised backward they are rebuilt in the order
+the gradients were really ready, taken from rank 0 so that every rank launches the same
+all-reduces in the same order, which MPI and NCCL both require.
 
 `no_sync()` skips the reduction (gradient accumulation: the gradients add up locally in
 `.grad` and the first backward outside `no_sync` reduces the sum). Every parameter that

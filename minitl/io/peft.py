@@ -86,7 +86,7 @@ def save_peft_adapter(model: Module, directory: str | os.PathLike[str],
     Raises:
         ValueError: the model has no LoRA adapter of that name, or it is merged.
     """
-    from minitl.transfer.lora import lora_layers, adapter_state_dict
+    from minitl.transfer.lora import adapter_state_dict, lora_layers
 
     cfg = getattr(model, "lora_config", {}).get(adapter_name)
     names = _lora_modules(model, adapter_name)

@@ -1,4 +1,5 @@
-"""Losses: fused softmax-cross-entropy, nll_loss, mse/l1/smooth-l1, binary cross-entropy (with logits).
+"""Losses: fused softmax-cross-entropy, nll_loss, mse/l1/smooth-l1, binary cross-entropy (with
+logits), and NT-Xent, the contrastive loss of SimCLR.
 
 Each loss is one Function with an analytic backward, following PyTorch's exact semantics:
 the class dim is dim 1 ((N, C) or (N, C, d1, ...); an unbatched (C,) input is allowed),

@@ -1,8 +1,9 @@
 """Gradient clipping: `clip_grad_norm_` and `clip_grad_value_` (PyTorch semantics).
 
 Re-exported as `minitl.nn.utils.clip_grad_norm_`. Both modify `p.grad` in place (bumping
-its version counter, in case a graph saved it) and skip parameters without a gradient. The norm is computed as PyTorch does it: the norm
-of each gradient first, then the norm of those norms, so `inf` and any p > 0 compose.
+its version counter, in case a graph saved it) and skip parameters without a gradient. The
+norm is computed as PyTorch does it: the norm of each gradient first, then the norm of those
+norms, so `inf` and any p > 0 compose.
 """
 
 from __future__ import annotations

@@ -411,10 +411,10 @@ def slanted_triangular(optimizer: Optimizer, num_training_steps: int, cut_frac: 
 
 
 # imported last: ReduceLROnPlateau subclasses LRScheduler
-from minitl.optim.plateau import ReduceLROnPlateau
+from minitl.optim.plateau import ReduceLROnPlateau  # noqa: E402
 
 __all__ = [
-    "LRScheduler", "LambdaLR", "ReduceLROnPlateau", "StepLR", "MultiStepLR", "LinearLR", "CosineAnnealingLR",
-    "OneCycleLR", "SequentialLR", "get_linear_schedule_with_warmup",
+    "LRScheduler", "LambdaLR", "ReduceLROnPlateau", "StepLR", "MultiStepLR", "LinearLR",
+    "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "get_linear_schedule_with_warmup",
     "get_cosine_schedule_with_warmup", "slanted_triangular",
 ]

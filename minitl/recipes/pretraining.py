@@ -59,8 +59,8 @@ from minitl.tensor import Tensor
 from minitl.train import Checkpoint, Trainer
 
 __all__ = ["ConfigError", "ObjectiveTrainer", "PreparedRun", "PretrainConfig", "PretrainResult",
-           "RoundLoader", "TextCodec", "knn_accuracy", "load_pretrained", "model_family", "prepare", "pretrain",
-           "train_wordpiece", "unigram_perplexity"]
+           "RoundLoader", "TextCodec", "knn_accuracy", "load_pretrained", "model_family",
+           "prepare", "pretrain", "train_wordpiece", "unigram_perplexity"]
 
 MODELS: dict[str, Any] = {"gpt": GPT, "bert": BertForMaskedLM, "resnet": ResNet}
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4

@@ -189,7 +189,7 @@ def _svg_lines(path: str, lines: Lines, title: str, xlabel: str, ylabel: str,
         svg.line(xmap(t), svg.y0, xmap(t), svg.y0 + 4)
         svg.text(xmap(t), svg.y0 + 18, _fmt(t), 11)
     svg.text((svg.x0 + svg.x1) / 2, svg.h - 22, xlabel + (" (log scale)" if logx else ""), 12)
-    for i, (name, (xsr, ysr, er)) in enumerate(lines.items()):
+    for i, (xsr, ysr, er) in enumerate(lines.values()):
         color = PALETTE[i % len(PALETTE)]
         pts = " ".join(f"{xmap(x):.1f},{svg.ymap(y, lo, hi):.1f}" for x, y in zip(xsr, ysr))
         svg.add("polyline", points=pts, fill="none", stroke=color, stroke_width=2)

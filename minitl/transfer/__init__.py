@@ -15,7 +15,8 @@
 
 Files: freeze (freezing, heads, cached features), schedules (gradual unfreezing,
 layer-wise lr), lora, adapters, prompt, ensemble (logit and adapter ensembles, model
-soups), ewc (EWC, L2-SP), replay, ledger (forgetting ledger). Early stopping with restore-best is `minitl.train.EarlyStopping`.
+soups), ewc (EWC, L2-SP), replay, ledger (forgetting ledger), multitask. Early stopping with
+restore-best is `minitl.train.EarlyStopping`.
 """
 
 from minitl.transfer.adapters import Adapter, adapter_parameters, apply_adapters, remove_adapters

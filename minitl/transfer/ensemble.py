@@ -27,7 +27,7 @@ from minitl.nn.container import ModuleList
 from minitl.nn.module import Module
 from minitl.ops.movement import cat, stack
 from minitl.tensor import Tensor
-from minitl.transfer.lora import LoRAConfig, LoRALayer, lora_factor_of, apply_lora
+from minitl.transfer.lora import LoRAConfig, LoRALayer, apply_lora, lora_factor_of
 
 __all__ = ["AdapterEnsemble", "LogitEnsemble", "model_soup"]
 
@@ -200,7 +200,7 @@ class AdapterEnsemble(Module):
                 raise ValueError(f"AdapterEnsemble: {name}'s state has keys that are neither "
                                  f"LoRA factors nor saved modules: {unknown[:3]}")
         self.heads = {s: _PerBlock(h) for s, h in heads.items()}
-        for i, (s, blk) in enumerate(self.heads.items()):
+        for i, blk in enumerate(self.heads.values()):
             self.add_module(f"head{i}", blk)  # so their parameters are counted and moved
         for p in self.parameters():
             p.requires_grad = False

@@ -12,8 +12,8 @@ the Rust ("fast") tokenizer on every text of the reference file, but not on unas
 some recent code points (see :mod:`.basic`): minitl follows the Python one there too.
 transformers 5 renamed it ``BertTokenizerLegacy`` and dropped its character-wise
 lower-casing, which changes two corner cases (a word-final capital sigma, and "[MASK]" split
-by a control character); we keep the 4.x behaviour. Pair truncation follows the Python tokenizer; the fast one breaks
-ties the other way.
+by a control character); we keep the 4.x behaviour. Pair truncation follows the Python
+tokenizer; the fast one breaks ties the other way.
 """
 
 from __future__ import annotations
