@@ -47,7 +47,9 @@ class BuildExt(build_ext):
 
 class BuildPy(build_py):
     """build_py that also ships csrc/cuda (*.cu, *.cuh) as minitl/cuda_kernels: CuPy compiles
-    those sources at run time, so the installed package must carry them."""
+    those sources at run time, so the installed package must carry them; and the `minitl
+    bench` subjects (benchmarks/bench_*.py and their common.py) as minitl/_benchmarks, so the
+    command runs from an installed minitl as from a checkout."""
 
     def run(self) -> None:
         super().run()
@@ -55,6 +57,11 @@ class BuildPy(build_py):
         dest.mkdir(parents=True, exist_ok=True)
         for src in sorted(glob("csrc/cuda/*.cu") + glob("csrc/cuda/*.cuh")):
             self.copy_file(src, str(dest / Path(src).name))
+        bench = Path(self.build_lib) / "minitl" / "_benchmarks"
+        bench.mkdir(parents=True, exist_ok=True)
+        for src in sorted(glob("benchmarks/bench_*.py") + ["benchmarks/__init__.py",
+                                                           "benchmarks/common.py"]):
+            self.copy_file(src, str(bench / Path(src).name))
 
 
 ext_modules = [

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import common
-from benchmarks.common import Row
+from . import common
+from .common import Row
 
 
 def gpu_time(fn: Callable[[], Any], reps: int = 10, warmup: int = 2) -> float:

@@ -204,7 +204,7 @@ GPU_LINKS = {
 
 def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from benchmarks import common
+    from . import common
 
     p = common.parser(__doc__ or "")
     p.add_argument("--part", choices=sorted(PARTS), help=argparse_hidden())

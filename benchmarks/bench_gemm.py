@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks import common
 from minitl.backend import cpu
+
+from . import common
 
 
 @dataclass(frozen=True)

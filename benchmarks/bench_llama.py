@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import common
+from . import common
 
 THREADS = 2
 TARGETS = ["q_proj", "v_proj"]

@@ -19,7 +19,8 @@ import numpy as np
 
 import minitl as mt
 import minitl.nn.functional as F
-from benchmarks import common
+
+from . import common
 
 
 def make_inputs(n: int, d: int, r: int, seed: int = 0) -> dict[str, np.ndarray]:

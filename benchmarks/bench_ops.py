@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import common
+from . import common
 
 
 @dataclass

@@ -29,7 +29,20 @@ from typing import Any
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+
+def _results_dir() -> Path:
+    """benchmarks/results/ of a source checkout; installed (minitl._benchmarks, where the
+    package directory is no place for output) ./benchmark-results; MINITL_BENCH_RESULTS
+    overrides both."""
+    if os.environ.get("MINITL_BENCH_RESULTS"):
+        return Path(os.environ["MINITL_BENCH_RESULTS"])
+    here = Path(__file__).resolve().parent
+    if (here.parent / "pyproject.toml").is_file():
+        return here / "results"
+    return Path.cwd() / "benchmark-results"
+
+
+RESULTS = _results_dir()
 SETTLE_S = 0.3  # pause between candidates so the previous pool's polling threads sleep
 
 
@@ -210,7 +223,7 @@ def save_rows(name: str, rows: Sequence[Row], info: dict[str, Any],
                "args": vars(args) if args is not None else {},
                "rows": [r.as_json() for r in rows]}
     path.write_text(json.dumps(payload, indent=1, default=str))
-    print(f"saved {path.relative_to(RESULTS.parent.parent)}")
+    print(f"saved {path}")
     return path
 
 

@@ -158,3 +158,28 @@ def test_version_matches_the_installed_metadata() -> None:
     except metadata.PackageNotFoundError:
         pytest.skip("minitl is not installed, only on the path")
     assert mt.__version__ == installed
+
+
+def test_bench_runs_from_an_installed_package(tmp_path: Path) -> None:
+    """setup.py's build_py ships the bench subjects as minitl._benchmarks; `minitl bench`
+    finds them there when no checkout is around, and they run as that package."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    lib, work = tmp_path / "lib", tmp_path / "elsewhere"
+    work.mkdir()
+    built = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib",
+                            str(lib)], cwd=root, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    assert (lib / "minitl" / "_benchmarks" / "bench_ops.py").is_file()
+    env = {**os.environ, "PYTHONPATH": str(lib)}
+    listed = subprocess.run([sys.executable, "-c", "from minitl.cli import main; "
+                             "raise SystemExit(main(['bench', '--list']))"], cwd=work,
+                            env=env, capture_output=True, text=True, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert {"ops", "gemm", "lora", "train_step"} <= set(listed.stdout.split())
+    helped = subprocess.run([sys.executable, "-m", "minitl._benchmarks.bench_gemm", "--help"],
+                            cwd=work, env=env, capture_output=True, text=True, check=False)
+    assert helped.returncode == 0 and "--quick" in helped.stdout, helped.stderr

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.transfer import command_line, log, machine, parser, save_json
+from . import command_line, log, machine, parser, save_json
 
 DOMAINS = {"tweets": "tweets", "amazon-reviews": "Amazon reviews",
            "nyt-snippets": "NYT editorials"}

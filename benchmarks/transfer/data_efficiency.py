@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.transfer import RESULTS, command_line, fmt_ms, log, machine, mean_std, parser
+from . import RESULTS, command_line, fmt_ms, log, machine, mean_std, parser
 
 DEFAULT_SIZES = "0,8,32,100,256,1000,all"
 DEFAULT_STRATEGIES = "zero-shot,bow,prototype,head,lora,setfit,full,self-train,auto"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.transfer import RESULTS, command_line, log, machine, parser
+from . import RESULTS, command_line, log, machine, parser
 
 
 def score_logits(forward: Any, data: Any, batch_size: int) -> tuple[np.ndarray, float]:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.transfer import command_line, log, machine, parser, save_json
+from . import command_line, log, machine, parser, save_json
 
 
 def main(argv: list[str] | None = None) -> int:

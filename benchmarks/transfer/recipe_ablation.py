@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.transfer import RESULTS, command_line, fmt_ms, log, machine, parser
+from . import RESULTS, command_line, fmt_ms, log, machine, parser
 
 OLD = {"head_init": "random", "steps": 30, "lr": 1e-4, "head_lr": 1e-2}
 # (row name, strategy, RecipeConfig overrides, fixed max_length or None for the data's)

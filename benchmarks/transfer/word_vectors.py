@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.transfer import RESULTS, command_line, log, machine, mean_std, parser
+from . import RESULTS, command_line, log, machine, mean_std, parser
 
 SIZES = (100, 256, None)  # None: every training label
 SEEDS = (0, 1, 2)

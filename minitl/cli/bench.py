@@ -8,8 +8,10 @@ memory; needs torch, transformers, peft and the smollm2-135m asset; runs only wh
 cuda (the GPU set: GEMM vs cuBLAS, LoRA, a training step) and distributed (all-reduce against
 message size, overlap of backward and all-reduce, over MPI ranks; runs only when named). With
 no subject, the CPU ones but llama and distributed run, or with `--device cuda` the GPU one.
-The benchmarks live beside the package, not inside it, so this command needs the repository (pip install -e . or a source tree); it looks
-for `benchmarks/` above the installed package and in the working directory.
+
+In a source checkout the benchmarks are `benchmarks/` (results in benchmarks/results/); an
+installed minitl carries the same files as `minitl._benchmarks` (results in
+./benchmark-results/, or MINITL_BENCH_RESULTS).
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ def find_benchmarks() -> Path | None:
     return None
 
 
+def installed_benchmarks() -> Path | None:
+    """The benchmarks an installed minitl carries (setup.py's build_py copies them)."""
+    here = Path(__file__).resolve().parents[1] / "_benchmarks"
+    return here if (here / "common.py").is_file() else None
+
+
 def available(bench_dir: Path) -> list[str]:
     names = sorted(p.stem[len("bench_"):] for p in bench_dir.glob("bench_*.py"))
     ordered = [n for n in DEFAULT_ORDER if n in names]
@@ -47,12 +55,12 @@ def available(bench_dir: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    bench_dir = find_benchmarks()
+    bench_dir, package = find_benchmarks(), "benchmarks"
     if bench_dir is None:
-        raise UsageError("the benchmarks are not part of the installed package; run this "
-                         "from a source checkout of minitl (the directory holding "
-                         "benchmarks/), e.g. `git clone ... && cd minitl && pip install -e . "
-                         "&& minitl bench`")
+        bench_dir, package = installed_benchmarks(), "minitl._benchmarks"
+    if bench_dir is None:
+        raise UsageError("no benchmarks found: neither a source checkout's benchmarks/ nor "
+                         "minitl._benchmarks of an installed minitl (reinstall with pip)")
     names = available(bench_dir)
     on_gpu = [n for n in names if n in GPU_SUBJECTS]
     subjects = args.subjects or (on_gpu if args.device == "cuda" else
@@ -64,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(names))
         return 0
-    root = bench_dir.parent
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    root = Path.cwd()
+    if package == "benchmarks":  # a checkout: run from its root, with it on the path
+        root = bench_dir.parent
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     failed = []
     for name in subjects:
-        cmd = [sys.executable, "-m", f"benchmarks.bench_{name}"]
+        cmd = [sys.executable, "-m", f"{package}.bench_{name}"]
         cmd += ["--quick"] if args.quick else []
         cmd += ["--no-save"] if args.no_save else []
         print(f"== minitl bench {name}: {' '.join(cmd[1:])}", flush=True)
