@@ -134,12 +134,14 @@ def test_tiny_model_learns_and_evaluates_each_epoch() -> None:
                       DataLoader(dataset(128, seed=0), 64), max_epochs=4,
                       metrics=["accuracy", "macro_f1"], **quiet())
     history = trainer.fit()
-    assert len(history) == trainer.step == 4 * 8
-    assert [r["step"] for r in trainer.eval_history] == [8, 16, 24, 32]
+    assert len(history.train) == trainer.step == 4 * 8
+    assert [r["step"] for r in history.eval] == [8, 16, 24, 32]
+    assert history.eval == trainer.eval_history
     last = trainer.eval_history[-1]
     assert last["eval_accuracy"] >= 0.95 and last["eval_macro_f1"] >= 0.95
     assert last["eval_loss"] < trainer.eval_history[0]["eval_loss"]
-    assert np.mean([r["loss"] for r in history[-8:]]) < np.mean([r["loss"] for r in history[:8]])
+    train = history.train
+    assert np.mean([r["loss"] for r in train[-8:]]) < np.mean([r["loss"] for r in train[:8]])
     assert model.training
 
 
@@ -339,7 +341,7 @@ def build(log_dir: Any, callbacks: list[Callback]) -> Trainer:
 
 def test_resume_after_stop_reproduces_the_uninterrupted_run(tmp_path: Any) -> None:
     full = build(tmp_path / "full", [])
-    reference = [r["loss"] for r in full.fit()]  # 2 epochs x 5 steps
+    reference = [r["loss"] for r in full.fit().train]  # 2 epochs x 5 steps
     assert len(reference) == 10
 
     def stop_at_3(t: Trainer, record: Any) -> None:
@@ -352,7 +354,7 @@ def test_resume_after_stop_reproduces_the_uninterrupted_run(tmp_path: Any) -> No
     first.save_checkpoint(tmp_path / "cut.safetensors")
 
     second = build(tmp_path / "cut", [LambdaCallback()])
-    resumed = [r["loss"] for r in second.resume(tmp_path / "cut.safetensors")]
+    resumed = [r["loss"] for r in second.resume(tmp_path / "cut.safetensors").train]
     assert resumed == reference[3:]  # bit for bit
     for k, v in weights(full.model).items():
         np.testing.assert_array_equal(weights(second.model)[k], v, err_msg=k)
@@ -361,7 +363,7 @@ def test_resume_after_stop_reproduces_the_uninterrupted_run(tmp_path: Any) -> No
 
 
 def test_resume_after_kill_from_periodic_checkpoint(tmp_path: Any) -> None:
-    reference = [r["loss"] for r in build(tmp_path / "full", []).fit()]
+    reference = [r["loss"] for r in build(tmp_path / "full", []).fit().train]
 
     def kill_at_7(t: Trainer, record: Any) -> None:
         if t.step == 7:
@@ -373,7 +375,7 @@ def test_resume_after_kill_from_periodic_checkpoint(tmp_path: Any) -> None:
     assert ckpt.last_path is not None and ckpt.last_path.endswith("0000004.safetensors")
 
     again = build(tmp_path / "run", [Checkpoint(tmp_path / "ckpt", 4), LambdaCallback()])
-    resumed = [r["loss"] for r in again.resume(ckpt.last_path)]
+    resumed = [r["loss"] for r in again.resume(ckpt.last_path).train]
     assert resumed == reference[4:]
     # The log holds every step once: the records of steps 5-7 from before the kill are gone.
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -435,7 +437,7 @@ def test_plain_log_lines_when_not_a_terminal(capsys: Any) -> None:
     steps = [line for line in lines if line.startswith("epoch")]
     assert [line.split(" | ")[1] for line in steps] == ["step 5/12", "step 10/12", "step 12/12"]
     assert all("loss " in s and "samples/s" in s and "eta " in s for s in steps)
-    assert lines[-1].startswith("eval | epoch 1 | step 12 | eval_loss ")
+    assert lines[-1].startswith("eval | epoch 0 | step 12 | eval_loss ")
 
 
 def test_single_updating_line_on_a_terminal() -> None:

@@ -77,6 +77,7 @@ from minitl.recipes.training import (
     train_head,
     train_pairs,
 )
+from minitl.train.progress import ProgressDisplay
 
 __all__ = ["STRATEGIES", "Backbone", "EncodedText", "Fitted", "RecipeConfig", "RunResult",
            "SentenceClassifier", "SourceProbe", "SourceReplay", "Task", "build_model",
@@ -177,7 +178,8 @@ class _Context:
     head_from: SentenceClassifier | None = None
 
     def frozen_embeddings(self, data: EncodedText) -> np.ndarray:
-        return frozen_embeddings(self.backbone, data, self.cache, self.cfg.eval_batch_size)
+        return frozen_embeddings(self.backbone, data, self.cache, self.cfg.eval_batch_size,
+                                 ProgressDisplay(stream=self.stream, enabled=self.cfg.progress))
 
     def zero_shot_vectors(self, encoder: nn.Module | None = None) -> np.ndarray:
         return fewshot.class_vectors(encoder or self.backbone.encoder, self.backbone.tokenizer,
@@ -186,16 +188,20 @@ class _Context:
 
 
 def frozen_embeddings(backbone: Backbone, data: EncodedText,
-                      cache: dict[str, np.ndarray] | None, batch_size: int = 64) -> np.ndarray:
+                      cache: dict[str, np.ndarray] | None, batch_size: int = 64,
+                      progress: ProgressDisplay | None = None) -> np.ndarray:
     """The pristine encoder's embeddings of `data`, memoised in `cache` under a key of the
-    weights and the token ids (other seeds, sizes and strategies reuse them)."""
+    weights and the token ids (other seeds, sizes and strategies reuse them). A cache miss
+    is announced on `progress`."""
     h = hashlib.sha1(backbone.digest().encode())
     for ids in data.ids:
         h.update(ids.tobytes() + b"|")
     key = h.hexdigest()
     if cache is not None and key in cache:
         return cache[key]
-    emb = embed_texts(backbone.encoder, data, batch_size)
+    progress = progress or ProgressDisplay(enabled=False)
+    with progress.phase(f"encoding {len(data):,} sentences with the frozen encoder"):
+        emb = embed_texts(backbone.encoder, data, batch_size)
     if cache is not None:
         cache[key] = emb
     return emb
@@ -476,7 +482,9 @@ def run_strategy(strategy: str, backbone: Backbone, task: Task,
     for t in fitted.step_times:
         ledger.add_step_time(t)
     t1 = time.perf_counter()
-    result = score(fitted, backbone, task.eval, feature_cache, cfg.eval_batch_size)
+    with ProgressDisplay(stream=stream, enabled=cfg.progress).phase(
+            f"scoring {len(task.eval):,} {task.eval_split} sentences"):
+        result = score(fitted, backbone, task.eval, feature_cache, cfg.eval_batch_size)
     eval_s = time.perf_counter() - t1
     ledger.target_eval = lambda m: result
     with_source = fitted.model is not None and fitted.strategy != "scratch"

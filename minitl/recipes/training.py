@@ -178,8 +178,8 @@ def train_classifier(strategy: str, model: SentenceClassifier, train: EncodedTex
     trainer = _RecipeTrainer(
         model, opt, None, loader, max_steps=s.steps, callbacks=callbacks,
         scheduler=get_linear_schedule_with_warmup(opt, int(s.warmup * s.steps), s.steps),
-        progress=s.progress, seed=s.seed, log_every=max(1, s.steps // 4),
-        stream=s.stream or sys.stderr, **(trainer_extra or {}))
+        progress=s.progress, seed=s.seed, stream=s.stream or sys.stderr,
+        **(trainer_extra or {}))
     trainer.fit()
     if best["state"] is not None:
         model.load_state_dict({k: Tensor(v) for k, v in best["state"].items()})
@@ -283,7 +283,7 @@ def train_pairs(model: SentenceClassifier, train: EncodedText, pairs: np.ndarray
         model, opt, None, loader, max_steps=steps,
         scheduler=get_linear_schedule_with_warmup(opt, int(s.warmup * steps), steps),
         callbacks=[_step_timer(on_step)] if on_step else [], progress=s.progress,
-        seed=s.seed, log_every=max(1, steps // 4), stream=s.stream or sys.stderr)
+        seed=s.seed, stream=s.stream or sys.stderr)
     trainer.fit()
     return trainer.step
 

@@ -15,12 +15,18 @@ from minitl.train.metrics import (
                                   perplexity,
 )
 from minitl.train.paths import OutputPathError, check_output_dir, check_output_file
-from minitl.train.progress import MetricsLog, ProgressDisplay, plot_loss, read_jsonl
+from minitl.train.progress import (
+    FitResult,
+    MetricsLog,
+    ProgressDisplay,
+    plot_loss,
+    read_jsonl,
+)
 from minitl.train.trainer import NonFiniteLossError, Trainer
 
 __all__ = [
-    "Accuracy", "Callback", "Checkpoint", "EarlyStopping", "LambdaCallback", "MacroF1",
-    "Metric", "MetricsLog", "NonFiniteLossError", "OutputPathError", "Perplexity",
+    "Accuracy", "Callback", "Checkpoint", "EarlyStopping", "FitResult", "LambdaCallback",
+    "MacroF1", "Metric", "MetricsLog", "NonFiniteLossError", "OutputPathError", "Perplexity",
     "ProgressDisplay", "Trainer", "accuracy", "check_output_dir", "check_output_file",
     "confusion_matrix", "get_metric", "load_state", "macro_f1", "model_state_dict",
     "perplexity", "plot_loss", "read_jsonl", "save_state",

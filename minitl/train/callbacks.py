@@ -150,7 +150,8 @@ class Checkpoint(Callback):
         dirpath: directory for the files (created if missing).
         every_n_steps: save when `trainer.step` is a multiple of this.
         keep_last: keep only this many of the newest files (None keeps all).
-        filename: format string with `{step}` (and `{epoch}`).
+        filename: format string with `{step}` (and `{epoch}`: the epoch of the last step,
+            from 0 as in metrics.jsonl and on the console).
         save_on_train_end: also save when training ends, whatever the step.
 
     Rotation (`keep_last`) deletes only files inside `dirpath` whose names `filename` could
@@ -182,7 +183,7 @@ class Checkpoint(Callback):
     def _save(self, trainer: Trainer) -> None:
         os.makedirs(self.dirpath, exist_ok=True)
         path = os.path.join(self.dirpath,
-                            self.filename.format(step=trainer.step, epoch=trainer.epoch))
+                            self.filename.format(step=trainer.step, epoch=trainer.epoch_of_step))
         if path in self.saved:
             return  # this step is already on disk (end of training right after a save)
         trainer.check_finite_weights()  # a nan model must not push a good file out

@@ -20,6 +20,12 @@ and numpy's and Python's global ones) in one safetensors file, atomically. The d
 order is a function of (loader seed, epoch) (`DataLoader.set_epoch`), so `resume` replays
 the interrupted epoch's order, skips the batches already used and continues: the losses
 match an uninterrupted run step for step.
+
+Epochs count from 0, as in `for epoch in range(max_epochs)`, `DataLoader.set_epoch` and
+Lightning's `current_epoch`: the console line, every metrics.jsonl record and a
+checkpoint's `{epoch}` all name the first epoch 0. `fit()` returns a `FitResult`: all
+records of the run in metrics.jsonl order, train and eval told apart by "type", with
+`.train` and `.eval` for each kind.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from minitl.tensor import Tensor
 from minitl.train.callbacks import Callback
 from minitl.train.checkpoint import load_state, save_state
 from minitl.train.metrics import Metric, get_metric
-from minitl.train.progress import MetricsLog, ProgressDisplay, plot_loss
+from minitl.train.progress import FitResult, MetricsLog, ProgressDisplay, plot_loss
 
 __all__ = ["NonFiniteLossError", "Trainer"]
 
@@ -86,11 +92,14 @@ class Trainer:
         metrics: `Metric`s or names ("accuracy", "macro_f1", "perplexity") computed on
             the eval set; reported as `eval_<name>` next to `eval_loss`.
         callbacks: `Callback`s (EarlyStopping, Checkpoint, ...).
-        log_dir: where `metrics.jsonl` (and `loss.png` with matplotlib) go; None: nowhere.
+        log_dir: where `metrics.jsonl` and the loss plot go (`loss.png` with matplotlib,
+            `loss.svg` without); None: nowhere.
         seed: passed to `minitl.manual_seed` now (dropout, init, masking draws).
-        log_every: optimizer steps between plain log lines when not on a terminal.
+        log_every: when not on a terminal, optimizer steps between plain log lines; None
+            (the default) writes one every `log_interval_s` seconds instead.
         progress: False silences the progress display.
         stream: where progress goes (sys.stderr by default).
+        log_interval_s: seconds between plain log lines when not on a terminal.
     """
 
     def __init__(self, model: Any, optimizer: Any, loss_fn: Any = None,
@@ -100,8 +109,9 @@ class Trainer:
                  grad_accum_steps: int = 1, clip_grad_norm: float | None = None,
                  metrics: Sequence[str | Metric] = (), callbacks: Sequence[Callback] = (),
                  log_dir: str | os.PathLike[str] | None = None, seed: int | None = None,
-                 log_every: int = 10, progress: bool = True,
-                 stream: TextIO | None = None, plateau_metric: str = "eval_loss") -> None:
+                 log_every: int | None = None, progress: bool = True,
+                 stream: TextIO | None = None, plateau_metric: str = "eval_loss",
+                 log_interval_s: float = 10.0) -> None:
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
         if max_epochs is None and max_steps is None:
@@ -122,15 +132,17 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.log_every, self._show_progress, self._stream = log_every, progress, stream
+        self.log_interval_s = log_interval_s
         if seed is not None:
             creation.manual_seed(seed)
 
         self.step = 0  # optimizer steps taken
-        self.epoch = 0  # index of the current epoch
+        self.epoch = 0  # index of the current epoch, from 0 (completed epochs at the end)
         self.batch_in_epoch = 0  # batches of the current epoch already used
         self.should_stop = False
         self.history: list[dict[str, Any]] = []  # train records of this process
         self.eval_history: list[dict[str, Any]] = []
+        self.records = FitResult()  # both kinds, in metrics.jsonl order
         self.progress = ProgressDisplay(enabled=False)
         self._log: MetricsLog | None = None
         self._log_lines: int | None = None  # lines of metrics.jsonl to keep on resume
@@ -139,8 +151,10 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------
 
-    def fit(self) -> list[dict[str, Any]]:
-        """Train until `max_epochs` / `max_steps` or a callback stops; returns `history`."""
+    def fit(self) -> FitResult:
+        """Train until `max_epochs` / `max_steps` or a callback stops. Returns the records
+        of this Trainer's runs (`records`): a list of train and eval dicts told apart by
+        "type", with `.train` (as `history`) and `.eval` (as `eval_history`)."""
         if self.train_loader is None:
             raise ValueError("Trainer.fit needs a train_loader")
         self.should_stop = False
@@ -150,11 +164,13 @@ class Trainer:
         if self.log_dir is not None:
             self._log = MetricsLog(self.log_dir, keep_lines=self._log_lines)
         self.progress = ProgressDisplay(self._total_steps(), stream=self._stream,
-                                        log_every=self.log_every, enabled=self._show_progress)
+                                        log_every=self.log_every, enabled=self._show_progress,
+                                        log_interval_s=self.log_interval_s)
         self.progress.start(self.step)
         self._callback("on_train_begin")
         try:
             while not self._finished():
+                self.progress.skip_time()  # evaluation, callbacks, plot: not in the step rate
                 if self.batch_in_epoch == 0:
                     self._callback("on_epoch_begin")
                 if not self._train_epoch():
@@ -176,15 +192,21 @@ class Trainer:
                 self._log.close()
                 self._log = None
             self._plot()
-        return self.history
+        return self.records
 
-    def resume(self, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    def resume(self, path: str | os.PathLike[str]) -> FitResult:
         """Load a checkpoint written by `save_checkpoint` and continue training from it."""
         self.load_checkpoint(path)
         return self.fit()
 
     def _reached_max_steps(self) -> bool:
         return self.max_steps is not None and self.step >= self.max_steps
+
+    @property
+    def epoch_of_step(self) -> int:
+        """The epoch (from 0) the last optimizer step belongs to: `epoch`, less one once
+        an epoch has ended and the next has not begun."""
+        return self.epoch - 1 if self.batch_in_epoch == 0 and self.epoch > 0 else self.epoch
 
     def _finished(self) -> bool:
         return (self.should_stop or self._reached_max_steps() or
@@ -273,10 +295,11 @@ class Trainer:
         if self.scheduler is not None and not self._on_plateau:
             self.scheduler.step()
         self.step += 1
-        self.progress.update(self.step, loss, samples, epoch=self.epoch + 1, lr=record["lr"])
+        self.progress.update(self.step, loss, samples, epoch=self.epoch, lr=record["lr"])
         record["samples"] = samples
         record["samples_per_s"] = self.progress.rates(self.step)[0]
         self.history.append(record)
+        self.records.append(record)
         if self._log is not None:
             self._log.write(record)
         self._callback("on_step_end", record)
@@ -351,9 +374,10 @@ class Trainer:
             self.scheduler.step(results[self.plateau_metric])
         record = {"type": "eval", "step": self.step, "epoch": self.epoch, **results}
         self.eval_history.append(record)
+        self.records.append(record)
         if self._log is not None:
             self._log.write(record)
-        self.progress.log_metrics(f"eval | epoch {self.epoch + 1} | step {self.step}", results)
+        self.progress.log_metrics(f"eval | epoch {self.epoch} | step {self.step}", results)
         self._callback("on_evaluate", results)
         return results
 
@@ -443,6 +467,7 @@ class Trainer:
             getattr(cb, hook)(self, *args)
 
     def _plot(self) -> None:
+        """loss.png (matplotlib) or loss.svg in log_dir."""
         if self.log_dir is not None and os.path.exists(os.path.join(self.log_dir,
                                                                     "metrics.jsonl")):
             plot_loss(os.path.join(self.log_dir, "metrics.jsonl"),

@@ -13,15 +13,19 @@ on the target task and what it took to get there.
 
 Each record holds the source and target metrics (whatever the two callables return,
 `{"accuracy": 0.91, ...}`), the trainable and total parameter counts, the mean training
-step time since the previous record, and the peak memory since the previous record.
+step time since the previous record, and a peak memory figure whose meaning `memory` sets:
 
-Peak memory is measured with `tracemalloc` (the default, `memory="tracemalloc"`): the
-peak of Python-heap allocations, numpy array buffers included, between two records
-(tracing is started by the ledger if needed and costs some speed on allocation-heavy
-code). `memory="rss"` uses `resource.getrusage` instead: the growth of the process's
-maximum resident set size since the previous record (0 when an earlier phase already
-reached a higher peak; Linux reports KiB). `memory=None` records nothing. Neither sees
-GPU memory.
+- `memory="tracemalloc"` (the default): the peak of Python-heap allocations, numpy array
+  buffers included, between two records; tracing is started by the ledger if needed and
+  costs some speed on allocation-heavy code. It leaves out the interpreter, the libraries
+  and native buffers, so it is well below what the operating system sees.
+- `memory="rss"`: the process's peak resident set size so far (`resource.getrusage`
+  `ru_maxrss`, KiB on Linux and bytes on macOS, reported in bytes): the figure
+  `/usr/bin/time -v` calls "maximum resident set size", everything included. It never
+  decreases from one record to the next.
+- `memory=None` records nothing.
+
+`to_dict()["peak_memory"]` says in words which one a ledger holds. Neither sees GPU memory.
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ def _maxrss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
+_MEMORY_UNIT: dict[str | None, str] = {"rss": " (RSS)", "tracemalloc": " (heap)"}
+_MEMORY_MEANING: dict[str | None, str] = {
+    "rss": "process peak resident set size since it started (ru_maxrss), in bytes",
+    "tracemalloc": "peak of Python-heap allocations since the previous record (tracemalloc)",
+    None: "not measured",
+}
+
+
 class ForgettingLedger:
     """Records source/target metrics, parameter counts, peak memory and step time.
 
@@ -76,7 +88,6 @@ class ForgettingLedger:
                 tracemalloc.start()
                 self._started_tracing = True
             tracemalloc.reset_peak()
-        self._rss0 = _maxrss_bytes() if memory == "rss" else 0
 
     # ---- measuring ----------------------------------------------------------------------
 
@@ -101,9 +112,7 @@ class ForgettingLedger:
             tracemalloc.reset_peak()
             return int(peak)
         if self.memory == "rss":
-            now = _maxrss_bytes()
-            grown, self._rss0 = now - self._rss0, now
-            return grown
+            return _maxrss_bytes()
         return None
 
     def record(self, stage: str, step: int | None = None,
@@ -166,8 +175,9 @@ class ForgettingLedger:
         src_keys = list(dict.fromkeys(k for r in self.records for k in r["source"]))
         tgt_keys = list(dict.fromkeys(k for r in self.records for k in r["target"]))
         head = (["stage", "step"] + [f"src:{k}" for k in src_keys]
-                + [f"tgt:{k}" for k in tgt_keys] + ["trainable", "total", "peak MB",
-                                                    "step ms"])
+                + [f"tgt:{k}" for k in tgt_keys]
+                + ["trainable", "total", "peak MB" + _MEMORY_UNIT.get(self.memory, ""),
+                   "step ms"])
 
         def num(v: Any, fmt: str) -> str:
             if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -197,7 +207,8 @@ class ForgettingLedger:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"records": self.records, "drift": self.drift(), "memory": self.memory}
+        return {"records": self.records, "drift": self.drift(), "memory": self.memory,
+                "peak_memory": _MEMORY_MEANING[self.memory]}
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
         """Write `to_dict()` as JSON atomically (temporary file, then rename)."""
