@@ -8,10 +8,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>  // std::optional: b=None
 
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "cpu/conv.h"
 #include "cpu/gemm.h"
 #include "cpu/lora.h"
 #include "cpu/qgemm.h"
@@ -343,6 +345,92 @@ py::tuple quant_lora_linear_bwd(const py::array& g, const py::array& x, const py
     return py::make_tuple(or_none(dx), or_none(db), or_none(da), or_none(dbm));
 }
 
+// ---------------------------------------------------------------------------------------------
+// conv2d
+
+using Pair = std::array<py::ssize_t, 2>;
+
+// Checks x (N, C, H, W), weight (Co, C / groups, kh, kw) and the geometry; returns it with the
+// output size. Every size that indexes memory is validated here.
+minitl::cpu::ConvGeom conv_geom(const char* op, const py::array& x, const py::array& w,
+                                Pair stride, Pair pad_lo, Pair pad_hi, Pair dilation,
+                                py::ssize_t groups) {
+    check_operand(op, "x", x, 4);
+    check_operand(op, "weight", w, 4);
+    const std::string shapes = "x " + shape_str(x) + ", weight " + shape_str(w);
+    if (groups < 1 || x.shape(1) % groups != 0 || w.shape(0) % groups != 0 ||
+        w.shape(1) * groups != x.shape(1))
+        throw py::value_error(std::string(op) + ": " + shapes + " do not fit groups=" +
+                              std::to_string(groups) +
+                              " (need C = weight.shape[1] * groups, Co divisible by groups)");
+    for (int i = 0; i < 2; ++i) {
+        if (stride[i] < 1 || dilation[i] < 1 || pad_lo[i] < 0 || pad_hi[i] < 0)
+            throw py::value_error(std::string(op) + ": stride and dilation must be >= 1 and "
+                                  "padding >= 0, got stride (" + std::to_string(stride[0]) +
+                                  ", " + std::to_string(stride[1]) + "), dilation (" +
+                                  std::to_string(dilation[0]) + ", " +
+                                  std::to_string(dilation[1]) + ")");
+    }
+    minitl::cpu::ConvGeom g{};
+    g.n = x.shape(0), g.c = x.shape(1), g.h = x.shape(2), g.w = x.shape(3);
+    g.co = w.shape(0), g.kh = w.shape(2), g.kw = w.shape(3);
+    g.sh = stride[0], g.sw = stride[1], g.ph = pad_lo[0], g.pw = pad_lo[1];
+    g.dh = dilation[0], g.dw = dilation[1], g.groups = groups;
+    const py::ssize_t span_h = g.h + pad_lo[0] + pad_hi[0] - g.dh * (g.kh - 1) - 1;
+    const py::ssize_t span_w = g.w + pad_lo[1] + pad_hi[1] - g.dw * (g.kw - 1) - 1;
+    if (g.kh < 1 || g.kw < 1 || span_h < 0 || span_w < 0)
+        throw py::value_error(std::string(op) + ": " + shapes +
+                              ": the padded input is smaller than the dilated kernel");
+    g.oh = span_h / g.sh + 1, g.ow = span_w / g.sw + 1;
+    return g;
+}
+
+py::array conv2d_fwd(const py::array& x, const py::array& w, const std::optional<py::array>& b,
+                     Pair stride, Pair pad_lo, Pair pad_hi, Pair dilation, py::ssize_t groups) {
+    const char* op = "conv2d_fwd";
+    const minitl::cpu::ConvGeom g = conv_geom(op, x, w, stride, pad_lo, pad_hi, dilation, groups);
+    if (b) {
+        check_operand(op, "bias", *b, 1);
+        if (b->shape(0) != g.co)
+            throw py::value_error(std::string(op) + ": bias " + shape_str(*b) +
+                                  " does not match weight " + shape_str(w));
+    }
+    py::array_t<float> y({g.n, g.co, g.oh, g.ow});
+    const float* pb = b ? fdata(*b) : nullptr;
+    float* out = y.mutable_data();
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::conv2d_fwd(fdata(x), fdata(w), pb, out, g);
+    }
+    return std::move(y);
+}
+
+py::tuple conv2d_bwd(const py::array& x, const py::array& w, const py::array& gy, Pair stride,
+                     Pair pad_lo, Pair pad_hi, Pair dilation, py::ssize_t groups, bool need_dx,
+                     bool need_dw) {
+    const char* op = "conv2d_bwd";
+    const minitl::cpu::ConvGeom g = conv_geom(op, x, w, stride, pad_lo, pad_hi, dilation, groups);
+    check_operand(op, "gy", gy, 4);
+    if (gy.shape(0) != g.n || gy.shape(1) != g.co || gy.shape(2) != g.oh || gy.shape(3) != g.ow)
+        throw py::value_error(std::string(op) + ": gy " + shape_str(gy) + " does not match " +
+                              "the output (" + std::to_string(g.n) + ", " + std::to_string(g.co) +
+                              ", " + std::to_string(g.oh) + ", " + std::to_string(g.ow) +
+                              ") of x " + shape_str(x) + " and weight " + shape_str(w));
+    std::optional<py::array_t<float>> dx, dw;
+    float* pdx = need_dx ? dx.emplace(std::vector<py::ssize_t>{g.n, g.c, g.h, g.w})
+                               .mutable_data() : nullptr;
+    float* pdw = need_dw ? dw.emplace(std::vector<py::ssize_t>{g.co, w.shape(1), g.kh, g.kw})
+                               .mutable_data() : nullptr;
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::conv2d_bwd(fdata(x), fdata(w), fdata(gy), pdx, pdw, g);
+    }
+    auto or_none = [](std::optional<py::array_t<float>>& v) -> py::object {
+        return v ? py::object(std::move(*v)) : py::none();
+    };
+    return py::make_tuple(or_none(dx), or_none(dw));
+}
+
 void set_quant_path(const std::string& name) {
     if (!minitl::cpu::set_quant_path(name))
         throw py::value_error("set_quant_path: unknown or unsupported path '" + name +
@@ -414,6 +502,17 @@ PYBIND11_MODULE(_C, m) {
     m.def("dequantize_rows", &dequantize_rows, py::arg("q"), py::arg("qtype"), py::arg("ids"),
           "W[ids] (len(ids), k) float32 from the blocks q of W; ids 1-D int64 in [0, n). "
           "Reference: minitl/backend/reference.py: dequantize_rows.");
+    m.def("conv2d_fwd", &conv2d_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"),
+          py::arg("stride"), py::arg("pad_lo"), py::arg("pad_hi"), py::arg("dilation"),
+          py::arg("groups"),
+          "y (N, Co, OH, OW) = conv2d of C-contiguous float32 x (N, C, H, W) with weight "
+          "(Co, C / groups, kh, kw) and bias (Co,) or None; pad_lo / pad_hi are the (top, left) "
+          "/ (bottom, right) padding. Reference: minitl/backend/cpu_conv.py.");
+    m.def("conv2d_bwd", &conv2d_bwd, py::arg("x"), py::arg("weight"), py::arg("gy"),
+          py::arg("stride"), py::arg("pad_lo"), py::arg("pad_hi"), py::arg("dilation"),
+          py::arg("groups"), py::arg("need_dx"), py::arg("need_dw"),
+          "(dx, dweight) of conv2d_fwd given gy = dL/dy; one not needed is None. Reference: "
+          "minitl/backend/cpu_conv.py.");
     m.def("set_quant_path", &set_quant_path, py::arg("name"),
           "Force the dequantizing path: 'auto' (default), 'generic', 'avx2' or 'avx512'.");
     m.def("cpu_features", &cpu_features,

@@ -35,6 +35,10 @@ KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd", "im2col
 # step over (center, context) pairs): CPU only, so they stay out of KERNELS, whose every entry
 # also has a CUDA path and takes the all-kernel input checks of the test suite.
 CPU_LOOP_KERNELS = ("sgns_update",)
+# Whole conv2d passes (csrc/cpu/conv.cpp, one image per thread): CPU only, with their numpy
+# reference beside the wrappers in cpu_conv.py. A backend without them (CUDA) runs Conv2d as
+# im2col_cm + GEMM + col2im_cm.
+CPU_CONV_KERNELS = ("conv2d_fwd", "conv2d_bwd")
 
 
 class Backend:
@@ -88,10 +92,17 @@ def kernel_mode() -> str:
 
 
 def _cpu_backend() -> Backend:
-    names = KERNELS + CPU_LOOP_KERNELS
+    names = KERNELS + CPU_LOOP_KERNELS + CPU_CONV_KERNELS
     mode = kernel_mode()
 
     def resolve(name: str) -> tuple[Callable[..., Any], str]:
+        if name in CPU_CONV_KERNELS:
+            from minitl.backend import cpu, cpu_conv
+
+            # the wrappers send operands other than float32 arrays to the reference themselves
+            if mode != "reference" and name in cpu.native_kernels():
+                return getattr(cpu_conv, name), "native"
+            return getattr(cpu_conv, f"{name}_reference"), "reference"
         ref = getattr(reference, name)
         if mode == "reference":
             return ref, "reference"

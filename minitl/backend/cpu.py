@@ -205,7 +205,7 @@ def dequantize_rows(q: np.ndarray, qtype: int, ids: np.ndarray) -> np.ndarray:
 
 NATIVE_KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd",
                   "quant_linear_fwd", "quant_linear_bwd", "quant_lora_linear_fwd",
-                  "quant_lora_linear_bwd", "dequantize_rows")
+                  "quant_lora_linear_bwd", "dequantize_rows", "conv2d_fwd", "conv2d_bwd")
 NATIVE_DTYPES = (np.dtype(np.float32),)  # what csrc/cpu is compiled for
 _verified: tuple[str, ...] | None = None
 
@@ -258,6 +258,9 @@ def _self_check() -> dict[str, bool]:
     ids = np.array([12, 0, 5])
     ok["dequantize_rows"] = bool(np.array_equal(dequantize_rows(q, 3, ids),
                                                 reference.dequantize_rows(q, 3, ids)))
+    from minitl.backend import cpu_conv  # imports this module: not at the top
+
+    ok.update(cpu_conv.self_check())
     return ok
 
 

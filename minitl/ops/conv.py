@@ -2,10 +2,12 @@
 dilation, groups incl. depthwise), conv1d (as a conv2d of height 1), max_pool2d, avg_pool2d
 and adaptive_avg_pool2d, all with PyTorch's output-size rules.
 
-Convolution is im2col + GEMM: `backend.im2col_cm` lays every receptive field of the whole
-batch out as a column, (C kh kw, N OH OW), and each group's filters multiply those columns in
-one 2-D product. Backward is the adjoint: filters^T @ g gives column gradients that
-`backend.col2im_cm` scatter-adds back. Pooling uses the per-image layout (`im2col`).
+Convolution is im2col + GEMM. On the CPU `backend.conv2d_fwd` / `conv2d_bwd` run it whole,
+one image per thread with its columns built in cache (csrc/cpu/conv.cpp). Elsewhere (CUDA)
+`backend.im2col_cm` lays every receptive field of the whole batch out as a column,
+(C kh kw, N OH OW), and each group's filters multiply those columns in one 2-D product;
+backward is the adjoint: filters^T @ g gives column gradients that `backend.col2im_cm`
+scatter-adds back. Pooling uses the per-image layout (`im2col`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,15 @@ class Conv2d(Function):
                 pad_lo: tuple[int, int], pad_hi: tuple[int, int], dilation: tuple[int, int],
                 groups: int) -> Array:
         xp = ctx.xp
+        whole = getattr(ctx.backend, "conv2d_fwd", None)  # CPU backends only
+        if whole is not None:
+            # Backward rebuilds the columns image by image in cache, so only x is kept, and
+            # only for dW (a frozen layer keeps nothing). A private copy, 1 / (kh kw) of the
+            # columns: an in-place change of x after forward leaves the gradient exact.
+            ctx.save_for_backward(x.copy() if ctx.needs_input_grad[1] else None, w)
+            ctx.geom = (stride, pad_lo, pad_hi, dilation, groups)
+            ctx.x_shape = x.shape
+            return whole(x, w, b, stride, pad_lo, pad_hi, dilation, groups)
         n, _, h, wd = x.shape
         cout, cin_g, kh, kw = w.shape
         if pad_lo != pad_hi:  # asymmetric ('same' with an even kernel): pad here, not in im2col
@@ -79,9 +90,16 @@ class Conv2d(Function):
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
         xp = ctx.xp
+        nx, nw, nb = (ctx.needs_input_grad + (False,))[:3]
+        if len(ctx.geom) == 5:  # the whole-pass kernels ran forward
+            x, w = ctx.saved
+            if x is None:  # dW not needed: the kernel reads x only for it
+                x = xp.empty(ctx.x_shape, dtype=w.dtype)
+            dx, dw = ctx.backend.conv2d_bwd(x, w, g, *ctx.geom, nx, nw)
+            db = g.sum(axis=(0, 2, 3)) if nb else None
+            return dx, dw, db, None, None, None, None, None
         cols, w_g = ctx.saved
         x_shape, (h, wd), stride, pad, pad_lo, dilation, w_shape = ctx.geom
-        nx, nw, nb = (ctx.needs_input_grad + (False,))[:3]
         groups, _, length = cols.shape
         cout = w_shape[0]
         g_cm = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, cout // groups,
