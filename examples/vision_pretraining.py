@@ -14,8 +14,8 @@ Every choice is made on the MNIST-5k validation split (500 images): the probe's 
 and L2 strength (4 values), the fine-tune's learning rate (from 2) and its stopping step
 (evaluated every `--eval-every` steps). The seed draws the 100 labelled images, the head's
 init and the batch order; the pretrained backbones are trained once (seed 0) and shared by
-the three seeds, so the spread is that of the transfer, not of pretraining. Images are normalised with the
-Fashion-MNIST training statistics the backbones saw.
+the three seeds, so the spread is that of the transfer, not of pretraining. Images are
+normalised with the Fashion-MNIST training statistics the backbones saw.
 
 Results go to <out>/results.json (one row per backbone, method and seed) and a table on
 stdout. Pretrained backbones are cached in <out> and reused by later runs. Pin the thread

@@ -15,8 +15,8 @@ import pytest
 
 import minitl as mt
 from minitl.models import Bert, BertConfig
-from minitl.recipes import report
 from minitl.recipes import text_classification as tc
+from minitl.train import report
 
 POS = ["good", "great", "fun", "superb", "charming", "lovely"]
 NEG = ["bad", "awful", "dull", "boring", "weak", "messy"]

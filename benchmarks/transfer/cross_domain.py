@@ -34,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domains", default=",".join(DOMAINS), help="target datasets")
     args = p.parse_args(argv)
 
-    from minitl.recipes.report import bar_chart, markdown_table
     from minitl.recipes.text_classification import (
         Backbone,
         RecipeConfig,
@@ -43,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         load_task,
         run_strategy,
     )
+    from minitl.train.report import bar_chart, markdown_table
 
     labels = args.labels or (128 if args.quick else 256)
     k = args.target_labels or (32 if args.quick else 64)

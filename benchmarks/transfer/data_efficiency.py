@@ -125,7 +125,7 @@ def _without_unlabeled(task: Any) -> Any:
 
 
 def report(args: Any, path: Path) -> str:
-    from minitl.recipes.report import line_chart, markdown_table
+    from minitl.train.report import line_chart, markdown_table
 
     rows = [r for r in load_rows(path) if r["eval_split"] == args.eval_split]
     strategies = args.strategies.split(",")

@@ -35,7 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-reference", action="store_true", help="skip the head / LoRA rows")
     args = p.parse_args(argv)
 
-    from minitl.recipes.report import bar_chart, markdown_table
     from minitl.recipes.text_classification import (
         RecipeConfig,
         SourceProbe,
@@ -46,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         run_strategy,
         source_lines,
     )
+    from minitl.train.report import bar_chart, markdown_table
 
     labels = args.labels or (128 if args.quick else 256)
     eval_size = args.eval_size or (300 if args.quick else 500)

@@ -178,7 +178,7 @@ def _members(bb: Any, task: Any, seed: int) -> list[tuple[str, float, float]]:
 
 
 def report(args: Any, path: Path) -> str:
-    from minitl.recipes.report import markdown_table
+    from minitl.train.report import markdown_table
 
     acc: dict[tuple[str, int], list[float]] = defaultdict(list)
     secs: dict[str, list[float]] = defaultdict(list)

@@ -90,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
     from minitl import assets
     from minitl.cli.args import user_errors
     from minitl.cli.finetune import save_weights, source_material, write_json
-    from minitl.recipes.report import bar_chart, markdown_table, text_table
     from minitl.recipes.text_classification import (
         STRATEGIES as KNOWN,
     )
@@ -101,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         load_task,
         run_strategy,
     )
+    from minitl.train.report import bar_chart, markdown_table, text_table
 
     size: dict[str, Any] = dict(FULL if args.full else DEFAULTS)
     for key in size:

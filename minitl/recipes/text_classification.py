@@ -82,8 +82,8 @@ from minitl.train.progress import ProgressDisplay
 __all__ = ["STRATEGIES", "Backbone", "EncodedText", "Fitted", "RecipeConfig", "RunResult",
            "SentenceClassifier", "SourceProbe", "SourceReplay", "Task", "build_model",
            "contrastive_nll", "dialog_pairs", "encode_texts", "evaluate", "fit", "load_backbone",
-           "load_task", "make_ewc", "make_loader", "predict_logits", "run_strategy", "sample_indices", "score",
-           "sentence_embedding", "source_lines"]
+           "load_task", "make_ewc", "make_loader", "predict_logits", "run_strategy",
+           "sample_indices", "score", "sentence_embedding", "source_lines"]
 
 STRATEGIES: dict[str, str] = {
     "zero-shot": "no labels: cosine with averaged label descriptions, frozen encoder",
@@ -425,14 +425,16 @@ def _fit_intermediate(ctx: _Context, train: EncodedText) -> Fitted:
 
 
 def score(fitted: Fitted, backbone: Backbone, data: EncodedText,
-          cache: dict[str, np.ndarray] | None = None, batch_size: int = 64
-          ) -> dict[str, float]:
-    """Accuracy and macro-F1 of a fitted strategy on `data`."""
-    if fitted.bow is not None:
-        return metrics(fitted.bow.predict_proba(data.texts), data.labels)
-    assert fitted.model is not None
-    emb = frozen_embeddings(backbone, data, cache, batch_size) if fitted.frozen else None
-    return metrics(predict_logits(fitted.model, data, batch_size, emb), data.labels)
+          cache: dict[str, np.ndarray] | None = None, batch_size: int = 64,
+          progress: ProgressDisplay | None = None, split: str = "") -> dict[str, float]:
+    """Accuracy and macro-F1 of a fitted strategy on `data` (announced on `progress`)."""
+    progress = progress or ProgressDisplay(enabled=False)
+    with progress.phase(f"scoring {len(data):,} {split + ' ' if split else ''}sentences"):
+        if fitted.bow is not None:
+            return metrics(fitted.bow.predict_proba(data.texts), data.labels)
+        assert fitted.model is not None
+        emb = frozen_embeddings(backbone, data, cache, batch_size) if fitted.frozen else None
+        return metrics(predict_logits(fitted.model, data, batch_size, emb), data.labels)
 
 
 @dataclass
@@ -470,7 +472,9 @@ def run_strategy(strategy: str, backbone: Backbone, task: Task,
     """`fit` on task.train (and task.unlabeled), `score` on task.eval, and a forgetting
     ledger: the source metrics (`probe`) of the pristine and of the fine-tuned encoder."""
     cfg = cfg or RecipeConfig()
-    no_source: Callable[[Any], dict[str, float]] = lambda m: {}
+    def no_source(model: Any) -> dict[str, float]:
+        return {}
+
     ledger = tl.ForgettingLedger(probe or no_source, no_source, memory="rss")
     ledger.record("before", 0, model=backbone.encoder)
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -482,9 +486,8 @@ def run_strategy(strategy: str, backbone: Backbone, task: Task,
     for t in fitted.step_times:
         ledger.add_step_time(t)
     t1 = time.perf_counter()
-    with ProgressDisplay(stream=stream, enabled=cfg.progress).phase(
-            f"scoring {len(task.eval):,} {task.eval_split} sentences"):
-        result = score(fitted, backbone, task.eval, feature_cache, cfg.eval_batch_size)
+    result = score(fitted, backbone, task.eval, feature_cache, cfg.eval_batch_size,
+                   ProgressDisplay(stream=stream, enabled=cfg.progress), task.eval_split)
     eval_s = time.perf_counter() - t1
     ledger.target_eval = lambda m: result
     with_source = fitted.model is not None and fitted.strategy != "scratch"

@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self, TextIO
-from xml.sax.saxutils import escape
 
 __all__ = ["FitResult", "MetricsLog", "ProgressDisplay", "format_duration", "plot_loss",
            "read_jsonl"]
@@ -268,84 +267,22 @@ def plot_loss(jsonl_path: str | os.PathLike[str], path: str | os.PathLike[str],
     """Draw train loss per step (and eval loss at its steps) from a metrics.jsonl. `fmt`
     "png" needs matplotlib, "svg" needs nothing, "auto" (the default) is PNG when
     matplotlib imports and SVG otherwise; `path`'s extension is set to match. Returns the
-    path written."""
+    path written. The chart is `minitl.train.report.line_chart`'s."""
+    from minitl.train.report import line_chart
+
     if fmt not in ("auto", "png", "svg"):
         raise ValueError(f"fmt must be 'auto', 'png' or 'svg', got {fmt!r}")
     records = read_jsonl(jsonl_path)
-    train = [(r["step"], r["loss"]) for r in records if r.get("type") == "train"]
+    train = [(r["step"], r["loss"]) for r in records
+             if r.get("type") == "train" and math.isfinite(r["loss"])]
     evals = [(r["step"], r["eval_loss"]) for r in records
-             if r.get("type") == "eval" and "eval_loss" in r]
+             if r.get("type") == "eval" and math.isfinite(r.get("eval_loss", math.nan))]
+    lines = {name: ([p[0] for p in pts], [p[1] for p in pts], None)
+             for name, pts in (("train loss", train), ("eval loss", evals)) if pts}
+    if not lines:  # nothing finite to draw: an empty chart, not an error
+        lines = {"train loss": ([0], [0.0], None)}
     stem = os.path.splitext(os.fspath(path))[0]
-    if fmt != "svg":
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-        except ImportError:
-            if fmt == "png":
-                raise
-        else:
-            # Figure + Agg canvas directly: no pyplot state, the user's backend is left alone.
-            fig = Figure(figsize=(6, 4), dpi=100)
-            FigureCanvasAgg(fig)
-            ax = fig.add_subplot(1, 1, 1)
-            if train:
-                ax.plot(*zip(*train), label="train loss", linewidth=1)
-            if evals:
-                ax.plot(*zip(*evals), "o-", label="eval loss")
-            ax.set_xlabel("optimizer step")
-            ax.set_ylabel("loss")
-            ax.grid(alpha=0.3)
-            if train or evals:
-                ax.legend()
-            fig.tight_layout()
-            fig.savefig(stem + ".png")
-            return stem + ".png"
-    _svg_loss(stem + ".svg", train, evals)
-    return stem + ".svg"
+    return line_chart(stem, lines, xlabel="optimizer step", ylabel="loss", fmt=fmt,
+                      markers=False)
 
 
-def _svg_loss(path: str, train: list[tuple[int, float]], evals: list[tuple[int, float]]) -> None:
-    """The same plot as plain SVG: a polyline per series over gridlines with tick labels."""
-    w, h, x0, x1, y0, y1 = 600, 400, 64, 584, 350, 30  # plot area: x0..x1, y1 (top)..y0
-    points = [p for p in train + evals if math.isfinite(p[1])]
-    xs, ys = [p[0] for p in points] or [0, 1], [p[1] for p in points] or [0.0, 1.0]
-    xlo, xhi = min(xs), max(max(xs), min(xs) + 1)
-    ylo, yhi = min(ys), max(ys)
-    pad = 0.05 * (yhi - ylo or 1.0)
-    ylo, yhi = ylo - pad, yhi + pad
-
-    def pt(x: float, y: float) -> tuple[str, str]:
-        return (f"{x0 + (x - xlo) / (xhi - xlo) * (x1 - x0):.1f}",
-                f"{y0 - (y - ylo) / (yhi - ylo) * (y0 - y1):.1f}")
-
-    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-            f'viewBox="0 0 {w} {h}" font-family="Helvetica, Arial, sans-serif" font-size="11">'),
-           f'<rect width="{w}" height="{h}" fill="white"/>']
-    for i in range(5):  # gridlines and tick labels, 5 per axis
-        yv, xv = ylo + (yhi - ylo) * i / 4, xlo + (xhi - xlo) * i / 4
-        y = y0 - (y0 - y1) * i / 4
-        x = x0 + (x1 - x0) * i / 4
-        out.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
-        out.append(f'<text x="{x:.1f}" y="{y0 + 16}" text-anchor="middle">{xv:.0f}</text>')
-    out.append(f'<path d="M{x0},{y1} V{y0} H{x1}" fill="none" stroke="#333"/>')
-    out.append(f'<text x="{(x0 + x1) / 2}" y="{h - 12}" text-anchor="middle">'
-               'optimizer step</text>')
-    out.append(f'<text x="16" y="{(y0 + y1) / 2}" text-anchor="middle" '
-               f'transform="rotate(-90 16 {(y0 + y1) / 2})">loss</text>')
-    for i, (name, series, color) in enumerate((("train loss", train, "#4C72B0"),
-                                               ("eval loss", evals, "#DD8452"))):
-        finite = [p for p in series if math.isfinite(p[1])]
-        if not finite:
-            continue
-        out.append(f'<polyline points="{" ".join(",".join(pt(*p)) for p in finite)}" fill="none" '
-                   f'stroke="{color}" stroke-width="{1 if i == 0 else 2}"/>')
-        if i == 1:  # evaluations are few: mark each
-            out += [f'<circle cx="{cx}" cy="{cy}" r="3" fill="{color}"/>'
-                    for cx, cy in (pt(*p) for p in finite)]
-        out.append(f'<rect x="{x1 - 110}" y="{y1 + 8 + 16 * i}" width="10" height="10" '
-                   f'fill="{color}"/><text x="{x1 - 96}" y="{y1 + 17 + 16 * i}">'
-                   f'{escape(name)}</text>')
-    out.append("</svg>")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(out) + "\n")

@@ -1,4 +1,5 @@
-"""Reporting for the recipes: aligned text tables, markdown tables, and bar / line charts.
+"""Reporting: aligned text tables, markdown tables, and bar / line charts (the recipes'
+results, the Trainer's loss curve).
 
 Charts are PNG through matplotlib when it is installed and otherwise SVG from the small
 self-contained writer below (matplotlib is not a runtime dependency). `fmt="svg"` forces
@@ -167,7 +168,7 @@ def _svg_bars(path: str, categories: Sequence[str], series: Series, errors: Seri
 
 
 def _svg_lines(path: str, lines: Lines, title: str, xlabel: str, ylabel: str,
-               logx: bool, ylim: tuple[float, float] | None) -> None:
+               logx: bool, ylim: tuple[float, float] | None, markers: bool = True) -> None:
     def tx(v: float) -> float:
         return math.log10(v) if logx else v
 
@@ -185,6 +186,8 @@ def _svg_lines(path: str, lines: Lines, title: str, xlabel: str, ylabel: str,
         return svg.x0 + (tx(v) - xlo) / (xhi - xlo) * (svg.x1 - svg.x0)
 
     ticks = sorted({x for xsr, _, _ in lines.values() for x in xsr})
+    if len(ticks) > 12:  # a curve of many points (a loss per step): round ticks instead
+        ticks = [t for t in nice_ticks(xlo, xhi, 6) if xlo <= t <= xhi]
     for t in ticks:
         svg.line(xmap(t), svg.y0, xmap(t), svg.y0 + 4)
         svg.text(xmap(t), svg.y0 + 18, _fmt(t), 11)
@@ -193,6 +196,8 @@ def _svg_lines(path: str, lines: Lines, title: str, xlabel: str, ylabel: str,
         color = PALETTE[i % len(PALETTE)]
         pts = " ".join(f"{xmap(x):.1f},{svg.ymap(y, lo, hi):.1f}" for x, y in zip(xsr, ysr))
         svg.add("polyline", points=pts, fill="none", stroke=color, stroke_width=2)
+        if not markers and len(xsr) > 1:
+            continue
         for j, (x, y) in enumerate(zip(xsr, ysr)):
             svg.add("circle", cx=f"{xmap(x):.1f}", cy=f"{svg.ymap(y, lo, hi):.1f}", r=3.5,
                     fill=color)
@@ -266,15 +271,17 @@ def bar_chart(stem: str, categories: Sequence[str], series: Series, *,
 
 def line_chart(stem: str, lines: Lines, *, title: str = "", xlabel: str = "",
                ylabel: str = "", logx: bool = False, ylim: tuple[float, float] | None = None,
-               fmt: str = "auto") -> str:
-    """One line per series, `{name: (xs, ys, errors or None)}`. Returns the path written."""
+               fmt: str = "auto", markers: bool = True) -> str:
+    """One line per series, `{name: (xs, ys, errors or None)}`. Returns the path written.
+    `markers=False` draws plain lines (a point marker only on a one-point series)."""
     path, png = _target(stem, fmt)
     if not png:
-        _svg_lines(path, lines, title, xlabel, ylabel, logx, ylim)
+        _svg_lines(path, lines, title, xlabel, ylabel, logx, ylim, markers)
         return path
     fig, ax = _figure()
     for i, (name, (xs, ys, err)) in enumerate(lines.items()):
-        ax.errorbar(xs, ys, yerr=None if err is None else list(err), marker="o", capsize=3,
+        ax.errorbar(xs, ys, yerr=None if err is None else list(err),
+                    marker="o" if markers or len(xs) == 1 else None, capsize=3,
                     label=name, color=PALETTE[i % len(PALETTE)])
     if logx:
         ax.set_xscale("log")
