@@ -212,3 +212,17 @@ def test_export_reproduces_predictions_in_transformers(strategy: str, merge: boo
     tok = transformers.AutoTokenizer.from_pretrained(out)
     hf_ids = tok(texts[:4], truncation=True, max_length=clf.max_length)["input_ids"]
     assert hf_ids == [clf.tokenizer.encode(t, max_length=clf.max_length) for t in texts[:4]]
+
+
+def test_finetune_log_dir_gets_the_trainers_records(tiny: dict[str, object],
+                                                    tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    assert main(["finetune", "--backbone", str(tiny["backbone"]), "--data", "movie-reviews",
+                 "--data-root", str(tiny["data"]), "--source-text", str(tiny["source"]),
+                 "--source-lines", "20", "--strategy", "full", "--labels", "48",
+                 "--eval-size", "24", "--max-steps", "5", "--quiet", "--out",
+                 str(tmp_path / "run"), "--log-dir", str(logs)]) == 0
+    records = [json.loads(line) for line in (logs / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r.get("type") == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5]
+    assert list(logs.glob("loss.*"))

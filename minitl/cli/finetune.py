@@ -26,7 +26,7 @@ Hugging Face directory. It receives:
   head.safetensors     only the head on the frozen encoder (zero-shot, prototype, head)
   bow.safetensors      the bag-of-words model: weights, idf, vocabulary in the metadata (bow)
   ledger.json          the forgetting ledger: source metrics (cosine, knn) before and after,
-                       trainable/total parameters, step time, peak memory
+                       trainable/total parameters, step time, peak memory (the process peak RSS)
   metrics.json         "accuracy" and macro-F1 on --eval-split, what ran (auto: chosen and
                        why), trainable %, wall time and the full configuration
 
@@ -117,13 +117,16 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"intermediate knows related labelled sets for "
                              f"{', '.join(SENTIMENT_SETS)} only, not {args.data}")
     check_output_dir(args.out)
+    if args.log_dir is not None:
+        check_output_dir(args.log_dir, "--log-dir")
     cfg = RecipeConfig(max_length=args.max_length, batch_size=args.batch_size or 16,
                        seed=args.seed,
                        steps=args.steps, max_steps=args.max_steps, lr=args.lr,
                        head_lr=args.head_lr, select=not args.no_select, ewc=args.ewc,
                        replay=args.replay, lora_r=args.lora_r,
                        adapter_bottleneck=args.adapter_bottleneck,
-                       prompt_tokens=args.prompt_tokens, progress=not args.quiet)
+                       prompt_tokens=args.prompt_tokens, progress=not args.quiet,
+                       log_dir=args.log_dir)
     os.makedirs(args.out, exist_ok=True)
     with user_errors(KeyError, FileNotFoundError):  # an unknown dataset or backbone, a wrong path
         backbone = load_backbone(args.backbone)
@@ -234,3 +237,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the label sample, init and order")
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
+    p.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="write the training's metrics.jsonl (one record per step and per "
+                        "evaluation) and its loss plot here")

@@ -24,7 +24,7 @@ from pathlib import Path
 # giving one with another value is a usage error rather than a silent no-op.
 ENCODER_ONLY = {"ewc": 0.0, "replay": 0.0, "head_lr": None, "no_select": False,
                 "max_length": None, "adapter_bottleneck": 32, "prompt_tokens": 8,
-                "unlabeled": 0, "source_lines": 200}
+                "unlabeled": 0, "source_lines": 200, "log_dir": None}
 
 
 def is_llm_backbone(name: str) -> bool:

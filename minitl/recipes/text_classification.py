@@ -137,6 +137,7 @@ class RecipeConfig:
     replay: float = 0.0  # share of all examples that are replayed source lines (0: off)
     distill_weight: float = 1.0  # weight of the embedding-preservation loss on replays
     progress: bool = True  # the Trainer's progress lines on stderr
+    log_dir: str | None = None  # the Trainer's metrics.jsonl and loss plot (None: none)
 
     def __post_init__(self) -> None:
         if self.head_init not in ("zero-shot", "random"):
@@ -316,7 +317,7 @@ def _schedule(strategy: str, ctx: _Context, n: int) -> tuple[Schedule, int]:
         steps = min(steps, cfg.max_steps)
     return Schedule(steps, cfg.lr or p.lr, cfg.head_lr or p.head_lr, cfg.batch_size,
                     cfg.warmup, cfg.weight_decay, cfg.seed, cfg.progress,
-                    ctx.stream), (0 if not cfg.select else
+                    ctx.stream, cfg.log_dir), (0 if not cfg.select else
                                   p.holdout if cfg.holdout is None else cfg.holdout)
 
 

@@ -46,6 +46,7 @@ class Schedule:
     seed: int = 0
     progress: bool = False
     stream: Any = None
+    log_dir: str | None = None  # the Trainer's metrics.jsonl and loss plot go here
 
 
 @dataclass
@@ -178,7 +179,7 @@ def train_classifier(strategy: str, model: SentenceClassifier, train: EncodedTex
     trainer = _RecipeTrainer(
         model, opt, None, loader, max_steps=s.steps, callbacks=callbacks,
         scheduler=get_linear_schedule_with_warmup(opt, int(s.warmup * s.steps), s.steps),
-        progress=s.progress, seed=s.seed, stream=s.stream or sys.stderr,
+        progress=s.progress, seed=s.seed, stream=s.stream or sys.stderr, log_dir=s.log_dir,
         **(trainer_extra or {}))
     trainer.fit()
     if best["state"] is not None:
@@ -283,7 +284,7 @@ def train_pairs(model: SentenceClassifier, train: EncodedText, pairs: np.ndarray
         model, opt, None, loader, max_steps=steps,
         scheduler=get_linear_schedule_with_warmup(opt, int(s.warmup * steps), steps),
         callbacks=[_step_timer(on_step)] if on_step else [], progress=s.progress,
-        seed=s.seed, stream=s.stream or sys.stderr)
+        seed=s.seed, stream=s.stream or sys.stderr, log_dir=s.log_dir)
     trainer.fit()
     return trainer.step
 
