@@ -88,12 +88,30 @@ def write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+DATA_PARALLEL = ("scratch", "full", "discriminative", "lora", "adapter", "prompt")
+
+
 def run(args: argparse.Namespace) -> int:
     from minitl.cli import finetune_llm
-    from minitl.cli.args import UsageError, check_output_dir, user_errors
+    from minitl.cli.args import UsageError
 
     if finetune_llm.is_llm_backbone(args.backbone):
+        if args.nproc > 1:
+            raise UsageError("--nproc applies to encoder backbones, not to an LLM")
         return finetune_llm.run(args)
+    from minitl.distributed.launch import under_launcher
+
+    if args.nproc > 1 or under_launcher():
+        from minitl.cli import finetune_dp
+
+        return finetune_dp.run(args, finetune, add_arguments)
+    return finetune(args)
+
+
+def finetune(args: argparse.Namespace, write: bool = True) -> int:
+    """The encoder recipe; `write=False` (a data-parallel rank other than 0) trains the
+    same and neither checks, prints nor writes anything."""
+    from minitl.cli.args import UsageError, check_output_dir, user_errors
     from minitl.recipes.text_classification import (
         RecipeConfig,
         SourceProbe,
@@ -116,9 +134,10 @@ def run(args: argparse.Namespace) -> int:
         if args.data not in SENTIMENT_SETS:
             raise UsageError(f"intermediate knows related labelled sets for "
                              f"{', '.join(SENTIMENT_SETS)} only, not {args.data}")
-    check_output_dir(args.out)
-    if args.log_dir is not None:
-        check_output_dir(args.log_dir, "--log-dir")
+    if write:
+        check_output_dir(args.out)
+        if args.log_dir is not None:
+            check_output_dir(args.log_dir, "--log-dir")
     cfg = RecipeConfig(max_length=args.max_length, batch_size=args.batch_size or 16,
                        seed=args.seed,
                        steps=args.steps, max_steps=args.max_steps, lr=args.lr,
@@ -127,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
                        adapter_bottleneck=args.adapter_bottleneck,
                        prompt_tokens=args.prompt_tokens, progress=not args.quiet,
                        log_dir=args.log_dir)
-    os.makedirs(args.out, exist_ok=True)
+    if write:
+        os.makedirs(args.out, exist_ok=True)
     with user_errors(KeyError, FileNotFoundError):  # an unknown dataset or backbone, a wrong path
         backbone = load_backbone(args.backbone)
         task = load_task(args.data, backbone.tokenizer, args.labels, args.eval_size,
@@ -136,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     probe_lines, replay_lines, pairs = source_material(
         args.source_text, args.source_lines, 512 if args.replay > 0 else 0,
         128 if args.ewc > 0 else 0)
-    print(f"finetune: {args.strategy} on {task.name} ({len(task.train)} labelled, "
+    say = print if write else (lambda *a, **k: None)
+    say(f"finetune: {args.strategy} on {task.name} ({len(task.train)} labelled, "
           f"{len(task.unlabeled)} unlabeled, {len(task.eval)} {task.eval_split} sentences, "
           f"{task.max_length} tokens), backbone {args.backbone}", flush=True)
     probe = SourceProbe(backbone.encoder, backbone.tokenizer, probe_lines, task.max_length)
@@ -144,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
               if args.replay > 0 else None)
     fitted, result = run_strategy(args.strategy, backbone, task, cfg, probe=probe,
                                   replay=replay, ewc_pairs=pairs)
+    if not write:
+        return 0
     choice = fitted.details.get("choice")
     if choice:
         print(f"auto chose {choice['strategy']}: {choice['reason']}")
@@ -237,6 +260,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the label sample, init and order")
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
+    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="train data-parallel on N ranks started through mpiexec (strategies "
+                        "that train the encoder: " + ", ".join(DATA_PARALLEL) + "; "
+                        "pip install 'minitl[distributed]'); rank 0 alone prints and writes")
     p.add_argument("--log-dir", default=None, metavar="DIR",
                    help="write the training's metrics.jsonl (one record per step and per "
                         "evaluation) and its loss plot here")

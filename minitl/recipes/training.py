@@ -154,6 +154,39 @@ def _selector(model: SentenceClassifier, sel: Selection, steps: int
     return LambdaCallback(on_step_end=on_step_end), best
 
 
+class RankShare:
+    """A loader whose batches each data-parallel rank sees a slice of (rows rank::world): the
+    ranks' mean-loss gradients, averaged by DistributedDataParallel, are the gradient of the
+    whole batch (exactly when the batch divides evenly). A batch smaller than the number of
+    ranks goes to every rank whole, so no rank gets an empty one."""
+
+    def __init__(self, loader: Any, rank: int, world: int) -> None:
+        self.loader, self.rank, self.world = loader, rank, world
+
+    def __getattr__(self, name: str) -> Any:  # len, set_epoch, state: the loader's own
+        return getattr(self.loader, name)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            n = len(batch["labels"])
+            yield batch if n < self.world else {k: v[self.rank::self.world]
+                                                 for k, v in batch.items()}
+
+
+def _data_parallel(model: SentenceClassifier, loader: Any) -> tuple[Any, Any]:
+    """(DistributedDataParallel over `model`, this rank's share of `loader`) inside a
+    minitl.distributed process group of several ranks; (None, loader) otherwise."""
+    import minitl.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return None, loader
+    ddp = dist.DistributedDataParallel(model)  # its hooks average every backward
+    return ddp, RankShare(loader, dist.get_rank(), dist.get_world_size())
+
+
 def train_classifier(strategy: str, model: SentenceClassifier, train: EncodedText,
                      s: Schedule, *, selection: Selection | None = None,
                      unfreeze_stages: int = 4, lr_decay: float = 0.8,
@@ -166,6 +199,7 @@ def train_classifier(strategy: str, model: SentenceClassifier, train: EncodedTex
                               extra={"source_index": -1} if loader_wrap else None)
     if loader_wrap is not None:
         loader = loader_wrap(loader)
+    ddp, loader = _data_parallel(model, loader)  # kept alive through fit: it holds the hooks
     opt = optimizer_for(strategy, model, s, lr_decay)
     callbacks: list[Any] = []
     if strategy == "gradual":
@@ -182,6 +216,7 @@ def train_classifier(strategy: str, model: SentenceClassifier, train: EncodedTex
         progress=s.progress, seed=s.seed, stream=s.stream or sys.stderr, log_dir=s.log_dir,
         **(trainer_extra or {}))
     trainer.fit()
+    del ddp
     if best["state"] is not None:
         model.load_state_dict({k: Tensor(v) for k, v in best["state"].items()})
     return trainer.step
