@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import requires_torch, torch
+from helpers import gemm_path, requires_torch, torch  # noqa: F401  (gemm_path: `path`)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +66,7 @@ def _check(n: int, c: int, co: int, h: int, w: int, kh: int, kw: int, stride: tu
     (4, 33, 17, 6, 5, 1, 1, (1, 1), (0, 0), (0, 0), (1, 1), 1),      # 1x1: the image is cols
     (1, 3, 37, 17, 19, 4, 4, (3, 2), (1, 2), (2, 1), (1, 1), 1),     # batch < threads
     (2, 4, 4, 3, 3, 3, 3, (1, 1), (0, 0), (0, 0), (1, 1), 2),        # output 1x1
+    (3, 8, 32, 7, 7, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1),       # dW^T: fuller tiles
 ])
 @pytest.mark.parametrize("bias", [False, True])
 def test_conv_matches_reference(case: tuple[Any, ...], bias: bool) -> None:
@@ -84,6 +85,12 @@ def test_conv_hypothesis(n: int, cg: int, cog: int, groups: int, h: int, w: int,
     if _out_size(h, kh, sh, lo[0], hi[0], dh) < 1 or _out_size(w, kw, sw, lo[1], hi[1], dw) < 1:
         return
     _check(n, cg * groups, cog * groups, h, w, kh, kw, (sh, sw), lo, hi, (dh, dw), groups, bias)
+
+
+@pytest.mark.parametrize("co", [16, 32])
+def test_conv_on_every_gemm_path(path: str, co: int) -> None:
+    """Each micro-tile shape picks its own dW orientation (csrc/cpu/conv.cpp)."""
+    _check(4, 16, co, 10, 9, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1, bias=True)
 
 
 def test_only_the_asked_gradients() -> None:
