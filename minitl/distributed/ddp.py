@@ -39,8 +39,7 @@ from minitl.backend import array_module
 from minitl.distributed.group import DistributedError, ProcessGroup, ReduceOp, group
 from minitl.nn import Module
 from minitl.tensor import Tensor
-
-Array = Any
+from minitl.types import Array
 
 
 class _Bucket:

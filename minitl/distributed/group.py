@@ -23,8 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from minitl.tensor import Tensor
-
-Array = Any
+from minitl.types import Array
 
 __all__ = [
     "DistributedError",

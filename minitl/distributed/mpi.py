@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from minitl.distributed.group import DistributedError, ProcessGroup, ReduceOp
-
-Array = Any
+from minitl.types import Array
 
 
 def import_mpi() -> Any:

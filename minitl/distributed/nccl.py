@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from minitl.distributed.group import DistributedError, ProcessGroup, ReduceOp
-
-Array = Any
+from minitl.types import Array
 
 
 def _import_cupy() -> tuple[Any, Any]:
