@@ -18,8 +18,8 @@ from typing import Any
 
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
+from minitl.types import Array
 
-Array = Any
 IntPair = int | Sequence[int]
 
 
