@@ -232,9 +232,9 @@ def _report(result: Any) -> int:
 # ---- --nproc: one rank of a data-parallel run ----------------------------------------------
 
 def _in_job() -> bool:
-    from minitl.distributed.launch import under_launcher
+    from minitl.cli.ranks import in_job
 
-    return under_launcher()
+    return in_job()
 
 
 def _run_distributed(args: argparse.Namespace) -> int:
@@ -242,27 +242,18 @@ def _run_distributed(args: argparse.Namespace) -> int:
     train as one rank (rank 0 alone prints, logs, checkpoints and saves)."""
     import os
 
-    from minitl.distributed.launch import flags_of, relaunch_under_mpiexec
+    from minitl.cli.ranks import as_rank, relaunch
 
     if args.model.startswith("vit-"):
         raise UsageError(f"--nproc is defined for gpt, bert and resnet models, not {args.model}")
     if not _in_job():
-        threads = max(1, (os.cpu_count() or 1) // args.nproc)
-        with user_errors(FileNotFoundError, usage=False):
-            code = relaunch_under_mpiexec(args.nproc, ["-m", "minitl.cli.pretrain",
-                                                       *flags_of(args, add_arguments)], threads)
-        return int(code or 0)
+        return relaunch(args.nproc, ["-m", "minitl.cli.pretrain"], args, add_arguments)
 
-    import minitl.distributed as dist
-    from minitl.recipes.pretraining import ConfigError, prepare
-    from minitl.train.paths import OutputPathError
+    def train(rank: int, world: int) -> int:
+        import minitl.distributed as dist
+        from minitl.recipes.pretraining import ConfigError, prepare
+        from minitl.train.paths import OutputPathError
 
-    with user_errors(ImportError, usage=False):
-        dist.init_process_group("mpi")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    try:
-        if world != args.nproc:
-            raise UsageError(f"--nproc {args.nproc} but mpiexec started {world} ranks")
         if rank != 0:  # rank 0 alone speaks and writes
             args.quiet, args.log_dir, args.checkpoint_every = True, None, 0
         with user_errors(ValueError, KeyError, OSError, usage=False), \
@@ -279,23 +270,9 @@ def _run_distributed(args: argparse.Namespace) -> int:
         if rank != 0:
             run.trainer.fit()
             return 0
-        code = _report(run.train())
-    except BaseException as e:
-        # One rank out with an error would leave the others waiting in an all-reduce: say
-        # why, then end every rank.
-        from minitl.cli.args import describe, exit_code
+        return _report(run.train())
 
-        status = exit_code(e)
-        if status is None:
-            raise  # a bug: its traceback, then sys.excepthook aborts the job
-        print(f"minitl pretrain: error: rank {rank}: {describe(e)}", file=sys.stderr,
-              flush=True)
-        from minitl.distributed.group import group
-
-        group().abort(status)
-        raise
-    dist.destroy_process_group()
-    return code
+    return as_rank("minitl pretrain", args.nproc, train)
 
 
 def main(argv: list[str] | None = None) -> int:
