@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cpu/conv.h"
+#include "cpu/gelu.h"
 #include "cpu/gemm.h"
 #include "cpu/lora.h"
 #include "cpu/qgemm.h"
@@ -461,8 +462,47 @@ void set_gemm_path(const std::string& name) {
 // ---------------------------------------------------------------------------------------------
 // module
 
+// ---------------------------------------------------------------------------------------------
+// gelu
+
+py::array gelu_fwd(const py::array& x, bool exact) {
+    check_float32("gelu_fwd", "x", x);
+    check_c_contiguous("gelu_fwd", "x", x);
+    py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    const py::ssize_t n = x.size();
+    float* out = y.mutable_data();
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::gelu_fwd(fdata(x), out, n, exact);
+    }
+    return std::move(y);
+}
+
+py::array gelu_bwd(const py::array& g, const py::array& x, bool exact) {
+    for (const auto& [name, a] : {std::pair<const char*, const py::array&>{"g", g}, {"x", x}}) {
+        check_float32("gelu_bwd", name, a);
+        check_c_contiguous("gelu_bwd", name, a);
+    }
+    if (g.ndim() != x.ndim() || !std::equal(g.shape(), g.shape() + g.ndim(), x.shape()))
+        throw py::value_error("gelu_bwd: g of shape " + shape_str(g) + " does not match x of "
+                              "shape " + shape_str(x));
+    py::array_t<float> dx(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    const py::ssize_t n = x.size();
+    float* out = dx.mutable_data();
+    {
+        py::gil_scoped_release release;
+        minitl::cpu::gelu_bwd(fdata(g), fdata(x), out, n, exact);
+    }
+    return std::move(dx);
+}
+
 PYBIND11_MODULE(_C, m) {
     m.doc() = "minitl native CPU kernels (C++, OpenMP)";
+
+    m.def("gelu_fwd", &gelu_fwd, py::arg("x"), py::arg("exact"),
+          "GELU of a C-contiguous float32 array (exact: erf form, else tanh form)");
+    m.def("gelu_bwd", &gelu_bwd, py::arg("g"), py::arg("x"), py::arg("exact"),
+          "dx of gelu_fwd for C-contiguous float32 g and x of one shape");
 
     m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false,

@@ -191,6 +191,22 @@ def quant_lora_linear_bwd(g: np.ndarray, x: np.ndarray, q: np.ndarray, qtype: in
                                            float(scale), tuple(bool(v) for v in needs)))
 
 
+def gelu_fwd(x: np.ndarray, approximate: str) -> np.ndarray:
+    """GELU on the vectorised C++ kernel (csrc/cpu/gelu.cpp) for float32; else the reference."""
+    mod = native_module()
+    if mod is None or not _all_float32(x):
+        return reference.gelu_fwd(x, approximate)
+    return mod.gelu_fwd(np.ascontiguousarray(x), approximate != "tanh")
+
+
+def gelu_bwd(g: np.ndarray, x: np.ndarray, approximate: str) -> np.ndarray:
+    """dx of gelu_fwd on the C++ kernel for float32 g and x of one shape; else the reference."""
+    mod = native_module()
+    if mod is None or not _all_float32(g, x) or g.shape != x.shape:
+        return reference.gelu_bwd(g, x, approximate)
+    return mod.gelu_bwd(np.ascontiguousarray(g), np.ascontiguousarray(x), approximate != "tanh")
+
+
 def dequantize_rows(q: np.ndarray, qtype: int, ids: np.ndarray) -> np.ndarray:
     """W[ids] from the blocks q; the ids are checked on a private int64 copy first."""
     mod = native_module()
@@ -205,7 +221,8 @@ def dequantize_rows(q: np.ndarray, qtype: int, ids: np.ndarray) -> np.ndarray:
 
 NATIVE_KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd",
                   "quant_linear_fwd", "quant_linear_bwd", "quant_lora_linear_fwd",
-                  "quant_lora_linear_bwd", "dequantize_rows", "conv2d_fwd", "conv2d_bwd")
+                  "quant_lora_linear_bwd", "dequantize_rows", "conv2d_fwd", "conv2d_bwd",
+                  "gelu_fwd", "gelu_bwd")
 NATIVE_DTYPES = (np.dtype(np.float32),)  # what csrc/cpu is compiled for
 _verified: tuple[str, ...] | None = None
 
@@ -258,6 +275,13 @@ def _self_check() -> dict[str, bool]:
     ids = np.array([12, 0, 5])
     ok["dequantize_rows"] = bool(np.array_equal(dequantize_rows(q, 3, ids),
                                                 reference.dequantize_rows(q, 3, ids)))
+    xg = rand(7, 129) * 4  # tails of both signs, a size that cuts the SIMD width
+    for form in ("none", "tanh"):
+        ok[f"gelu_fwd_{form}"] = close([gelu_fwd(xg, form)], [reference.gelu_fwd(xg, form)])
+        ok[f"gelu_bwd_{form}"] = close([gelu_bwd(g := rand(7, 129), xg, form)],
+                                       [reference.gelu_bwd(g, xg, form)])
+    ok["gelu_fwd"] = ok.pop("gelu_fwd_none") and ok.pop("gelu_fwd_tanh")
+    ok["gelu_bwd"] = ok.pop("gelu_bwd_none") and ok.pop("gelu_bwd_tanh")
     from minitl.backend import cpu_conv  # imports this module: not at the top
 
     ok.update(cpu_conv.self_check())
