@@ -89,7 +89,8 @@ def conclusions(results: list[Any], n_labels: int) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from minitl import assets
     from minitl.cli.args import user_errors
-    from minitl.cli.finetune import save_weights, source_material, write_json
+    from minitl.cli.finetune import save_weights, source_material
+    from minitl.io import write_json
     from minitl.recipes.text_classification import (
         STRATEGIES as KNOWN,
     )

@@ -74,7 +74,6 @@ def export_finetuned(model_dir: str, out: str, merge: bool, backbone: str | None
 
     from minitl import io
     from minitl.io.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-    from minitl.io.safetensors import atomic_write
     from minitl.recipes.finetuned import copy_model, load_finetuned, weights_kind
     from minitl.transfer import merge_and_unload
 
@@ -103,20 +102,16 @@ def export_finetuned(model_dir: str, out: str, merge: bool, backbone: str | None
             if k.startswith(prefix + "bert."):
                 tensors[prefix + k[len(prefix + "bert."):]] = v
         io.save(tensors, os.path.join(out, ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        text = json.dumps(adapter, indent=2, sort_keys=True) + "\n"
-        atomic_write(os.path.join(out, ADAPTER_CONFIG), lambda f: f.write(text.encode()))
+        io.write_json(os.path.join(out, ADAPTER_CONFIG), adapter, sort_keys=True)
         what = (f"{ADAPTER_CONFIG} + {ADAPTER_WEIGHTS} (LoRA r={adapter['r']} for the bare "
                 f"encoder {adapter['base_model_name_or_path']})")
         config["minitl"]["weights"] = ADAPTER_WEIGHTS
-        with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
-            f.write("\n")
+        io.write_json(os.path.join(out, "config.json"), config, sort_keys=True)
     else:
         if kind == "peft":
             merge_and_unload(model)
         model.bert.save_pretrained(out)  # config.json + model.safetensors, BertModel names
-        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-        atomic_write(os.path.join(out, "config.json"), lambda f: f.write(text.encode()))
+        io.write_json(os.path.join(out, "config.json"), config, sort_keys=True)
         what = ("config.json + model.safetensors (the encoder"
                 f"{', LoRA merged' if kind == 'peft' else ''})")
     io.save({"weight": model.classifier.weight, "bias": model.classifier.bias},

@@ -36,7 +36,6 @@ The classifier mean-pools the encoder's token states (names `bert.*`, `classifie
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any
 
@@ -78,14 +77,6 @@ def save_weights(fitted: Any, out: str, backbone: Any, task: Any, cfg: Any) -> s
 
     return save_finetuned(fitted, out, backbone, label_names=task.label_names,
                           max_length=task.max_length, task=task.name, settings=asdict(cfg))
-
-
-def write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 DATA_PARALLEL = ("scratch", "full", "discriminative", "lora", "adapter", "prompt")
@@ -171,6 +162,8 @@ def finetune(args: argparse.Namespace, write: bool = True) -> int:
     if choice:
         print(f"auto chose {choice['strategy']}: {choice['reason']}")
     weights = save_weights(fitted, args.out, backbone, task, cfg)
+    from minitl.io import write_json
+
     write_json(os.path.join(args.out, "ledger.json"), result.ledger)
     write_json(os.path.join(args.out, "metrics.json"),
                {**{k: v for k, v in result.to_dict().items() if k != "ledger"},

@@ -28,7 +28,7 @@ PROBES = ("good", "money", "love", "car", "night")
 
 def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from minitl.cli.args import UsageError, check_output_dir, user_errors
-    from minitl.cli.finetune import write_json
+    from minitl.io import write_json
     from minitl.pretrain.word2vec import TrainStats, text_lines, train_word2vec
 
     given = ["--" + k.replace("_", "-") for k, d in NOT_HERE.items() if getattr(args, k) != d]

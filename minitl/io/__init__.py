@@ -20,7 +20,8 @@ from minitl.io.safetensors import load_file, load_metadata, read_header, save_fi
 if TYPE_CHECKING:
     from minitl.tensor import Tensor
 
-__all__ = ["load", "load_file", "load_metadata", "read_header", "save", "save_file"]
+__all__ = ["load", "load_file", "load_metadata", "read_header", "save", "save_file",
+           "write_json"]
 
 
 def save(obj: Mapping[str, Any], path: str | os.PathLike[str],
@@ -98,3 +99,15 @@ def load(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, Any]:
         out[name] = t if str(device) == "cpu" else t.to(device)
     shape = load_metadata(path).get(tree.TREE_KEY)
     return out if shape is None else tree.unflatten(out, shape)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, sort_keys: bool = False) -> None:
+    """`obj` as indented JSON at `path`, atomically (temp file + rename); numpy scalars are
+    written as numbers, anything else JSON cannot hold as its str()."""
+    import json
+
+    from minitl.io.safetensors import atomic_write
+
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys,
+                      default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -42,7 +42,7 @@ from minitl import transfer as tl
 from minitl.data import WordPieceTokenizer
 from minitl.io import hf
 from minitl.io.peft import ADAPTER_CONFIG, load_peft_adapter, save_peft_adapter
-from minitl.io.safetensors import atomic_write, load_metadata
+from minitl.io.safetensors import load_metadata
 from minitl.models.bert import Bert
 from minitl.models.configs import BertConfig
 from minitl.models.sentence_classifier import SentenceClassifier
@@ -75,11 +75,6 @@ def weights_kind(strategy: str) -> str:
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(obj, indent=2) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
 def _backbone_ref(name_or_dir: str) -> str:
     """Asset names stay names; directories become absolute so the run dir can move."""
     return os.path.abspath(name_or_dir) if os.path.isdir(name_or_dir) else name_or_dir
@@ -105,7 +100,7 @@ def save_finetuned(fitted: Any, out: str | os.PathLike[str], backbone: Backbone,
     label2id = {n: i for i, n in enumerate(label_names)}
     if kind == "bow":
         _save_bow(fitted.bow, out / WEIGHTS[kind], section)
-        _write_json(out / "config.json", {"architectures": ["BowClassifier"],
+        io.write_json(out / "config.json", {"architectures": ["BowClassifier"],
                                           "id2label": id2label, "label2id": label2id,
                                           "minitl": section})
         return WEIGHTS[kind]
@@ -127,7 +122,7 @@ def save_finetuned(fitted: Any, out: str | os.PathLike[str], backbone: Backbone,
         io.save(tl.adapter_state_dict(model), out / WEIGHTS[kind], metadata={"format": "pt"})
     config = {**model.bert.config.to_hf_dict(), "architectures": ["SentenceClassifier"],
               "id2label": id2label, "label2id": label2id, "minitl": section}
-    _write_json(out / "config.json", config)
+    io.write_json(out / "config.json", config)
     backbone.tokenizer.save_pretrained(out)
     return WEIGHTS[kind]
 
@@ -140,7 +135,7 @@ def _tag_peft_config(out: Path, section: dict[str, Any], num_labels: int) -> Non
     config["minitl_classifier"] = {"pooling": "mean", "normalize": True,
                                    "head": "classifier", "num_labels": num_labels,
                                    "strategy": section["strategy"]}
-    _write_json(path, config)
+    io.write_json(path, config)
 
 
 def _save_bow(bow: BowClassifier, path: Path, section: dict[str, Any]) -> None:
