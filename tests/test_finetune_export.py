@@ -226,3 +226,16 @@ def test_finetune_log_dir_gets_the_trainers_records(tiny: dict[str, object],
     train = [r for r in records if r.get("type") == "train"]
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5]
     assert list(logs.glob("loss.*"))
+
+
+def test_predict_without_sentences_is_one_line(runs: dict[str, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n  \n"))
+    assert main(["predict", "--model", str(runs["lora"]), "--file", "-"]) == 2
+    assert "(standard input): no sentences" in capsys.readouterr().err
+    assert main(["predict", "--model", str(runs["lora"]), "--file",
+                 str(tmp_path / "missing.txt")]) == 1
+    assert "missing.txt" in capsys.readouterr().err

@@ -23,11 +23,13 @@ from minitl.cli.args import UsageError, user_errors
 def read_lines(path: str) -> list[str]:
     """Non-empty lines of `path` ("-": standard input), stripped."""
     if path == "-":
-        return [ln.strip() for ln in sys.stdin if ln.strip()]
-    with open(path, encoding="utf-8") as f:
-        lines = [ln.strip() for ln in f if ln.strip()]
+        lines = [ln.strip() for ln in sys.stdin if ln.strip()]
+    else:
+        with open(path, encoding="utf-8") as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
     if not lines:
-        raise UsageError(f"--file {path}: no sentences in it")
+        raise UsageError(f"--file {'(standard input)' if path == '-' else path}: no sentences "
+                         "in it")
     return lines
 
 
