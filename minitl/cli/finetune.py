@@ -90,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
         if args.nproc > 1:
             raise UsageError("--nproc applies to encoder backbones, not to an LLM")
         return finetune_llm.run(args)
-    from minitl.distributed.launch import under_launcher
+    from minitl.cli.ranks import in_job
 
-    if args.nproc > 1 or under_launcher():
+    if args.nproc > 1 or in_job():
         from minitl.cli import finetune_dp
 
         return finetune_dp.run(args, finetune, add_arguments)

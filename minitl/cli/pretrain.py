@@ -208,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
     vit = args.model.startswith("vit-")
     if args.quick and not vit:
         raise UsageError(f"--quick is defined for vit-* models, not {args.model}")
-    if args.nproc > 1 or _in_job():
+    from minitl.cli.ranks import in_job
+
+    if args.nproc > 1 or in_job():
         return _run_distributed(args)
     with user_errors(ValueError, KeyError, OSError, usage=False), \
             user_errors(ConfigError, OutputPathError):
@@ -231,22 +233,16 @@ def _report(result: Any) -> int:
 
 # ---- --nproc: one rank of a data-parallel run ----------------------------------------------
 
-def _in_job() -> bool:
-    from minitl.cli.ranks import in_job
-
-    return in_job()
-
-
 def _run_distributed(args: argparse.Namespace) -> int:
     """Outside a job: start --nproc ranks under mpiexec, return the job's status. Inside:
     train as one rank (rank 0 alone prints, logs, checkpoints and saves)."""
     import os
 
-    from minitl.cli.ranks import as_rank, relaunch
+    from minitl.cli.ranks import as_rank, in_job, relaunch
 
     if args.model.startswith("vit-"):
         raise UsageError(f"--nproc is defined for gpt, bert and resnet models, not {args.model}")
-    if not _in_job():
+    if not in_job():
         return relaunch(args.nproc, ["-m", "minitl.cli.pretrain"], args, add_arguments)
 
     def train(rank: int, world: int) -> int:
