@@ -1,8 +1,8 @@
 """Builds minitl's native CPU extension, minitl._C, from csrc/ with pybind11.
 
-Every csrc/cpu/*.cpp is compiled into the one module, so a new kernel file needs no change
-here. Flags: -O3, C++17, OpenMP. Never -march=native: the binary must run on any x86-64, so
-wider SIMD paths are chosen at run time inside the kernels.
+Every csrc/cpu/*.cpp and csrc/bindings*.cpp is compiled into the one module, so a new kernel
+file needs no change here. Flags: -O3, C++17, OpenMP. Never -march=native: the binary must run
+on any x86-64, so wider SIMD paths are chosen at run time inside the kernels.
 
 Build in place for development:  python setup.py build_ext --inplace
 """
@@ -67,7 +67,7 @@ class BuildPy(build_py):
 ext_modules = [
     Pybind11Extension(
         "minitl._C",
-        sources=["csrc/bindings.cpp", *sorted(glob("csrc/cpu/*.cpp"))],
+        sources=[*sorted(glob("csrc/bindings*.cpp")), *sorted(glob("csrc/cpu/*.cpp"))],
         include_dirs=["csrc"],
         depends=sorted(glob("csrc/**/*.h", recursive=True)),
         cxx_std=17,

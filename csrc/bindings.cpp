@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bind_checks.h"
 #include "cpu/conv.h"
 #include "cpu/gelu.h"
 #include "cpu/gemm.h"
@@ -23,36 +24,7 @@ namespace py = pybind11;
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// argument checks
-
-// Shape as Python prints the tuple: (3,), (3, 4).
-std::string shape_str(const py::array& x) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < x.ndim(); ++i) {
-        if (i > 0) s += ", ";
-        s += std::to_string(x.shape(i));
-    }
-    return s + (x.ndim() == 1 ? ",)" : ")");
-}
-
-std::string dtype_str(const py::array& x) { return py::str(x.dtype()).cast<std::string>(); }
-
-const char* bool_str(bool v) { return v ? "True" : "False"; }
-
-// float32 in native byte order; equal() rather than identity so an equivalent descriptor
-// (one carrying metadata, say) is accepted while a byte-swapped one is not.
-void check_float32(const char* op, const char* name, const py::array& x) {
-    if (!x.dtype().equal(py::dtype::of<float>()))
-        throw py::value_error(std::string(op) + ": expected float32, got " + dtype_str(x) +
-                              " for " + name + " with shape " + shape_str(x));
-}
-
-void check_c_contiguous(const char* op, const char* name, const py::array& x) {
-    if (!(x.flags() & py::array::c_style))
-        throw py::value_error(std::string(op) + ": " + name + " with shape " + shape_str(x) +
-                              " must be C-contiguous (pass np.ascontiguousarray(" + name + "))");
-}
+using namespace minitl::bind;  // NOLINT: the checks are this file's vocabulary
 
 // ---------------------------------------------------------------------------------------------
 // gemm
@@ -117,15 +89,6 @@ py::array gemm_batched(const py::array& a, const py::array& b, bool trans_a, boo
 // ---------------------------------------------------------------------------------------------
 // lora_linear
 
-const float* fdata(const py::array& x) { return static_cast<const float*>(x.data()); }
-
-void check_operand(const char* op, const char* name, const py::array& x, py::ssize_t ndim) {
-    check_float32(op, name, x);
-    check_c_contiguous(op, name, x);
-    if (x.ndim() != ndim)
-        throw py::value_error(std::string(op) + ": expected " + name + " to be " +
-                              std::to_string(ndim) + "-D, got shape " + shape_str(x));
-}
 
 // Every shape in one message, so a caller sees at once which operand disagrees.
 [[noreturn]] void lora_shape_error(const char* op, const std::string& shapes) {
@@ -498,6 +461,8 @@ py::array gelu_bwd(const py::array& g, const py::array& x, bool exact) {
 
 PYBIND11_MODULE(_C, m) {
     m.doc() = "minitl native CPU kernels (C++, OpenMP)";
+    minitl::bind::def_rowwise(m);
+    minitl::bind::def_embedding(m);
 
     m.def("gelu_fwd", &gelu_fwd, py::arg("x"), py::arg("exact"),
           "GELU of a C-contiguous float32 array (exact: erf form, else tanh form)");

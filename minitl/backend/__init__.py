@@ -101,7 +101,7 @@ def _cpu_backend() -> Backend:
 
             # the wrappers send operands other than float32 arrays to the reference themselves
             if mode != "reference" and name in cpu.native_kernels():
-                return getattr(cpu_conv, name), "native"
+                return cpu.native_kernel(name), "native"
             return getattr(cpu_conv, f"{name}_reference"), "reference"
         ref = getattr(reference, name)
         if mode == "reference":
@@ -113,7 +113,7 @@ def _cpu_backend() -> Backend:
         from minitl.backend import cpu
 
         if name in cpu.native_kernels():
-            return guarded(name, getattr(cpu, name), ref, cpu.NATIVE_DTYPES), "native"
+            return guarded(name, cpu.native_kernel(name), ref, cpu.NATIVE_DTYPES), "native"
         # numba kernels fill in what C++ does not provide; they compile lazily on first call.
         # numba has no float16 (and no byte-swapped arrays): those run the reference.
         from minitl.backend import numba_kernels

@@ -219,10 +219,32 @@ def dequantize_rows(q: np.ndarray, qtype: int, ids: np.ndarray) -> np.ndarray:
 
 # ---- self-check --------------------------------------------------------------------------
 
-NATIVE_KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd",
-                  "quant_linear_fwd", "quant_linear_bwd", "quant_lora_linear_fwd",
-                  "quant_lora_linear_bwd", "dequantize_rows", "conv2d_fwd", "conv2d_bwd",
-                  "gelu_fwd", "gelu_bwd")
+_OWN_KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd",
+                "quant_linear_fwd", "quant_linear_bwd", "quant_lora_linear_fwd",
+                "quant_lora_linear_bwd", "dequantize_rows", "gelu_fwd", "gelu_bwd")
+# Modules beside this one that wrap a kernel file of their own; each has KERNELS (the names it
+# wraps) and self_check() -> {name: agrees with the reference}.
+_KERNEL_HOMES = ("cpu_conv", "cpu_rowwise", "cpu_embedding")
+
+
+def _home(module: str) -> ModuleType:
+    return importlib.import_module(f"minitl.backend.{module}")
+
+
+def _homes() -> dict[str, str]:
+    """kernel name -> the module of minitl.backend that wraps it."""
+    homes = dict.fromkeys(_OWN_KERNELS, "cpu")
+    for module in _KERNEL_HOMES:
+        homes.update(dict.fromkeys(_home(module).KERNELS, module))
+    return homes
+
+
+def native_kernel(name: str) -> Any:
+    """The wrapper of native kernel `name` (it sends operands the kernel does not take to the
+    reference itself)."""
+    return getattr(_home(_homes()[name]), name)
+
+
 NATIVE_DTYPES = (np.dtype(np.float32),)  # what csrc/cpu is compiled for
 _verified: tuple[str, ...] | None = None
 
@@ -282,9 +304,8 @@ def _self_check() -> dict[str, bool]:
                                        [reference.gelu_bwd(g, xg, form)])
     ok["gelu_fwd"] = ok.pop("gelu_fwd_none") and ok.pop("gelu_fwd_tanh")
     ok["gelu_bwd"] = ok.pop("gelu_bwd_none") and ok.pop("gelu_bwd_tanh")
-    from minitl.backend import cpu_conv  # imports this module: not at the top
-
-    ok.update(cpu_conv.self_check())
+    for module in _KERNEL_HOMES:  # they import this module: not at the top
+        ok.update(_home(module).self_check())
     return ok
 
 
@@ -297,10 +318,11 @@ def native_kernels() -> tuple[str, ...]:
             _verified = ()
         else:
             ok = _self_check()
-            bad = [name for name in NATIVE_KERNELS if not ok.get(name, False)]
+            names = tuple(_homes())
+            bad = [name for name in names if not ok.get(name, False)]
             if bad:
                 warnings.warn(f"minitl: native CPU kernels {bad} disagree with their numpy "
                               f"references on this machine ({cpu_features().get('gemm_path')}); "
                               "using the references for them.", RuntimeWarning, stacklevel=2)
-            _verified = tuple(name for name in NATIVE_KERNELS if ok.get(name, False))
+            _verified = tuple(name for name in names if ok.get(name, False))
     return _verified

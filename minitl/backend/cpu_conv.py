@@ -17,6 +17,7 @@ from minitl.backend import reference
 from minitl.backend.cpu import native_module
 
 Pair = tuple[int, int]
+KERNELS = ("conv2d_fwd", "conv2d_bwd")
 
 
 def _padded(x: np.ndarray, pad_lo: Pair, pad_hi: Pair) -> tuple[np.ndarray, Pair]:
