@@ -9,7 +9,8 @@
 #include "gelu.h"
 
 #include <cmath>
-#include <cstring>
+
+#include "vec_math.h"
 
 namespace minitl::cpu {
 namespace {
@@ -19,28 +20,6 @@ constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 constexpr float kTanhK = 0.79788456080286536f;  // sqrt(2 / pi)
 constexpr float kTanhC = 0.044715f;
 constexpr index_t kBlock = 1 << 14;  // elements per parallel task
-
-// e^t for t <= 0 (every caller's range): Cephes' expf polynomial on r = t - k ln 2, times 2^k
-// put straight into the exponent bits; below -87.3 (e^-87.3 ~ 1e-38, the float floor) it is
-// 0, as expf underflows.
-inline float exp_nonpositive(float t0) {
-    const float t = t0 > -87.3f ? t0 : -87.3f;
-    // round to nearest by adding and removing 1.5 * 2^23 (no floor call: branch-free, and
-    // vectorisable on plain SSE2 too)
-    const float k = (t * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    const float r = t - k * 0.693359375f - k * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const std::int32_t bits = (static_cast<std::int32_t>(k) + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return t0 > -87.3f ? p * scale : 0.0f;  // a select, not a branch
-}
 
 // Phi(t) = (1 + erf(t / sqrt 2)) / 2 through erfc of |t| / sqrt 2.
 inline float phi(float t) {
@@ -55,11 +34,6 @@ inline float phi(float t) {
     return t >= 0.0f ? 1.0f - half_erfc : half_erfc;
 }
 
-#if MINITL_X86_64 && defined(__GNUC__) && !defined(__clang__)
-#define MINITL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MINITL_CLONES
-#endif
 
 MINITL_CLONES void fwd_block(const float* x, float* y, index_t n, bool exact) {
     if (exact) {
