@@ -1,8 +1,9 @@
 """Builds minitl's native CPU extension, minitl._C, from csrc/ with pybind11.
 
 Every csrc/cpu/*.cpp and csrc/bindings*.cpp is compiled into the one module, so a new kernel
-file needs no change here. Flags: -O3, C++17, OpenMP. Never -march=native: the binary must run
-on any x86-64, so wider SIMD paths are chosen at run time inside the kernels.
+file needs no change here. Flags: -O3 -fno-trapping-math, C++17, OpenMP. Never -march=native:
+the binary must run on any x86-64, so wider SIMD paths are chosen at run time inside the kernels
+(csrc/cpu/isa.h; MINITL_CPU_ISA caps them).
 
 Build in place for development:  python setup.py build_ext --inplace
 """
@@ -71,7 +72,10 @@ ext_modules = [
         include_dirs=["csrc"],
         depends=sorted(glob("csrc/**/*.h", recursive=True)),
         cxx_std=17,
-        extra_compile_args=["-O3", *OPENMP],
+        # -fno-trapping-math: minitl never reads the floating-point exception flags, and
+        # without it GCC will not if-convert a select such as `t > lo ? p * s : 0` on AVX2 or
+        # SSE (only AVX-512's masked operations get past it), leaving those loops scalar
+        extra_compile_args=["-O3", "-fno-trapping-math", *OPENMP],
         extra_link_args=OPENMP,
     ),
 ]

@@ -163,8 +163,10 @@ def print_machine(info: dict[str, Any]) -> None:
     if warning:
         print(warning)
     print(f"versions: python {info['python']}, numpy {info['numpy']}, torch {info['torch']}")
-    print(f"minitl  : gemm path {feats.get('gemm_path')}, "
-          f"{feats.get('openmp_threads', 1)} OpenMP threads, kernels {info['minitl_kernels']}")
+    cap = os.environ.get("MINITL_CPU_ISA", "auto")
+    print(f"minitl  : SIMD {feats.get('isa')} (MINITL_CPU_ISA={cap}), "
+          f"gemm path {feats.get('gemm_path')}, {feats.get('openmp_threads', 1)} OpenMP "
+          f"threads, kernels {info['minitl_kernels']}")
     print()
 
 

@@ -17,6 +17,7 @@
 #include "cpu/conv.h"
 #include "cpu/gelu.h"
 #include "cpu/gemm.h"
+#include "cpu/isa.h"
 #include "cpu/lora.h"
 #include "cpu/qgemm.h"
 
@@ -411,6 +412,7 @@ py::dict cpu_features() {
     d["openmp_threads"] = f.openmp_threads;
     d["gemm_path"] = f.gemm_path;
     d["quant_path"] = minitl::cpu::quant_path();
+    d["isa"] = minitl::cpu::isa_name(minitl::cpu::isa());  // after the MINITL_CPU_ISA cap
     return d;
 }
 
@@ -521,7 +523,7 @@ PYBIND11_MODULE(_C, m) {
     m.def("set_quant_path", &set_quant_path, py::arg("name"),
           "Force the dequantizing path: 'auto' (default), 'generic', 'avx2' or 'avx512'.");
     m.def("cpu_features", &cpu_features,
-          "dict: avx2, fma, avx512f (bool), openmp_threads (int), gemm_path, quant_path (str)");
+          "dict: avx2, fma, avx512f (bool), openmp_threads (int), gemm_path, quant_path, isa (str)");
     m.def("set_gemm_path", &set_gemm_path, py::arg("name"),
           "Force the GEMM micro-kernel: 'auto' (default), 'generic', 'avx2', 'avx512', or "
           "'generic_12x32' (portable code in the AVX-512 kernel's shape, for tests).");

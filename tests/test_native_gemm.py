@@ -293,7 +293,9 @@ def test_set_gemm_path_refuses_what_the_cpu_lacks() -> None:
 @needs_native
 def test_cpu_features_keys() -> None:
     f = _C.cpu_features()
-    assert set(f) == {"avx2", "fma", "avx512f", "openmp_threads", "gemm_path", "quant_path"}
+    assert set(f) == {"avx2", "fma", "avx512f", "openmp_threads", "gemm_path", "quant_path",
+                      "isa"}
+    assert f["isa"] in ("avx512", "avx2", "generic")
     assert f["openmp_threads"] >= 1
 
 

@@ -4,7 +4,7 @@
 // so its GELU ran at scalar speed (~5 ns an element, 3x torch's time). Here exp is a
 // polynomial whose 2^k scaling is integer arithmetic on the float's bits, and erf is
 // Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7) built on that exp: straight-line code the
-// `omp simd` loops turn into AVX2 or AVX-512, picked at run time by target_clones (the binary
+// `omp simd` loops turn into AVX2 or AVX-512, picked at run time (vec_math.h: the binary
 // itself stays generic x86-64).
 #include "gelu.h"
 
@@ -22,7 +22,7 @@ constexpr float kTanhC = 0.044715f;
 constexpr index_t kBlock = 1 << 14;  // elements per parallel task
 
 // Phi(t) = (1 + erf(t / sqrt 2)) / 2 through erfc of |t| / sqrt 2.
-inline float phi(float t) {
+MINITL_SIMD_INLINE float phi(float t) {
     const float a = std::fabs(t) * kInvSqrt2;
     const float u = 1.0f / (1.0f + 0.3275911f * a);
     float poly = 1.061405429f;
@@ -35,7 +35,7 @@ inline float phi(float t) {
 }
 
 
-MINITL_CLONES void fwd_block(const float* x, float* y, index_t n, bool exact) {
+MINITL_SIMD_BODY void fwd_block(const float* x, float* y, index_t n, bool exact) {
     if (exact) {
 #pragma omp simd
         for (index_t i = 0; i < n; ++i) y[i] = x[i] * phi(x[i]);
@@ -51,7 +51,8 @@ MINITL_CLONES void fwd_block(const float* x, float* y, index_t n, bool exact) {
     }
 }
 
-MINITL_CLONES void bwd_block(const float* g, const float* x, float* dx, index_t n, bool exact) {
+MINITL_SIMD_BODY void bwd_block(const float* g, const float* x, float* dx, index_t n,
+                                bool exact) {
     if (exact) {
 #pragma omp simd
         for (index_t i = 0; i < n; ++i) {
@@ -73,6 +74,9 @@ MINITL_CLONES void bwd_block(const float* g, const float* x, float* dx, index_t 
     }
 }
 
+MINITL_SIMD_DISPATCH(fwd_block)
+MINITL_SIMD_DISPATCH(bwd_block)
+
 }  // namespace
 
 void gelu_fwd(const float* x, float* y, index_t n, bool exact) {
@@ -80,7 +84,7 @@ void gelu_fwd(const float* x, float* y, index_t n, bool exact) {
 #pragma omp parallel for schedule(static) if (blocks > 1)
     for (index_t b = 0; b < blocks; ++b) {
         const index_t lo = b * kBlock;
-        fwd_block(x + lo, y + lo, (n - lo < kBlock ? n - lo : kBlock), exact);
+        fwd_block_simd(x + lo, y + lo, (n - lo < kBlock ? n - lo : kBlock), exact);
     }
 }
 
@@ -89,7 +93,7 @@ void gelu_bwd(const float* g, const float* x, float* dx, index_t n, bool exact) 
 #pragma omp parallel for schedule(static) if (blocks > 1)
     for (index_t b = 0; b < blocks; ++b) {
         const index_t lo = b * kBlock;
-        bwd_block(g + lo, x + lo, dx + lo, (n - lo < kBlock ? n - lo : kBlock), exact);
+        bwd_block_simd(g + lo, x + lo, dx + lo, (n - lo < kBlock ? n - lo : kBlock), exact);
     }
 }
 

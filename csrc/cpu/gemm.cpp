@@ -35,6 +35,7 @@
 //                forced: it runs that path's driver (MR, NR, KC) on CPUs without AVX-512
 #include "gemm.h"
 #include "gemm_ukernels.h"
+#include "isa.h"
 
 #include <algorithm>
 #include <atomic>
@@ -421,8 +422,11 @@ bool cpu_supports(Path path) {
 Path active_path() {
     const Path forced = g_forced_path.load(std::memory_order_relaxed);
     if (forced != Path::Auto) return forced;
-    if (cpu_supports(Path::Avx512)) return Path::Avx512;
-    return cpu_supports(Path::Avx2) ? Path::Avx2 : Path::Generic;
+    switch (isa()) {  // the CPU's widest, capped by MINITL_CPU_ISA
+        case Isa::Avx512: return Path::Avx512;
+        case Isa::Avx2: return Path::Avx2;
+        default: return Path::Generic;
+    }
 }
 
 template <class K>

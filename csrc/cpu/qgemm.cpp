@@ -24,6 +24,7 @@
 // Paths, chosen at run time (never -march=native): generic (portable loops), avx2 (AVX2 + FMA
 // + F16C) and avx512 (AVX-512F + F16C), in __attribute__((target)) functions.
 #include "qgemm.h"
+#include "isa.h"
 
 #include <algorithm>
 #include <atomic>
@@ -198,8 +199,10 @@ bool cpu_has(Path p) {
 Path active() {
     const Path forced = g_forced.load(std::memory_order_relaxed);
     if (forced != Path::Auto) return forced;
-    static const Path best = cpu_has(Path::Avx512) ? Path::Avx512
-                             : cpu_has(Path::Avx2) ? Path::Avx2 : Path::Generic;
+    // the CPU's widest, capped by MINITL_CPU_ISA; these kernels also need F16C
+    static const Path best = isa() == Isa::Avx512 && cpu_has(Path::Avx512) ? Path::Avx512
+                             : isa() != Isa::Generic && cpu_has(Path::Avx2) ? Path::Avx2
+                                                                             : Path::Generic;
     return best;
 }
 

@@ -2,16 +2,57 @@
 // kernels (gelu.cpp, and any kernel that needs an exp inside an `omp simd` loop).
 //
 // numba and a plain std::exp loop call libm once per element (~4 ns); the polynomial here is
-// straight-line code that GCC turns into AVX2 or AVX-512 instructions inside functions marked
-// MINITL_CLONES, which the loader resolves to the widest ISA the CPU has (target_clones): the
-// binary itself stays generic x86-64.
+// straight-line code that GCC turns into AVX2 or AVX-512 instructions. A kernel's loop body is
+// written once as a MINITL_SIMD_BODY function and MINITL_SIMD_DISPATCH(body) compiles it three
+// times (AVX-512F, AVX2, each with FMA; the baseline) and defines body_simd(...), which runs the variant
+// isa() picks (isa.h: the CPU's widest, capped by MINITL_CPU_ISA) — the binary itself stays
+// generic x86-64:
+//
+//     MINITL_SIMD_BODY void scale_block(const float* x, float* y, index_t n, float s) {
+//     #pragma omp simd
+//         for (index_t i = 0; i < n; ++i) y[i] = s * x[i];
+//     }
+//     MINITL_SIMD_DISPATCH(scale_block)
+//     ...  scale_block_simd(x, y, n, 2.0f);
+//
+// The body and every helper it calls must be always-inline (MINITL_SIMD_BODY,
+// MINITL_SIMD_INLINE): a call left out of line would run the baseline code and stop the loop
+// from vectorising.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
 #include "common.h"
+#include "isa.h"
 
+#define MINITL_SIMD_INLINE inline __attribute__((always_inline))
+#define MINITL_SIMD_BODY static MINITL_SIMD_INLINE
+
+#if MINITL_X86_64 && defined(__GNUC__)
+#define MINITL_SIMD_DISPATCH(body)                                                          \
+    template <typename... A>                                                                \
+    __attribute__((target("avx512f,avx2,fma"))) void body##_avx512(A... a) { body(a...); }   \
+    template <typename... A>                                                                \
+    __attribute__((target("avx2,fma"))) void body##_avx2(A... a) { body(a...); }             \
+    template <typename... A>                                                                \
+    void body##_generic(A... a) { body(a...); }                                             \
+    template <typename... A>                                                                \
+    void body##_simd(A... a) {                                                              \
+        switch (::minitl::cpu::isa()) {                                                     \
+            case ::minitl::cpu::Isa::Avx512: body##_avx512(a...); return;                   \
+            case ::minitl::cpu::Isa::Avx2: body##_avx2(a...); return;                       \
+            default: body##_generic(a...); return;                                          \
+        }                                                                                   \
+    }
+#else
+#define MINITL_SIMD_DISPATCH(body) \
+    template <typename... A>       \
+    void body##_simd(A... a) { body(a...); }
+#endif
+
+// Until every kernel uses MINITL_SIMD_DISPATCH: the loader picks the widest ISA the CPU has
+// (target_clones), which MINITL_CPU_ISA cannot cap.
 #if MINITL_X86_64 && defined(__GNUC__) && !defined(__clang__)
 #define MINITL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -23,7 +64,7 @@ namespace minitl::cpu {
 // e^t for t <= 0 (every caller's range): Cephes' expf polynomial on r = t - k ln 2, times 2^k
 // put straight into the exponent bits; below -87.3 (e^-87.3 ~ 1e-38, the float floor) it is
 // 0, as expf underflows.
-inline float exp_nonpositive(float t0) {
+MINITL_SIMD_INLINE float exp_nonpositive(float t0) {
     const float t = t0 > -87.3f ? t0 : -87.3f;
     // round to nearest by adding and removing 1.5 * 2^23 (no floor call: branch-free, and
     // vectorisable on plain SSE2 too)

@@ -15,6 +15,7 @@ agree with their references on a small self-check; `backend/__init__.py` selects
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 import warnings
 from types import ModuleType
@@ -30,7 +31,15 @@ _module: Any = _UNSET
 _lock = threading.Lock()
 
 
+CPU_ISAS = ("auto", "avx512", "avx2", "generic")
+
+
 def _import_native() -> ModuleType:
+    # the extension reads MINITL_CPU_ISA itself and would ignore a misspelling: refuse it here
+    isa = os.environ.get("MINITL_CPU_ISA", "auto")
+    if isa not in CPU_ISAS:
+        raise ValueError(f"MINITL_CPU_ISA must be one of {', '.join(CPU_ISAS)} (the widest SIMD "
+                         f"instruction set the native kernels may use), got {isa!r}")
     return importlib.import_module("minitl._C")
 
 
@@ -60,8 +69,9 @@ def native_available() -> bool:
 
 
 def cpu_features() -> dict[str, Any]:
-    """What the CPU offers and which GEMM path runs: {"avx2", "fma", "avx512f",
-    "openmp_threads", "gemm_path"}, or {"gemm_path": "reference"} without the extension."""
+    """What the CPU offers and which paths run: {"avx2", "fma", "avx512f", "openmp_threads",
+    "gemm_path", "quant_path", "isa"} ("isa": the widest SIMD set the kernels use, after the
+    MINITL_CPU_ISA cap), or {"gemm_path": "reference"} without the extension."""
     mod = native_module()
     if mod is None:
         return {"gemm_path": "reference"}
