@@ -117,9 +117,21 @@ def _blas() -> str:
     try:
         config = np.show_config(mode="dicts")  # numpy >= 1.25
         blas = config["Build Dependencies"]["blas"]
-        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+        name = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     except Exception:  # noqa: BLE001 - older numpy: the name is only informative
         return "unknown"
+    try:  # the kernel set OpenBLAS picked at run time (SkylakeX, Haswell, ...)
+        import threadpoolctl
+
+        arch = [i.get("architecture") for i in threadpoolctl.threadpool_info()
+                if i.get("internal_api") == "openblas"]
+        return f"{name}, {arch[0]}" if arch and arch[0] else name
+    except Exception:  # noqa: BLE001 - threadpoolctl is optional
+        return name
+
+
+ISA_ENV = ("MINITL_CPU_ISA", "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+           "MKL_ENABLE_INSTRUCTIONS")
 
 
 def machine_info() -> dict[str, Any]:
@@ -135,11 +147,14 @@ def machine_info() -> dict[str, Any]:
         "minitl_kernels": get_backend("cpu").paths,
         "minitl_cpu": cpu.cpu_features(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        # what narrows each library's SIMD set (docs/cpu_isa.md: an AVX2-only run on AVX-512)
+        "isa_env": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
     }
     try:
         import torch
 
-        info["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
+        info["torch"] = (f"{torch.__version__} ({torch.get_num_threads()} threads, SIMD "
+                         f"{torch.backends.cpu.get_cpu_capability()})")
     except ImportError:
         info["torch"] = None
     return info
@@ -163,8 +178,9 @@ def print_machine(info: dict[str, Any]) -> None:
     if warning:
         print(warning)
     print(f"versions: python {info['python']}, numpy {info['numpy']}, torch {info['torch']}")
-    cap = os.environ.get("MINITL_CPU_ISA", "auto")
-    print(f"minitl  : SIMD {feats.get('isa')} (MINITL_CPU_ISA={cap}), "
+    if info.get("isa_env"):
+        print("SIMD cap: " + " ".join(f"{k}={v}" for k, v in info["isa_env"].items()))
+    print(f"minitl  : SIMD {feats.get('isa')}, "
           f"gemm path {feats.get('gemm_path')}, {feats.get('openmp_threads', 1)} OpenMP "
           f"threads, kernels {info['minitl_kernels']}")
     print()
