@@ -147,7 +147,7 @@ def machine_info() -> dict[str, Any]:
         "minitl_kernels": get_backend("cpu").paths,
         "minitl_cpu": cpu.cpu_features(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        # what narrows each library's SIMD set (docs/cpu_isa.md: an AVX2-only run on AVX-512)
+        # what narrows each library's SIMD set (docs/cpu_speed.md: AVX2-only runs on AVX-512)
         "isa_env": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
     }
     try:
