@@ -1,0 +1,550 @@
+// csrc/cpu/conv_direct.cpp — conv2d forward, input gradient and weight gradient as sums of
+// shifted windows over padded planes, for the few-channel convolutions of small CNNs.
+//
+// Why: im2col + GEMM (conv.cpp) writes one image's columns (144 x 784 in resnet-mini's first
+// stage), then the GEMM packs them again into its panels, and with 16 output channels its
+// 12-row micro-tile is a third empty. Here the image is copied once into a zero-padded plane
+// per channel, W + 2 floats wide for a 3x3 kernel; output pixel p = r * PW + q then reads tap
+// (c, i, j) at plane_c[p + i * PW + j]: every tap is the same plane shifted by a constant, so
+// a strip of consecutive output pixels is one unaligned vector load per tap, straight from
+// the plane (no columns, no packing), and the products run on a register tile of 8 output
+// channels x 48 pixels (AVX-512). The q >= W columns of each output row are junk (they read
+// across the row end) and are dropped when the result is copied out: 2 / 30 of the work at
+// 28 x 28.
+//
+// A stride s splits the padded image into s x s phase planes (rows and columns of one
+// residue mod s), after which a strided tap is again a shift. The input gradient is the same
+// product on the padded gy planes with the transposed, flipped filters, one pass per output
+// phase (each phase of dx sees its own subset of taps); the weight gradient reduces
+// gy (M, P) against the shifted windows (P, K) with a tile of 4 channels x 6 taps, partial
+// sums kept as vectors until the last image.
+//
+// Napkin math (one Zen 4 / Ice Lake core, 2 x 256-bit or 1 x 512-bit FMA per cycle, ~32
+// flop/cycle): resnet-mini's 16 -> 16 3x3 stage over 64 images is 231 MFLOP per pass, ~2.5 ms
+// at the FMA bound; per k step the tile issues 3 loads and 8 broadcasts for 24 FMAs, and the
+// planes of one image (16 x 30 x 30 floats, 58 KB) stay in L2.
+//
+// Exactness: the zero padding is multiplied, so a non-finite filter would turn a padded tap
+// into NaN where the reference drops the tap, and junk columns would carry a non-finite input
+// into the weight gradient; such operands go to the im2col + GEMM path (conv.cpp).
+//
+// Reference: minitl/backend/cpu_conv.py (conv2d_fwd_reference, conv2d_bwd_reference).
+#include "conv_direct.h"
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#include "gemm.h"
+
+#if MINITL_X86_64
+#include <immintrin.h>
+#endif
+
+namespace minitl::cpu {
+
+// ---------------------------------------------------------------------------------------------
+// register tiles
+//
+// fwd tile: out (MR, NV * VW) = wp (K x MR, k-major) against the K windows src + off[k].
+// dw tile:  acc (MW, NK, VW) += g (MW rows of np) * the windows src + off[j], vector lanes
+//           kept apart (summed once at the end).
+
+namespace {
+
+template <int MR, int NV>
+void fwd_tile_generic(const float* __restrict wp, index_t kn, const float* src,
+                      const index_t* __restrict off, float* __restrict out, index_t ldo) {
+    constexpr int N = NV * 8;
+    float acc[MR][N] = {};
+    for (index_t k = 0; k < kn; ++k) {
+        const float* s = src + off[k];
+        for (int i = 0; i < MR; ++i) {
+            const float a = wp[k * MR + i];
+            for (int q = 0; q < N; ++q) acc[i][q] += a * s[q];
+        }
+    }
+    for (int i = 0; i < MR; ++i)
+        for (int q = 0; q < N; ++q) out[i * ldo + q] = acc[i][q];
+}
+
+template <int MW, int NK>
+void dw_tile_generic(const float* __restrict g, index_t ldg, const float* src,
+                     const index_t* __restrict off, index_t np, index_t nimg, index_t gstep,
+                     index_t sstep, float* __restrict acc, index_t lda) {
+    float c[MW][NK][8] = {};
+    for (index_t b = 0; b < nimg; ++b, g += gstep, src += sstep)
+        for (index_t p = 0; p < np; p += 8)
+            for (int j = 0; j < NK; ++j) {
+                const float* s = src + off[j] + p;
+                for (int i = 0; i < MW; ++i)
+                    for (int l = 0; l < 8; ++l) c[i][j][l] += g[i * ldg + p + l] * s[l];
+            }
+    for (int i = 0; i < MW; ++i)
+        for (int j = 0; j < NK; ++j)
+            for (int l = 0; l < 8; ++l) acc[i * lda + j * 8 + l] += c[i][j][l];
+}
+
+#if MINITL_X86_64
+// One body for both ISAs: V / P are the vector type and intrinsic prefix, W its lanes. The
+// loops have fixed trip counts and are fully unrolled, so the accumulators live in registers.
+#define MINITL_CONV_TILES(NAME, TARGET, V, P, W)                                               \
+    template <int MR, int NV>                                                                 \
+    __attribute__((target(TARGET))) void fwd_tile_##NAME(                                     \
+        const float* __restrict wp, index_t kn, const float* src,                             \
+        const index_t* __restrict off, float* __restrict out, index_t ldo) {                  \
+        V acc[MR][NV];                                                                        \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; ++i)                                 \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) acc[i][v] = P##_setzero_ps(); \
+        for (index_t k = 0; k < kn; ++k) {                                                    \
+            const float* s = src + off[k];                                                    \
+            V b[NV];                                                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) b[v] = P##_loadu_ps(s + W * v); \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; ++i) {                           \
+                const V a = P##_set1_ps(wp[k * MR + i]);                                      \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v)                          \
+                    acc[i][v] = P##_fmadd_ps(a, b[v], acc[i][v]);                              \
+            }                                                                                 \
+        }                                                                                     \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; ++i)                                 \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v)                              \
+                P##_storeu_ps(out + i * ldo + W * v, acc[i][v]);                              \
+    }                                                                                         \
+    template <int MW, int NK>                                                                 \
+    __attribute__((target(TARGET))) void dw_tile_##NAME(                                      \
+        const float* __restrict g, index_t ldg, const float* src,                             \
+        const index_t* __restrict off, index_t np, index_t nimg, index_t gstep,               \
+        index_t sstep, float* __restrict acc, index_t lda) {                                  \
+        V c[MW][NK];                                                                          \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MW; ++i)                                  \
+            _Pragma("GCC unroll 8") for (int j = 0; j < NK; ++j) c[i][j] = P##_setzero_ps();  \
+        for (index_t b = 0; b < nimg; ++b, g += gstep, src += sstep) {                        \
+        const float* s[NK];                                                                   \
+        _Pragma("GCC unroll 8") for (int j = 0; j < NK; ++j) s[j] = src + off[j];             \
+        for (index_t p = 0; p < np; p += W) {                                                 \
+            V gv[MW];                                                                         \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MW; ++i)                              \
+                gv[i] = P##_loadu_ps(g + i * ldg + p);                                        \
+            _Pragma("GCC unroll 8") for (int j = 0; j < NK; ++j) {                            \
+                const V sv = P##_loadu_ps(s[j] + p);                                          \
+                _Pragma("GCC unroll 8") for (int i = 0; i < MW; ++i)                          \
+                    c[i][j] = P##_fmadd_ps(gv[i], sv, c[i][j]);                                \
+            }                                                                                 \
+        }                                                                                     \
+        }                                                                                     \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MW; ++i)                                  \
+            _Pragma("GCC unroll 8") for (int j = 0; j < NK; ++j) {                            \
+                float* a = acc + i * lda + j * W;                                             \
+                P##_storeu_ps(a, P##_add_ps(P##_loadu_ps(a), c[i][j]));                       \
+            }                                                                                 \
+    }
+
+MINITL_CONV_TILES(avx512, "avx512f", __m512, _mm512, 16)
+MINITL_CONV_TILES(avx2, "avx2,fma", __m256, _mm256, 8)
+#undef MINITL_CONV_TILES
+#endif
+
+// The tile shapes of one ISA. VW: floats per vector; the forward tile is MR channels x up
+// to 3 vectors of pixels; the weight-gradient tile MW channels x NK taps.
+using FwdTile = void (*)(const float*, index_t, const float*, const index_t*, float*, index_t);
+using DwTile = void (*)(const float*, index_t, const float*, const index_t*, index_t, index_t,
+                        index_t, index_t, float*, index_t);
+
+struct Isa {
+    index_t vw, mr, mw, nk;
+    FwdTile fwd[3];  // 1, 2, 3 vectors of pixels
+    DwTile dw;
+};
+
+Isa isa_generic() {
+    return {8, 4, 2, 4,
+            {fwd_tile_generic<4, 1>, fwd_tile_generic<4, 2>, fwd_tile_generic<4, 3>},
+            dw_tile_generic<2, 4>};
+}
+
+// The conv kernels follow the GEMM's path (gemm_path: "avx512f_...", "avx2_...",
+// "generic_..."), so forcing a GEMM path in a test exercises these tiles too.
+Isa pick_isa() {
+#if MINITL_X86_64
+    const std::string path = cpu_features().gemm_path;
+    // 8 x 3 zmm = 24 accumulators + 3 pixel vectors + 1 broadcast of 32 registers;
+    // dW: 4 x 6 = 24 + 4 gy vectors + 1 window
+    if (path.rfind("avx512", 0) == 0)
+        return {16, 8, 4, 6,
+                {fwd_tile_avx512<8, 1>, fwd_tile_avx512<8, 2>, fwd_tile_avx512<8, 3>},
+                dw_tile_avx512<4, 6>};
+    // 4 x 3 ymm = 12 + 3 + 1 of 16 registers; dW: 3 x 4 = 12 + 3 + 1
+    if (path.rfind("avx2", 0) == 0)
+        return {8, 4, 3, 4,
+                {fwd_tile_avx2<4, 1>, fwd_tile_avx2<4, 2>, fwd_tile_avx2<4, 3>},
+                dw_tile_avx2<3, 4>};
+#endif
+    return isa_generic();
+}
+
+std::atomic<int> g_conv_path{0};  // 0 auto, 1 gemm, 2 direct
+
+// ---------------------------------------------------------------------------------------------
+// padded phase planes
+//
+// plane (c, phase a, b)[t][u] = src[c][t * st + a - top][u * su + b - left], zero outside src.
+
+struct Planes {
+    index_t channels, h, w;          // the source
+    index_t top, left, st, su;       // padding and stride of the sampling
+    std::vector<index_t> pa, pb;     // the phases in use, (row, column) residues
+    index_t ph = 0, pw = 0;          // plane rows, columns
+    index_t size = 0;                // floats, with the slack that strip overruns read
+
+    index_t plane() const { return ph * pw; }
+    index_t count() const { return index_t(pa.size()); }
+};
+
+// Copies src into the planes; returns false when src holds a NaN or an infinity.
+bool build_planes(const Planes& P, const float* src, float* out) {
+    bool finite = true;
+    const index_t nph = P.count(), plane = P.plane();
+    for (index_t c = 0; c < P.channels; ++c) {
+        const float* sc = src + c * P.h * P.w;
+        for (index_t s = 0; s < nph; ++s) {
+            float* pl = out + (c * nph + s) * plane;
+            const index_t b = P.pb[size_t(s)];
+            // columns u whose source column u * su + b - left lies in [0, w)
+            index_t ulo = P.left > b ? ceil_div(P.left - b, P.su) : 0;
+            index_t uhi = ceil_div(P.w + P.left - b, P.su);
+            ulo = std::min(ulo, P.pw);
+            uhi = std::max(ulo, std::min(uhi, P.pw));
+            for (index_t t = 0; t < P.ph; ++t) {
+                float* row = pl + t * P.pw;
+                const index_t sr = t * P.st + P.pa[size_t(s)] - P.top;
+                if (sr < 0 || sr >= P.h) {
+                    std::fill(row, row + P.pw, 0.0f);
+                    continue;
+                }
+                const float* in = sc + sr * P.w + b - P.left;
+                float bad = 0.0f;  // x - x is 0 for finite x, NaN otherwise
+                for (index_t u = 0; u < ulo; ++u) row[u] = 0.0f;
+                if (P.su == 1) {
+                    for (index_t u = ulo; u < uhi; ++u) {
+                        row[u] = in[u];
+                        bad += in[u] - in[u];
+                    }
+                } else {
+                    for (index_t u = ulo; u < uhi; ++u) {
+                        row[u] = in[u * P.su];
+                        bad += in[u * P.su] - in[u * P.su];
+                    }
+                }
+                for (index_t u = uhi; u < P.pw; ++u) row[u] = 0.0f;
+                finite &= bad == 0.0f;
+            }
+        }
+    }
+    std::fill(out + P.channels * nph * plane, out + P.size, 0.0f);
+    return finite;
+}
+
+// The slot of phase (a, b) in P, added when new.
+index_t phase_slot(Planes& P, index_t a, index_t b) {
+    for (index_t s = 0; s < P.count(); ++s)
+        if (P.pa[size_t(s)] == a && P.pb[size_t(s)] == b) return s;
+    P.pa.push_back(a);
+    P.pb.push_back(b);
+    return P.count() - 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// one shifted-window product: out (ceil(M / MR) * MR, ldo) = wpk panels against the windows,
+// for pixels [0, np), np a multiple of VW, strips of 3, 2 or 1 vectors
+
+void shifted_product(const Isa& isa, const float* wpk, index_t m, index_t kn,
+                     const float* planes, const index_t* off, index_t np, float* out,
+                     index_t ldo) {
+    const index_t panels = ceil_div(m, isa.mr), strip = 3 * isa.vw;
+    for (index_t p0 = 0; p0 < np;) {
+        const index_t nv = std::min<index_t>(3, (np - p0) / isa.vw);
+        for (index_t pb = 0; pb < panels; ++pb)
+            isa.fwd[nv - 1](wpk + pb * kn * isa.mr, kn, planes + p0, off,
+                            out + pb * isa.mr * ldo + p0, ldo);
+        p0 += nv == 3 ? strip : nv * isa.vw;
+    }
+}
+
+// wpk[panel][k][i] = w(panel * mr + i, k) for the rows m < rows, zero beyond
+template <class W>
+void pack_rows(index_t rows, index_t kn, index_t mr, W w, float* wpk) {
+    const index_t panels = ceil_div(rows, mr);
+    for (index_t pb = 0; pb < panels; ++pb)
+        for (index_t k = 0; k < kn; ++k)
+            for (index_t i = 0; i < mr; ++i) {
+                const index_t r = pb * mr + i;
+                wpk[(pb * kn + k) * mr + i] = r < rows ? w(r, k) : 0.0f;
+            }
+}
+
+// The forward planes of x (one group's channels) and each tap's offset into them.
+struct FwdPlan {
+    Planes planes;
+    std::vector<index_t> off;  // (cg, kh, kw) taps
+    index_t npos = 0, np = 0;  // pixels (r * pw + q) spanned, rounded up to whole vectors
+};
+
+FwdPlan fwd_plan(const ConvGeom& g, index_t vw, index_t extra_k) {
+    FwdPlan f;
+    Planes& P = f.planes;
+    const index_t cg = g.c / g.groups;
+    P.channels = cg, P.h = g.h, P.w = g.w;
+    P.top = g.ph, P.left = g.pw, P.st = g.sh, P.su = g.sw;
+    index_t amax = 0, bmax = 0;
+    for (index_t i = 0; i < g.kh; ++i) amax = std::max(amax, i * g.dh / g.sh);
+    for (index_t j = 0; j < g.kw; ++j) bmax = std::max(bmax, j * g.dw / g.sw);
+    P.ph = g.oh + amax, P.pw = g.ow + bmax;
+    std::vector<index_t> slot(size_t(g.kh * g.kw));
+    for (index_t i = 0; i < g.kh; ++i)
+        for (index_t j = 0; j < g.kw; ++j)
+            slot[size_t(i * g.kw + j)] = phase_slot(P, i * g.dh % g.sh, j * g.dw % g.sw);
+    for (index_t c = 0; c < cg; ++c)
+        for (index_t i = 0; i < g.kh; ++i)
+            for (index_t j = 0; j < g.kw; ++j)
+                f.off.push_back((c * P.count() + slot[size_t(i * g.kw + j)]) * P.plane() +
+                                i * g.dh / g.sh * P.pw + j * g.dw / g.sw);
+    f.off.resize(size_t(round_up(index_t(f.off.size()), extra_k)), 0);  // dW's tap tail
+    f.npos = (g.oh - 1) * P.pw + g.ow;
+    f.np = round_up(f.npos, vw);
+    const index_t reach = *std::max_element(f.off.begin(), f.off.end()) + f.np;
+    P.size = std::max(P.channels * P.count() * P.plane(), reach);
+    return f;
+}
+
+}  // namespace
+
+bool set_conv_path(const std::string& name) {
+    const int v = name == "auto" ? 0 : name == "gemm" ? 1 : name == "direct" ? 2 : -1;
+    if (v < 0) return false;
+    g_conv_path.store(v);
+    return true;
+}
+
+std::string conv_path() {
+    const int v = g_conv_path.load();
+    return v == 0 ? "auto" : v == 1 ? "gemm" : "direct";
+}
+
+bool conv2d_direct_takes(const ConvGeom& g) {
+    const int path = g_conv_path.load();
+    // one input channel per group: depthwise's direct kernel (conv.cpp) wins below 8 filters
+    if (path == 1 || (g.c / g.groups < 2 && g.co / g.groups < 8) || g.co == 0 || g.n == 0)
+        return false;
+    return path == 2 || g.n * g.groups >= index_t(max_threads());
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward
+
+void conv2d_direct_fwd(const float* x, const float* weight, const float* bias, float* y,
+                       const ConvGeom& g) {
+    const Isa isa = pick_isa();
+    const index_t cg = g.c / g.groups, cog = g.co / g.groups, kg = cg * g.kh * g.kw;
+    const index_t len = g.oh * g.ow, tasks = g.n * g.groups;
+    const FwdPlan f = fwd_plan(g, isa.vw, 1);
+    const Planes& P = f.planes;
+    const index_t mp = round_up(cog, isa.mr), wsz = mp * kg;
+    std::vector<float> wpk(size_t(g.groups * wsz));
+    for (index_t grp = 0; grp < g.groups; ++grp) {
+        const float* wg = weight + grp * cog * kg;
+        pack_rows(cog, kg, isa.mr, [&](index_t r, index_t k) { return wg[r * kg + k]; },
+                  wpk.data() + grp * wsz);
+    }
+#pragma omp parallel
+    {
+        std::vector<float> planes(size_t(P.size)), out(size_t(mp * f.np));
+#pragma omp for schedule(dynamic, 1)
+        for (index_t t = 0; t < tasks; ++t) {
+            const index_t b = t / g.groups, grp = t % g.groups;
+            build_planes(P, x + (b * g.c + grp * cg) * g.h * g.w, planes.data());
+            shifted_product(isa, wpk.data() + grp * wsz, cog, kg, planes.data(), f.off.data(),
+                            f.np, out.data(), f.np);
+            float* yg = y + (b * g.co + grp * cog) * len;
+            for (index_t m = 0; m < cog; ++m) {
+                const float bv = bias ? bias[grp * cog + m] : 0.0f;
+                for (index_t r = 0; r < g.oh; ++r) {
+                    const float* src = out.data() + m * f.np + r * P.pw;
+                    float* dst = yg + m * len + r * g.ow;
+                    for (index_t q = 0; q < g.ow; ++q) dst[q] = src[q] + bv;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward
+
+namespace {
+
+// dx of one phase (residues fh, fw of h + ph, w + pw mod the stride): rows A in [a0, a1) and
+// columns B in [b0, b1) of that phase, dx[A sh + fh - ph][B sw + fw - pw]; the taps whose
+// i dh has residue fh (and j dw residue fw), each reading gy shifted back by its quotient.
+struct DxPhase {
+    index_t fh, fw, a0, a1, b0, b1;
+    index_t kn = 0;  // cog x taps
+    std::vector<index_t> off;
+    std::vector<float> wpk;  // per group
+    index_t npos = 0, np = 0;
+};
+
+}  // namespace
+
+void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, float* dx,
+                       float* dweight, const ConvGeom& g) {
+    const Isa isa = pick_isa();
+    const index_t cg = g.c / g.groups, cog = g.co / g.groups, kg = cg * g.kh * g.kw;
+    const index_t len = g.oh * g.ow, tasks = g.n * g.groups, hw = g.h * g.w;
+    if (dx) std::fill(dx, dx + g.n * g.c * hw, 0.0f);
+    if (dweight) std::fill(dweight, dweight + g.co * kg, 0.0f);
+    if (tasks == 0 || len == 0 || (!dx && !dweight)) return;
+    // a non-finite filter would meet the multiplied padding: that dx takes the GEMM path
+    if (dx && !std::all_of(weight, weight + g.co * kg, [](float v) { return v - v == 0.0f; })) {
+        conv2d_gemm_bwd(x, weight, gy, dx, nullptr, g);
+        dx = nullptr;
+        if (!dweight) return;
+    }
+
+    // weight gradient: x planes as in the forward pass, gy laid out on their pixel grid
+    const FwdPlan f = fwd_plan(g, isa.vw, isa.nk);
+    const index_t kp = index_t(f.off.size()), mwp = round_up(cog, isa.mw);
+    const index_t acc_size = g.groups * mwp * kp * isa.vw;
+
+    // input gradient: gy planes padded by the largest tap quotient, one pass per dx phase
+    index_t amax = 0, bmax = 0;
+    for (index_t i = 0; i < g.kh; ++i) amax = std::max(amax, i * g.dh / g.sh);
+    for (index_t j = 0; j < g.kw; ++j) bmax = std::max(bmax, j * g.dw / g.sw);
+    std::vector<DxPhase> phases;
+    Planes G;
+    G.channels = cog, G.h = g.oh, G.w = g.ow, G.top = amax, G.left = bmax, G.st = G.su = 1;
+    G.pa = {0}, G.pb = {0};
+    index_t a1max = 0, b1max = 0;
+    const index_t mp = round_up(cg, isa.mr);
+    if (dx) {
+        for (index_t fh = 0; fh < g.sh; ++fh)
+            for (index_t fw = 0; fw < g.sw; ++fw) {
+                DxPhase d{fh, fw, ceil_div(std::max<index_t>(g.ph - fh, 0), g.sh),
+                          std::max<index_t>(ceil_div(g.h + g.ph - fh, g.sh), 0),
+                          ceil_div(std::max<index_t>(g.pw - fw, 0), g.sw),
+                          std::max<index_t>(ceil_div(g.w + g.pw - fw, g.sw), 0)};
+                if (d.a1 <= d.a0 || d.b1 <= d.b0) continue;
+                a1max = std::max(a1max, d.a1), b1max = std::max(b1max, d.b1);
+                phases.push_back(d);
+            }
+        G.ph = a1max + amax, G.pw = b1max + bmax;
+        index_t reach = 0;
+        for (DxPhase& d : phases) {
+            std::vector<index_t> ti, tj;
+            for (index_t i = 0; i < g.kh; ++i)
+                for (index_t j = 0; j < g.kw; ++j)
+                    if (i * g.dh % g.sh == d.fh && j * g.dw % g.sw == d.fw)
+                        ti.push_back(i), tj.push_back(j);
+            const index_t nt = index_t(ti.size());
+            d.kn = cog * nt;
+            for (index_t m = 0; m < cog; ++m)
+                for (index_t t = 0; t < nt; ++t)
+                    d.off.push_back(m * G.plane() +
+                                    (d.a0 + amax - ti[size_t(t)] * g.dh / g.sh) * G.pw +
+                                    d.b0 + bmax - tj[size_t(t)] * g.dw / g.sw);
+            d.npos = (d.a1 - d.a0 - 1) * G.pw + (d.b1 - d.b0);
+            d.np = round_up(d.npos, isa.vw);
+            if (nt) reach = std::max(reach, *std::max_element(d.off.begin(), d.off.end()) + d.np);
+            d.wpk.resize(size_t(g.groups * mp * d.kn));
+            for (index_t grp = 0; grp < g.groups; ++grp) {
+                const float* wg = weight + grp * cog * kg;
+                pack_rows(cg, d.kn, isa.mr, [&](index_t c, index_t k) {
+                    const index_t m = k / nt, t = k % nt;
+                    return wg[((m * cg + c) * g.kh + ti[size_t(t)]) * g.kw + tj[size_t(t)]];
+                }, d.wpk.data() + grp * mp * d.kn);
+            }
+        }
+        G.size = std::max(G.channels * G.plane(), reach);
+    }
+    index_t out_np = 0;
+    for (const DxPhase& d : phases) out_np = std::max(out_np, d.np);
+
+    // The weight gradient's tile runs over a chunk of images at once, so its partial sums
+    // go to memory once per chunk: ~256 KB of x planes, in L2.
+    const index_t psize = f.planes.size, gsize = mwp * f.np;
+    const index_t chunk = std::clamp<index_t>((index_t(1) << 16) / std::max<index_t>(psize, 1),
+                                              1, 8);
+    const index_t chunks = ceil_div(g.n, chunk), jobs = chunks * g.groups;
+    const int nthreads = max_threads();
+    std::vector<float> acc_parts(dweight ? size_t(nthreads) * size_t(acc_size) : 0, 0.0f);
+    std::atomic<bool> x_finite{true};
+#pragma omp parallel num_threads(nthreads)
+    {
+        std::vector<float> xplanes(dweight ? size_t(chunk * psize) : 0);
+        std::vector<float> gflat(dweight ? size_t(chunk * gsize) : 0, 0.0f);
+        std::vector<float> gplanes(dx ? size_t(G.size) : 0);
+        std::vector<float> out(dx ? size_t(mp * out_np) : 0);
+        float* acc = dweight ? acc_parts.data() + size_t(thread_id()) * size_t(acc_size)
+                             : nullptr;
+#pragma omp for schedule(dynamic, 1)
+        for (index_t job = 0; job < jobs; ++job) {
+            const index_t b0 = job / g.groups * chunk, grp = job % g.groups;
+            const index_t nimg = std::min(chunk, g.n - b0);
+            for (index_t b = b0; b < b0 + nimg; ++b) {
+                const float* gg = gy + (b * g.co + grp * cog) * len;
+                if (dweight) {
+                    float* xp = xplanes.data() + (b - b0) * psize;
+                    if (!build_planes(f.planes, x + (b * g.c + grp * cg) * hw, xp))
+                        x_finite.store(false, std::memory_order_relaxed);
+                    float* gf = gflat.data() + (b - b0) * gsize;
+                    for (index_t m = 0; m < cog; ++m)
+                        for (index_t r = 0; r < g.oh; ++r)
+                            std::copy(gg + m * len + r * g.ow, gg + m * len + (r + 1) * g.ow,
+                                      gf + m * f.np + r * f.planes.pw);
+                }
+                if (!dx) continue;
+                build_planes(G, gg, gplanes.data());
+                float* dxg = dx + (b * g.c + grp * cg) * hw;
+                for (const DxPhase& d : phases) {
+                    if (d.kn == 0) continue;  // no tap lands on this phase: dx stays zero
+                    shifted_product(isa, d.wpk.data() + grp * mp * d.kn, cg, d.kn,
+                                    gplanes.data(), d.off.data(), d.np, out.data(), out_np);
+                    for (index_t c = 0; c < cg; ++c)
+                        for (index_t a = d.a0; a < d.a1; ++a) {
+                            const float* src = out.data() + c * out_np + (a - d.a0) * G.pw;
+                            float* dst = dxg + c * hw + (a * g.sh + d.fh - g.ph) * g.w +
+                                         d.fw - g.pw;
+                            for (index_t q = d.b0; q < d.b1; ++q)
+                                dst[q * g.sw] = src[q - d.b0];
+                        }
+                }
+            }
+            if (!dweight) continue;
+            float* ag = acc + grp * mwp * kp * isa.vw;
+            for (index_t m0 = 0; m0 < cog; m0 += isa.mw)
+                for (index_t k0 = 0; k0 < kp; k0 += isa.nk)
+                    isa.dw(gflat.data() + m0 * f.np, f.np, xplanes.data(), f.off.data() + k0,
+                           f.np, nimg, gsize, psize, ag + (m0 * kp + k0) * isa.vw,
+                           kp * isa.vw);
+        }
+    }
+    if (dweight && !x_finite.load()) {  // junk columns met the non-finite input
+        conv2d_gemm_bwd(x, weight, gy, nullptr, dweight, g);
+        return;
+    }
+    if (dweight) {  // thread parts in a fixed order, then each vector's lanes
+        for (int p = 1; p < nthreads; ++p) {
+            const float* part = acc_parts.data() + size_t(p) * size_t(acc_size);
+            for (index_t q = 0; q < acc_size; ++q) acc_parts[size_t(q)] += part[q];
+        }
+        for (index_t grp = 0; grp < g.groups; ++grp)
+            for (index_t m = 0; m < cog; ++m)
+                for (index_t k = 0; k < kg; ++k) {
+                    const float* v = acc_parts.data() + ((grp * mwp + m) * kp + k) * isa.vw;
+                    float s = 0.0f;
+                    for (index_t l = 0; l < isa.vw; ++l) s += v[l];
+                    dweight[(grp * cog + m) * kg + k] = s;
+                }
+    }
+}
+
+}  // namespace minitl::cpu
