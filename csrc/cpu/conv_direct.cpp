@@ -421,9 +421,9 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
     for (index_t j = 0; j < g.kw; ++j) bmax = std::max(bmax, j * g.dw / g.sw);
     std::vector<DxPhase> phases;
     Planes G;
-    G.channels = cog, G.h = g.oh, G.w = g.ow, G.top = amax, G.left = bmax, G.st = G.su = 1;
+    G.channels = cog, G.h = g.oh, G.w = g.ow, G.st = G.su = 1;
     G.pa = {0}, G.pb = {0};
-    index_t a1max = 0, b1max = 0;
+    index_t a1max = 0, b1max = 0, a0min = g.h, b0min = g.w;
     const index_t mp = round_up(cg, isa.mr);
     if (dx) {
         for (index_t fh = 0; fh < g.sh; ++fh)
@@ -434,9 +434,13 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
                           std::max<index_t>(ceil_div(g.w + g.pw - fw, g.sw), 0)};
                 if (d.a1 <= d.a0 || d.b1 <= d.b0) continue;
                 a1max = std::max(a1max, d.a1), b1max = std::max(b1max, d.b1);
+                a0min = std::min(a0min, d.a0), b0min = std::min(b0min, d.b0);
                 phases.push_back(d);
             }
-        G.ph = a1max + amax, G.pw = b1max + bmax;
+        // gy row r sits at plane row r + top: the smallest offset any (phase, tap) reads is
+        // row 0, so no plane row or column is read by nobody (a wider plane is more junk)
+        G.top = amax - a0min, G.left = bmax - b0min;
+        G.ph = a1max + G.top, G.pw = b1max + G.left;
         index_t reach = 0;
         for (DxPhase& d : phases) {
             std::vector<index_t> ti, tj;
@@ -449,8 +453,8 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
             for (index_t m = 0; m < cog; ++m)
                 for (index_t t = 0; t < nt; ++t)
                     d.off.push_back(m * G.plane() +
-                                    (d.a0 + amax - ti[size_t(t)] * g.dh / g.sh) * G.pw +
-                                    d.b0 + bmax - tj[size_t(t)] * g.dw / g.sw);
+                                    (d.a0 + G.top - ti[size_t(t)] * g.dh / g.sh) * G.pw +
+                                    d.b0 + G.left - tj[size_t(t)] * g.dw / g.sw);
             d.npos = (d.a1 - d.a0 - 1) * G.pw + (d.b1 - d.b0);
             d.np = round_up(d.npos, isa.vw);
             if (nt) reach = std::max(reach, *std::max_element(d.off.begin(), d.off.end()) + d.np);
