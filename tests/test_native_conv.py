@@ -110,11 +110,13 @@ def test_conv_hypothesis(n: int, cg: int, cog: int, groups: int, h: int, w: int,
 @pytest.mark.parametrize("case", [
     # c, co, h, w, kh, stride, pad: the shifted-window tiles follow the GEMM's ISA
     (16, 16, 10, 9, 3, 1, 1), (16, 32, 10, 9, 3, 1, 1), (13, 21, 15, 13, 3, 2, 1),
-    (64, 64, 7, 7, 3, 1, 1), (1, 16, 28, 28, 3, 1, 1), (16, 32, 14, 14, 1, 2, 0)])
+    (64, 64, 7, 7, 3, 1, 1), (1, 16, 28, 28, 3, 1, 1), (16, 32, 14, 14, 1, 2, 0),
+    (32, 32, 14, 14, 3, 1, 1), (32, 64, 14, 14, 3, 2, 1), (48, 40, 9, 9, 3, 1, 1)])
 @pytest.mark.parametrize("conv_path", CONV_PATHS)
 def test_conv_on_every_gemm_path(path: str, conv_path: str, case: tuple[int, ...]) -> None:
     """Each GEMM tile picks its own dW orientation (csrc/cpu/conv.cpp); each ISA its own
-    shifted-window tiles (csrc/cpu/conv_direct.cpp)."""
+    shifted-window tiles (csrc/cpu/conv_direct.cpp): filters x pixel vectors, or channel
+    vectors x row strips where the map is small (7 x 7, 14 x 14), for y, dx and dW."""
     c, co, h, w, k, s, p = case
     with _conv_path(conv_path):
         _check(3, c, co, h, w, k, k, (s, s), (p, p), (p, p), (1, 1), 1, bias=True)

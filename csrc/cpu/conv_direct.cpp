@@ -47,8 +47,12 @@ namespace minitl::cpu {
 // register tiles
 //
 // fwd tile: out (MR, NV * VW) = wp (K x MR, k-major) against the K windows src + off[k].
+// cvec tile: out (R pixels, NV * VW channels) = the same product transposed: channel vectors
+//           of wv (K x ldw) times R consecutive pixels of one output row, broadcast.
 // dw tile:  acc (MW, NK, VW) += g (MW rows of np) * the windows src + off[j], vector lanes
 //           kept apart (summed once at the end).
+// dwc tile: acc (NK taps, NV * VW channels) += the windows' pixels, broadcast, times gy
+//           transposed (pixels, channels): the valid pixels only, row by row.
 
 namespace {
 
@@ -110,6 +114,58 @@ void dw_tile_generic(const float* __restrict g, index_t ldg, const float* src,
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v)                              \
                 P##_storeu_ps(out + i * ldo + W * v, acc[i][v]);                              \
     }                                                                                         \
+    template <int NV, int R>                                                                  \
+    __attribute__((target(TARGET))) void cvec_tile_##NAME(                                    \
+        const float* __restrict wv, index_t ldw, index_t kn, const float* src,                \
+        const index_t* __restrict off, float* __restrict out, index_t ldo) {                  \
+        V acc[R][NV];                                                                         \
+        _Pragma("GCC unroll 32") for (int t = 0; t < R; ++t)                                  \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) acc[t][v] = P##_setzero_ps(); \
+        for (index_t k = 0; k < kn; ++k) {                                                    \
+            const float* s = src + off[k];                                                    \
+            V w[NV];                                                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v)                              \
+                w[v] = P##_loadu_ps(wv + k * ldw + W * v);                                    \
+            _Pragma("GCC unroll 32") for (int t = 0; t < R; ++t) {                            \
+                const V a = P##_set1_ps(s[t]);                                                \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v)                          \
+                    acc[t][v] = P##_fmadd_ps(a, w[v], acc[t][v]);                              \
+            }                                                                                 \
+        }                                                                                     \
+        _Pragma("GCC unroll 32") for (int t = 0; t < R; ++t)                                  \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v)                              \
+                P##_storeu_ps(out + t * ldo + W * v, acc[t][v]);                              \
+    }                                                                                         \
+    template <int NV, int NK>                                                                 \
+    __attribute__((target(TARGET))) void dwc_tile_##NAME(                                     \
+        const float* __restrict gt, index_t ldg, const float* src,                            \
+        const index_t* __restrict off, index_t rows, index_t cols, index_t pw, index_t nimg,  \
+        index_t gstep, index_t sstep, float* __restrict acc, index_t lda) {                   \
+        V c[NK][NV];                                                                          \
+        _Pragma("GCC unroll 8") for (int j = 0; j < NK; ++j)                                  \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) c[j][v] = P##_setzero_ps();  \
+        for (index_t b = 0; b < nimg; ++b, gt += gstep, src += sstep) {                       \
+            const float* s[NK];                                                               \
+            _Pragma("GCC unroll 8") for (int j = 0; j < NK; ++j) s[j] = src + off[j];         \
+            const float* gp = gt;                                                             \
+            for (index_t r = 0; r < rows; ++r)                                                \
+                for (index_t q = r * pw; q < r * pw + cols; ++q, gp += ldg) {                 \
+                    V gv[NV];                                                                 \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v)                      \
+                        gv[v] = P##_loadu_ps(gp + W * v);                                     \
+                    _Pragma("GCC unroll 8") for (int j = 0; j < NK; ++j) {                    \
+                        const V a = P##_set1_ps(s[j][q]);                                     \
+                        _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v)                  \
+                            c[j][v] = P##_fmadd_ps(a, gv[v], c[j][v]);                         \
+                    }                                                                         \
+                }                                                                             \
+        }                                                                                     \
+        _Pragma("GCC unroll 8") for (int j = 0; j < NK; ++j)                                  \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) {                            \
+                float* a = acc + j * lda + W * v;                                             \
+                P##_storeu_ps(a, P##_add_ps(P##_loadu_ps(a), c[j][v]));                       \
+            }                                                                                 \
+    }                                                                                         \
     template <int MW, int NK>                                                                 \
     __attribute__((target(TARGET))) void dw_tile_##NAME(                                      \
         const float* __restrict g, index_t ldg, const float* src,                             \
@@ -147,6 +203,10 @@ MINITL_CONV_TILES(avx2, "avx2,fma", __m256, _mm256, 8)
 // The tile shapes of one ISA. VW: floats per vector; the forward tile is MR channels x up
 // to 3 vectors of pixels; the weight-gradient tile MW channels x NK taps.
 using FwdTile = void (*)(const float*, index_t, const float*, const index_t*, float*, index_t);
+using CvecTile = void (*)(const float*, index_t, index_t, const float*, const index_t*,
+                          float*, index_t);
+using DwcTile = void (*)(const float*, index_t, const float*, const index_t*, index_t, index_t,
+                         index_t, index_t, index_t, index_t, float*, index_t);
 using DwTile = void (*)(const float*, index_t, const float*, const index_t*, index_t, index_t,
                         index_t, index_t, float*, index_t);
 
@@ -154,6 +214,10 @@ struct Isa {
     index_t vw, mr, mw, nk;
     FwdTile fwd[3];  // 1, 2, 3 vectors of pixels
     DwTile dw;
+    CvecTile cvec[3] = {};  // channel tiles of nv[i] vectors x r[i] pixels (null: none)
+    index_t cvec_nv[3] = {}, cvec_r[3] = {};
+    DwcTile dwc[2] = {};  // weight gradient by channel vectors: dwc_nv[i] vectors x nk taps
+    index_t dwc_nv[2] = {};
 };
 
 Isa isa_generic() {
@@ -170,14 +234,22 @@ Isa pick_isa() {
     // 8 x 3 zmm = 24 accumulators + 3 pixel vectors + 1 broadcast of 32 registers;
     // dW: 4 x 6 = 24 + 4 gy vectors + 1 window
     if (path.rfind("avx512", 0) == 0)
+        // channel tiles: 28 accumulators (a 14- or 7-pixel row strip, the widths of 14 x 14
+        // and 7 x 7 maps) + 2 or 4 filter vectors. One vector x 28 pixels measured slower
+        // than the pixel tiles at 16 x 28 x 28 (3.1 against 2.9 ms for 64 images) although
+        // it skips the junk columns: 28 broadcasts per filter load.
         return {16, 8, 4, 6,
                 {fwd_tile_avx512<8, 1>, fwd_tile_avx512<8, 2>, fwd_tile_avx512<8, 3>},
-                dw_tile_avx512<4, 6>};
+                dw_tile_avx512<4, 6>,
+                {cvec_tile_avx512<2, 14>, cvec_tile_avx512<4, 7>, nullptr},
+                {2, 4, 0}, {14, 7, 0}, {dwc_tile_avx512<4, 6>, dwc_tile_avx512<2, 6>}, {4, 2}};
     // 4 x 3 ymm = 12 + 3 + 1 of 16 registers; dW: 3 x 4 = 12 + 3 + 1
     if (path.rfind("avx2", 0) == 0)
         return {8, 4, 3, 4,
                 {fwd_tile_avx2<4, 1>, fwd_tile_avx2<4, 2>, fwd_tile_avx2<4, 3>},
-                dw_tile_avx2<3, 4>};
+                dw_tile_avx2<3, 4>,
+                {cvec_tile_avx2<2, 6>, nullptr, nullptr},
+                {2, 0, 0}, {6, 0, 0}, {dwc_tile_avx2<2, 4>, nullptr}, {2, 0}};
 #endif
     return isa_generic();
 }
@@ -282,6 +354,75 @@ void pack_rows(index_t rows, index_t kn, index_t mr, W w, float* wpk) {
             }
 }
 
+// How one product (m filters x kn taps against the windows of rows x cols output pixels on
+// planes pw wide) is tiled: filters x pixel vectors over the flat pixel range, junk columns
+// included, or channel vectors x a strip of one output row, which computes no junk column
+// but writes out transposed. Whichever does fewer multiply-adds (7 x 7 maps: 64 x 49 against
+// 64 x 64 per image), the pixel tiles when it is close.
+struct Layout {
+    bool by_channel = false;
+    index_t m = 0, kn = 0, rows = 0, cols = 0, pw = 0;
+    index_t mp = 0;          // m padded to the tile
+    index_t np = 0;          // pixel tiles: flat pixels computed, a multiple of VW
+    index_t cv = 0, r = 0;   // channel tiles: which one, its pixels
+    index_t rc = 0;          // channel tiles: cols rounded up to r
+    index_t s_m = 0, s_row = 0, s_col = 0;  // out (i, row, col) = out[i s_m + row s_row + col s_col]
+
+    index_t out_size() const { return by_channel ? rows * rc * mp : mp * np; }
+    index_t reach() const { return by_channel ? (rows - 1) * pw + rc : np; }  // past an offset
+};
+
+Layout layout_for(const Isa& isa, index_t m, index_t kn, index_t rows, index_t cols,
+                  index_t pw) {
+    Layout L;
+    L.m = m, L.kn = kn, L.rows = rows, L.cols = cols, L.pw = pw;
+    L.np = round_up((rows - 1) * pw + cols, isa.vw);
+    L.mp = round_up(m, isa.mr);
+    double best = 0.95 * double(L.mp * L.np);
+    for (index_t i = 0; i < 3; ++i) {
+        if (!isa.cvec[i] || kn < 16) continue;  // short k loops: the tile's stores dominate
+        const index_t mp = round_up(m, isa.cvec_nv[i] * isa.vw);
+        const index_t rc = round_up(cols, isa.cvec_r[i]);
+        const double cost = double(mp * rows * rc);
+        if (cost < best) best = cost, L.by_channel = true, L.cv = i, L.mp = mp, L.rc = rc;
+    }
+    if (L.by_channel) {
+        L.r = isa.cvec_r[L.cv];
+        L.s_m = 1, L.s_row = L.rc * L.mp, L.s_col = L.mp;
+    } else {
+        L.s_m = L.np, L.s_row = pw, L.s_col = 1;
+    }
+    return L;
+}
+
+// The filters w(i, k) in L's tile order: panels of mr rows, or (kn, mp) rows of channels.
+template <class W>
+std::vector<float> pack_for(const Isa& isa, const Layout& L, W w) {
+    std::vector<float> out(size_t(L.mp * L.kn), 0.0f);
+    if (!L.by_channel) {
+        pack_rows(L.m, L.kn, isa.mr, w, out.data());
+        return out;
+    }
+    for (index_t k = 0; k < L.kn; ++k)
+        for (index_t i = 0; i < L.m; ++i) out[size_t(k * L.mp + i)] = w(i, k);
+    return out;
+}
+
+void run_layout(const Isa& isa, const Layout& L, const float* wpk, const float* planes,
+                const index_t* off, float* out) {
+    if (!L.by_channel) {
+        shifted_product(isa, wpk, L.m, L.kn, planes, off, L.np, out, L.np);
+        return;
+    }
+    const CvecTile tile = isa.cvec[L.cv];
+    const index_t width = isa.cvec_nv[L.cv] * isa.vw;
+    for (index_t mb = 0; mb < L.mp; mb += width)
+        for (index_t row = 0; row < L.rows; ++row)
+            for (index_t q0 = 0; q0 < L.cols; q0 += L.r)
+                tile(wpk + mb, L.mp, L.kn, planes + row * L.pw + q0, off,
+                     out + (row * L.rc + q0) * L.mp + mb, L.mp);
+}
+
 // The forward planes of x (one group's channels) and each tap's offset into them.
 struct FwdPlan {
     Planes planes;
@@ -346,31 +487,30 @@ void conv2d_direct_fwd(const float* x, const float* weight, const float* bias, f
     const Isa isa = pick_isa();
     const index_t cg = g.c / g.groups, cog = g.co / g.groups, kg = cg * g.kh * g.kw;
     const index_t len = g.oh * g.ow, tasks = g.n * g.groups;
-    const FwdPlan f = fwd_plan(g, isa.vw, 1);
-    const Planes& P = f.planes;
-    const index_t mp = round_up(cog, isa.mr), wsz = mp * kg;
-    std::vector<float> wpk(size_t(g.groups * wsz));
+    FwdPlan f = fwd_plan(g, isa.vw, 1);
+    Planes& P = f.planes;
+    const Layout L = layout_for(isa, cog, kg, g.oh, g.ow, P.pw);
+    P.size = std::max(P.size, *std::max_element(f.off.begin(), f.off.end()) + L.reach());
+    std::vector<std::vector<float>> wpk;
     for (index_t grp = 0; grp < g.groups; ++grp) {
         const float* wg = weight + grp * cog * kg;
-        pack_rows(cog, kg, isa.mr, [&](index_t r, index_t k) { return wg[r * kg + k]; },
-                  wpk.data() + grp * wsz);
+        wpk.push_back(pack_for(isa, L, [&](index_t r, index_t k) { return wg[r * kg + k]; }));
     }
 #pragma omp parallel
     {
-        std::vector<float> planes(size_t(P.size)), out(size_t(mp * f.np));
+        std::vector<float> planes(size_t(P.size)), out(size_t(L.out_size()));
 #pragma omp for schedule(dynamic, 1)
         for (index_t t = 0; t < tasks; ++t) {
             const index_t b = t / g.groups, grp = t % g.groups;
             build_planes(P, x + (b * g.c + grp * cg) * g.h * g.w, planes.data());
-            shifted_product(isa, wpk.data() + grp * wsz, cog, kg, planes.data(), f.off.data(),
-                            f.np, out.data(), f.np);
+            run_layout(isa, L, wpk[size_t(grp)].data(), planes.data(), f.off.data(), out.data());
             float* yg = y + (b * g.co + grp * cog) * len;
             for (index_t m = 0; m < cog; ++m) {
                 const float bv = bias ? bias[grp * cog + m] : 0.0f;
                 for (index_t r = 0; r < g.oh; ++r) {
-                    const float* src = out.data() + m * f.np + r * P.pw;
+                    const float* src = out.data() + m * L.s_m + r * L.s_row;
                     float* dst = yg + m * len + r * g.ow;
-                    for (index_t q = 0; q < g.ow; ++q) dst[q] = src[q] + bv;
+                    for (index_t q = 0; q < g.ow; ++q) dst[q] = src[q * L.s_col] + bv;
                 }
             }
         }
@@ -389,8 +529,8 @@ struct DxPhase {
     index_t fh, fw, a0, a1, b0, b1;
     index_t kn = 0;  // cog x taps
     std::vector<index_t> off;
-    std::vector<float> wpk;  // per group
-    index_t npos = 0, np = 0;
+    Layout L;
+    std::vector<std::vector<float>> wpk;  // per group
 };
 
 }  // namespace
@@ -413,7 +553,16 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
     // weight gradient: x planes as in the forward pass, gy laid out on their pixel grid
     const FwdPlan f = fwd_plan(g, isa.vw, isa.nk);
     const index_t kp = index_t(f.off.size()), mwp = round_up(cog, isa.mw);
-    const index_t acc_size = g.groups * mwp * kp * isa.vw;
+    // or by channel vectors against gy transposed, when skipping the junk columns saves work
+    index_t dwc = 0, wc = 0, mcp = 0;  // the tile with the fewest padded channels
+    for (index_t i = 0; i < 2; ++i) {
+        const index_t width = isa.dwc_nv[i] * isa.vw;
+        if (isa.dwc[i] && (mcp == 0 || round_up(cog, width) < mcp))
+            dwc = i, wc = width, mcp = round_up(cog, width);
+    }
+    const bool dw_by_channel = mcp > 0 && kg >= 16 &&
+                               double(mcp * len) < 0.95 * double(mwp * f.np);
+    const index_t acc_size = g.groups * kp * (dw_by_channel ? mcp : mwp * isa.vw);
 
     // input gradient: gy planes padded by the largest tap quotient, one pass per dx phase
     index_t amax = 0, bmax = 0;
@@ -424,7 +573,6 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
     G.channels = cog, G.h = g.oh, G.w = g.ow, G.st = G.su = 1;
     G.pa = {0}, G.pb = {0};
     index_t a1max = 0, b1max = 0, a0min = g.h, b0min = g.w;
-    const index_t mp = round_up(cg, isa.mr);
     if (dx) {
         for (index_t fh = 0; fh < g.sh; ++fh)
             for (index_t fw = 0; fw < g.sw; ++fw) {
@@ -455,26 +603,25 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
                     d.off.push_back(m * G.plane() +
                                     (d.a0 + G.top - ti[size_t(t)] * g.dh / g.sh) * G.pw +
                                     d.b0 + G.left - tj[size_t(t)] * g.dw / g.sw);
-            d.npos = (d.a1 - d.a0 - 1) * G.pw + (d.b1 - d.b0);
-            d.np = round_up(d.npos, isa.vw);
-            if (nt) reach = std::max(reach, *std::max_element(d.off.begin(), d.off.end()) + d.np);
-            d.wpk.resize(size_t(g.groups * mp * d.kn));
+            if (nt == 0) continue;
+            d.L = layout_for(isa, cg, d.kn, d.a1 - d.a0, d.b1 - d.b0, G.pw);
+            reach = std::max(reach, *std::max_element(d.off.begin(), d.off.end()) + d.L.reach());
             for (index_t grp = 0; grp < g.groups; ++grp) {
                 const float* wg = weight + grp * cog * kg;
-                pack_rows(cg, d.kn, isa.mr, [&](index_t c, index_t k) {
+                d.wpk.push_back(pack_for(isa, d.L, [&](index_t c, index_t k) {
                     const index_t m = k / nt, t = k % nt;
                     return wg[((m * cg + c) * g.kh + ti[size_t(t)]) * g.kw + tj[size_t(t)]];
-                }, d.wpk.data() + grp * mp * d.kn);
+                }));
             }
         }
         G.size = std::max(G.channels * G.plane(), reach);
     }
-    index_t out_np = 0;
-    for (const DxPhase& d : phases) out_np = std::max(out_np, d.np);
+    index_t out_size = 0;
+    for (const DxPhase& d : phases) out_size = std::max(out_size, d.L.out_size());
 
     // The weight gradient's tile runs over a chunk of images at once, so its partial sums
     // go to memory once per chunk: ~256 KB of x planes, in L2.
-    const index_t psize = f.planes.size, gsize = mwp * f.np;
+    const index_t psize = f.planes.size, gsize = dw_by_channel ? len * mcp : mwp * f.np;
     const index_t chunk = std::clamp<index_t>((index_t(1) << 16) / std::max<index_t>(psize, 1),
                                               1, 8);
     const index_t chunks = ceil_div(g.n, chunk), jobs = chunks * g.groups;
@@ -486,7 +633,7 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
         std::vector<float> xplanes(dweight ? size_t(chunk * psize) : 0);
         std::vector<float> gflat(dweight ? size_t(chunk * gsize) : 0, 0.0f);
         std::vector<float> gplanes(dx ? size_t(G.size) : 0);
-        std::vector<float> out(dx ? size_t(mp * out_np) : 0);
+        std::vector<float> out(dx ? size_t(out_size) : 0);
         float* acc = dweight ? acc_parts.data() + size_t(thread_id()) * size_t(acc_size)
                              : nullptr;
 #pragma omp for schedule(dynamic, 1)
@@ -500,29 +647,45 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
                     if (!build_planes(f.planes, x + (b * g.c + grp * cg) * hw, xp))
                         x_finite.store(false, std::memory_order_relaxed);
                     float* gf = gflat.data() + (b - b0) * gsize;
-                    for (index_t m = 0; m < cog; ++m)
-                        for (index_t r = 0; r < g.oh; ++r)
-                            std::copy(gg + m * len + r * g.ow, gg + m * len + (r + 1) * g.ow,
-                                      gf + m * f.np + r * f.planes.pw);
+                    if (dw_by_channel) {  // (len, mcp): channels of one pixel side by side
+                        for (index_t m = 0; m < cog; ++m)
+                            for (index_t q = 0; q < len; ++q) gf[q * mcp + m] = gg[m * len + q];
+                    } else {
+                        for (index_t m = 0; m < cog; ++m)
+                            for (index_t r = 0; r < g.oh; ++r)
+                                std::copy(gg + m * len + r * g.ow,
+                                          gg + m * len + (r + 1) * g.ow,
+                                          gf + m * f.np + r * f.planes.pw);
+                    }
                 }
                 if (!dx) continue;
                 build_planes(G, gg, gplanes.data());
                 float* dxg = dx + (b * g.c + grp * cg) * hw;
                 for (const DxPhase& d : phases) {
                     if (d.kn == 0) continue;  // no tap lands on this phase: dx stays zero
-                    shifted_product(isa, d.wpk.data() + grp * mp * d.kn, cg, d.kn,
-                                    gplanes.data(), d.off.data(), d.np, out.data(), out_np);
+                    run_layout(isa, d.L, d.wpk[size_t(grp)].data(), gplanes.data(),
+                               d.off.data(), out.data());
+                    const Layout& L = d.L;
                     for (index_t c = 0; c < cg; ++c)
                         for (index_t a = d.a0; a < d.a1; ++a) {
-                            const float* src = out.data() + c * out_np + (a - d.a0) * G.pw;
+                            const float* src = out.data() + c * L.s_m + (a - d.a0) * L.s_row;
                             float* dst = dxg + c * hw + (a * g.sh + d.fh - g.ph) * g.w +
                                          d.fw - g.pw;
                             for (index_t q = d.b0; q < d.b1; ++q)
-                                dst[q * g.sw] = src[q - d.b0];
+                                dst[q * g.sw] = src[(q - d.b0) * L.s_col];
                         }
                 }
             }
             if (!dweight) continue;
+            if (dw_by_channel) {
+                float* ag = acc + grp * kp * mcp;  // (kp, mcp)
+                for (index_t m0 = 0; m0 < cog; m0 += wc)
+                    for (index_t k0 = 0; k0 < kp; k0 += isa.nk)
+                        isa.dwc[dwc](gflat.data() + m0, mcp, xplanes.data(), f.off.data() + k0,
+                                g.oh, g.ow, f.planes.pw, nimg, gsize, psize,
+                                ag + k0 * mcp + m0, mcp);
+                continue;
+            }
             float* ag = acc + grp * mwp * kp * isa.vw;
             for (index_t m0 = 0; m0 < cog; m0 += isa.mw)
                 for (index_t k0 = 0; k0 < kp; k0 += isa.nk)
@@ -543,6 +706,11 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
         for (index_t grp = 0; grp < g.groups; ++grp)
             for (index_t m = 0; m < cog; ++m)
                 for (index_t k = 0; k < kg; ++k) {
+                    if (dw_by_channel) {
+                        dweight[(grp * cog + m) * kg + k] =
+                            acc_parts[size_t((grp * kp + k) * mcp + m)];
+                        continue;
+                    }
                     const float* v = acc_parts.data() + ((grp * mwp + m) * kp + k) * isa.vw;
                     float s = 0.0f;
                     for (index_t l = 0; l < isa.vw; ++l) s += v[l];
