@@ -33,6 +33,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "conv_tiles.h"
@@ -61,9 +63,21 @@ struct Planes {
     index_t count() const { return index_t(pa.size()); }
 };
 
-// Copies src into the planes; returns false when src holds a NaN or an infinity.
-bool build_planes(const Planes& P, const float* src, float* out) {
-    bool finite = true;
+// Whether one of the n floats at v is a NaN or an infinity (all exponent bits set). Integer
+// tests OR-ed together, so the loop vectorises; a float test summed in a loop is one serial
+// chain of adds that cost as much as the copy into the planes.
+bool any_non_finite(const float* v, index_t n) {
+    std::uint32_t hit = 0;
+    for (index_t i = 0; i < n; ++i) {
+        std::uint32_t bits;
+        std::memcpy(&bits, v + i, sizeof bits);
+        hit |= std::uint32_t((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    return hit != 0;
+}
+
+// Copies src into the planes.
+void build_planes(const Planes& P, const float* src, float* out) {
     const index_t nph = P.count(), plane = P.plane();
     for (index_t c = 0; c < P.channels; ++c) {
         const float* sc = src + c * P.h * P.w;
@@ -83,26 +97,17 @@ bool build_planes(const Planes& P, const float* src, float* out) {
                     continue;
                 }
                 const float* in = sc + sr * P.w + b - P.left;
-                float bad = 0.0f;  // x - x is 0 for finite x, NaN otherwise
                 for (index_t u = 0; u < ulo; ++u) row[u] = 0.0f;
                 if (P.su == 1) {
-                    for (index_t u = ulo; u < uhi; ++u) {
-                        row[u] = in[u];
-                        bad += in[u] - in[u];
-                    }
+                    for (index_t u = ulo; u < uhi; ++u) row[u] = in[u];
                 } else {
-                    for (index_t u = ulo; u < uhi; ++u) {
-                        row[u] = in[u * P.su];
-                        bad += in[u * P.su] - in[u * P.su];
-                    }
+                    for (index_t u = ulo; u < uhi; ++u) row[u] = in[u * P.su];
                 }
                 for (index_t u = uhi; u < P.pw; ++u) row[u] = 0.0f;
-                finite &= bad == 0.0f;
             }
         }
     }
     std::fill(out + P.channels * nph * plane, out + P.size, 0.0f);
-    return finite;
 }
 
 // The slot of phase (a, b) in P, added when new.
@@ -433,7 +438,9 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
                 const float* gg = gy + (b * g.co + grp * cog) * len;
                 if (dweight) {
                     float* xp = xplanes.data() + (b - b0) * psize;
-                    if (!build_planes(f.planes, x + (b * g.c + grp * cg) * hw, xp))
+                    const float* xg = x + (b * g.c + grp * cg) * hw;
+                    build_planes(f.planes, xg, xp);
+                    if (any_non_finite(xg, cg * hw))
                         x_finite.store(false, std::memory_order_relaxed);
                     float* gf = gflat.data() + (b - b0) * gsize;
                     if (dw_by_channel) {  // (len, mcp): channels of one pixel side by side
