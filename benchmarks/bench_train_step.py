@@ -1,8 +1,8 @@
 """One full training step (forward, loss, backward, optimizer) of the same model in minitl and
-in PyTorch: a 4-layer d=256 BERT-style encoder with its masked-LM head (bert-mini, AdamW) and
-resnet-mini (SGD with momentum).
+in PyTorch: a 4-layer d=256 BERT-style encoder with its masked-LM head (bert-mini, AdamW),
+resnet-mini (SGD with momentum) and a plain 3-conv + BatchNorm CNN (SGD with momentum).
 
-    python -m benchmarks.bench_train_step              # both models, batch 16 x seq 128 / 64
+    python -m benchmarks.bench_train_step              # all models, batch 16 x seq 128 / 64 / 128
     python -m benchmarks.bench_train_step --quick      # smoke run: small batches, 2 rounds
     python -m benchmarks.bench_train_step --model bert --rounds 7
 
@@ -13,6 +13,8 @@ dropout sites (asserted), so both sides do the same FLOPs:
   between the FFN layers removed, as BERT has none there); dense + GELU + LayerNorm head;
   decoder tied to the word embeddings; cross-entropy on ~15% masked positions.
 - ResNet: torchvision's BasicBlock layout with the minitl config's widths and depths.
+- CNN: conv 3x3 (1 -> 16) / (16 -> 32, stride 2) / (32 -> 64, stride 2), each + BatchNorm + ReLU,
+  global average pooling, linear 64 -> 10; the same layers in both libraries.
 
 Napkin math (bert-mini, B=16, T=128, V=30522): forward GEMMs 2 N (12 L D^2 + D^2 + D V)
 with N = B T tokens, plus attention 4 B L T^2 D; backward twice the forward: ~140 GFLOP a
@@ -91,7 +93,7 @@ def bert_torch(cfg: Any, ids: np.ndarray, labels: np.ndarray) -> tuple[Callable[
                     d, cfg.num_attention_heads, cfg.intermediate_size, dropout=p,
                     activation="gelu", layer_norm_eps=eps, batch_first=True, norm_first=False)
                 layer.self_attn.dropout = cfg.attention_probs_dropout_prob
-                layer.dropout = nn.Identity()  # BERT has no dropout inside the FFN
+                layer.dropout = nn.Identity()  # type: ignore[assignment]  # BERT: no FFN dropout
                 layers.append(layer)
             self.layers = nn.ModuleList(layers)
             self.head = nn.Linear(d, d)
@@ -217,6 +219,59 @@ def resnet_torch(cfg: Any, x: np.ndarray, y: np.ndarray) -> tuple[Callable[[], A
     return step, sum(p.numel() for p in model.parameters())
 
 
+# ---- 3-conv + BatchNorm CNN ------------------------------------------------------------
+
+CNN_LAYERS = ((1, 16, 1), (16, 32, 2), (32, 64, 2))  # (in, out, stride), 3x3, padding 1
+
+
+def cnn_flops(batch: int, hw: int) -> float:
+    """Convolution + fc flops of one training step (3x forward)."""
+    total, size = 0.0, hw
+    for cin, cout, stride in CNN_LAYERS:
+        size = -(-size // stride)
+        total += 2 * batch * size * size * cin * cout * 9
+    return 3.0 * (total + 2 * batch * CNN_LAYERS[-1][1] * 10)
+
+
+def cnn_step(lib: str, x: np.ndarray, y: np.ndarray) -> tuple[Callable[[], Any], int]:
+    """The CNN and its SGD step in `lib` ("minitl" or "torch"): the same modules by name."""
+    xt: Any
+    yt: Any
+    opt_cls: Any
+    loss_fn: Any
+    if lib == "minitl":
+        import minitl as mt
+        import minitl.nn.functional as F
+        from minitl import nn
+
+        mt.manual_seed(0)
+        xt, yt, opt_cls, loss_fn = mt.tensor(x), mt.tensor(y), mt.optim.SGD, F.cross_entropy
+    else:
+        import torch
+        from torch import nn  # type: ignore[no-redef]
+
+        torch.manual_seed(0)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        opt_cls, loss_fn = torch.optim.SGD, nn.functional.cross_entropy
+    layers: list[Any] = []
+    for cin, cout, stride in CNN_LAYERS:
+        layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                   nn.BatchNorm2d(cout), nn.ReLU()]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(CNN_LAYERS[-1][1], 10)]
+    model = nn.Sequential(*layers)
+    model.train()
+    opt = opt_cls(model.parameters(), lr=0.05, momentum=0.9)
+
+    def step() -> float:
+        loss = loss_fn(model(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.item())
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
 # ---- driver ----------------------------------------------------------------------------
 
 
@@ -243,7 +298,7 @@ def bench(name: str, shape: str, make: Callable[[str], tuple[Callable[[], Any], 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["bert", "resnet", "all"], default="all")
+    p.add_argument("--model", choices=["bert", "resnet", "cnn", "all"], default="all")
     p.add_argument("--batch", type=int, default=None, help="override the batch size")
     p.add_argument("--seq", type=int, default=None, help="override the BERT sequence length")
     args = p.parse_args(argv)
@@ -275,6 +330,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         rows.append(bench("resnet-mini SGD", f"N={b} 1x28x28", make_resnet,
                           resnet_flops(cfg_r, b, 28), rounds, calls))
+        common.print_rows(rows[-1:])
+    if args.model in ("cnn", "all"):
+        b = args.batch or (32 if args.quick else 128)
+        x, y = resnet_data(ResNetConfig.named("resnet-mini"), b, 28, seed=1)
+
+        def make_cnn(lib: str) -> tuple[Callable[[], Any], int]:
+            return cnn_step(lib, x, y)
+
+        rows.append(bench("3-conv+BN CNN SGD", f"N={b} 1x28x28", make_cnn, cnn_flops(b, 28),
+                          rounds, calls))
         common.print_rows(rows[-1:])
     print("summary (ratio = minitl time / torch time; below 1 means minitl is faster):")
     common.print_rows(rows)

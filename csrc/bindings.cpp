@@ -15,6 +15,7 @@
 
 #include "bind_checks.h"
 #include "cpu/conv.h"
+#include "cpu/conv_direct.h"
 #include "cpu/gelu.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
@@ -396,6 +397,12 @@ py::tuple conv2d_bwd(const py::array& x, const py::array& w, const py::array& gy
     return py::make_tuple(or_none(dx), or_none(dw));
 }
 
+void set_conv_path(const std::string& name) {
+    if (!minitl::cpu::set_conv_path(name))
+        throw py::value_error("set_conv_path: unknown path '" + name +
+                              "' (expected 'auto', 'gemm' or 'direct')");
+}
+
 void set_quant_path(const std::string& name) {
     if (!minitl::cpu::set_quant_path(name))
         throw py::value_error("set_quant_path: unknown or unsupported path '" + name +
@@ -522,6 +529,10 @@ PYBIND11_MODULE(_C, m) {
           "minitl/backend/cpu_conv.py.");
     m.def("set_quant_path", &set_quant_path, py::arg("name"),
           "Force the dequantizing path: 'auto' (default), 'generic', 'avx2' or 'avx512'.");
+    m.def("set_conv_path", &set_conv_path, py::arg("name"),
+          "Force conv2d's path: 'auto' (default), 'gemm' (im2col + GEMM) or 'direct' (the "
+          "shifted windows wherever the geometry allows), for tests.");
+    m.def("conv_path", &minitl::cpu::conv_path, "conv2d's forced path, or 'auto'.");
     m.def("cpu_features", &cpu_features,
           "dict: avx2, fma, avx512f (bool), openmp_threads (int), gemm_path, quant_path, isa (str)");
     m.def("set_gemm_path", &set_gemm_path, py::arg("name"),

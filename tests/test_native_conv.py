@@ -1,5 +1,6 @@
-"""The C++ conv2d (minitl._C.conv2d_fwd / conv2d_bwd, csrc/cpu/conv.cpp) against its numpy
-reference (minitl/backend/cpu_conv.py) and against PyTorch.
+"""The C++ conv2d (minitl._C.conv2d_fwd / conv2d_bwd: csrc/cpu/conv.cpp's im2col + GEMM and
+csrc/cpu/conv_direct.cpp's shifted windows) against its numpy reference
+(minitl/backend/cpu_conv.py) and against PyTorch, on both paths.
 
 Strides, asymmetric padding, dilation, groups (depthwise and channel multipliers), channel
 counts that cut the GEMM's micro-tiles, 1x1 convolutions (no im2col), batches smaller than the
@@ -8,6 +9,8 @@ thread count (the GEMM takes the threads), and every argument the binding must r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,18 @@ pytestmark = needs_native
 
 def _rand(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
+
+
+@contextmanager
+def _conv_path(name: str) -> Iterator[None]:
+    _C.set_conv_path(name)
+    try:
+        yield
+    finally:
+        _C.set_conv_path("auto")
+
+
+CONV_PATHS = ["gemm", "direct"]
 
 
 def _out_size(size: int, k: int, s: int, lo: int, hi: int, d: int) -> int:
@@ -69,8 +84,10 @@ def _check(n: int, c: int, co: int, h: int, w: int, kh: int, kw: int, stride: tu
     (3, 8, 32, 7, 7, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1),       # dW^T: fuller tiles
 ])
 @pytest.mark.parametrize("bias", [False, True])
-def test_conv_matches_reference(case: tuple[Any, ...], bias: bool) -> None:
-    _check(*case, bias=bias)
+@pytest.mark.parametrize("conv_path", CONV_PATHS)
+def test_conv_matches_reference(case: tuple[Any, ...], bias: bool, conv_path: str) -> None:
+    with _conv_path(conv_path):
+        _check(*case, bias=bias)
 
 
 @settings(max_examples=40, deadline=None)
@@ -84,13 +101,59 @@ def test_conv_hypothesis(n: int, cg: int, cog: int, groups: int, h: int, w: int,
     lo, hi = pads[:2], pads[2:]
     if _out_size(h, kh, sh, lo[0], hi[0], dh) < 1 or _out_size(w, kw, sw, lo[1], hi[1], dw) < 1:
         return
-    _check(n, cg * groups, cog * groups, h, w, kh, kw, (sh, sw), lo, hi, (dh, dw), groups, bias)
+    for conv_path in CONV_PATHS:
+        with _conv_path(conv_path):
+            _check(n, cg * groups, cog * groups, h, w, kh, kw, (sh, sw), lo, hi, (dh, dw),
+                   groups, bias)
 
 
-@pytest.mark.parametrize("co", [16, 32])
-def test_conv_on_every_gemm_path(path: str, co: int) -> None:
-    """Each micro-tile shape picks its own dW orientation (csrc/cpu/conv.cpp)."""
-    _check(4, 16, co, 10, 9, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1, bias=True)
+@pytest.mark.parametrize("case", [
+    # c, co, h, w, kh, stride, pad: the shifted-window tiles follow the GEMM's ISA
+    (16, 16, 10, 9, 3, 1, 1), (16, 32, 10, 9, 3, 1, 1), (13, 21, 15, 13, 3, 2, 1),
+    (64, 64, 7, 7, 3, 1, 1), (1, 16, 28, 28, 3, 1, 1), (16, 32, 14, 14, 1, 2, 0),
+    (32, 32, 14, 14, 3, 1, 1), (32, 64, 14, 14, 3, 2, 1), (48, 40, 9, 9, 3, 1, 1)])
+@pytest.mark.parametrize("conv_path", CONV_PATHS)
+def test_conv_on_every_gemm_path(path: str, conv_path: str, case: tuple[int, ...]) -> None:
+    """Each GEMM tile picks its own dW orientation (csrc/cpu/conv.cpp); each ISA its own
+    shifted-window tiles (csrc/cpu/conv_direct.cpp): filters x pixel vectors, or channel
+    vectors x row strips where the map is small (7 x 7, 14 x 14), for y, dx and dW."""
+    c, co, h, w, k, s, p = case
+    with _conv_path(conv_path):
+        _check(3, c, co, h, w, k, k, (s, s), (p, p), (p, p), (1, 1), 1, bias=True)
+
+
+@pytest.mark.parametrize("where", ["x", "weight", "gy"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_values_spread_as_in_the_reference(where: str, value: float) -> None:
+    """The shifted windows multiply the zero padding and read junk columns: a non-finite
+    filter or input must still reach exactly the outputs the reference gives it."""
+    rng = np.random.default_rng(6)
+    x, wt = _rand(rng, 2, 5, 9, 8), _rand(rng, 6, 5, 3, 3)
+    gy = _rand(rng, 2, 6, 9, 8)
+    if where == "x":
+        x[1, 2, 0, 7] = value
+    elif where == "weight":
+        wt[3, 1, 2, 0] = value
+    else:
+        gy[0, 4, 8, 0] = value
+    args = ((1, 1), (1, 1), (1, 1), (1, 1), 1)
+    with _conv_path("direct"):
+        y = _C.conv2d_fwd(x, wt, None, *args)
+        dx, dw = _C.conv2d_bwd(x, wt, gy, *args, True, True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = cpu_conv.conv2d_fwd_reference(x, wt, None, *args)
+        rdx, rdw = cpu_conv.conv2d_bwd_reference(x, wt, gy, *args, True, True)
+    for got, ref in ((y, want), (dx, rdx), (dw, rdw)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+        ok = np.isfinite(ref)
+        np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_conv_path_is_refused() -> None:
+    with pytest.raises(ValueError, match="set_conv_path"):
+        _C.set_conv_path("fast")
+    assert _C.conv_path() == "auto"
 
 
 def test_only_the_asked_gradients() -> None:

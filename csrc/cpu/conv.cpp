@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "conv_direct.h"
 #include "gemm.h"
 
 namespace minitl::cpu {
@@ -216,8 +217,8 @@ bool flip_weight_grad(index_t cog, index_t kg) {
 // ---------------------------------------------------------------------------------------------
 // forward
 
-void conv2d_fwd(const float* x, const float* weight, const float* bias, float* y,
-                const ConvGeom& g) {
+void conv2d_gemm_fwd(const float* x, const float* weight, const float* bias, float* y,
+                     const ConvGeom& g) {
     const index_t cg = g.c / g.groups, cog = g.co / g.groups;
     const index_t kg = cg * g.kh * g.kw, len = g.oh * g.ow, tasks = g.n * g.groups;
     if (tasks == 0 || len == 0 || g.co == 0) return;
@@ -260,8 +261,8 @@ void conv2d_fwd(const float* x, const float* weight, const float* bias, float* y
 // ---------------------------------------------------------------------------------------------
 // backward
 
-void conv2d_bwd(const float* x, const float* weight, const float* gy, float* dx,
-                float* dweight, const ConvGeom& g) {
+void conv2d_gemm_bwd(const float* x, const float* weight, const float* gy, float* dx,
+                     float* dweight, const ConvGeom& g) {
     const index_t cg = g.c / g.groups, cog = g.co / g.groups;
     const index_t kg = cg * g.kh * g.kw, len = g.oh * g.ow, tasks = g.n * g.groups;
     const index_t wsize = g.co * kg;
@@ -335,6 +336,25 @@ void conv2d_bwd(const float* x, const float* weight, const float* gy, float* dx,
             for (index_t q = 0; q < wsize; ++q) dweight[q] += part[q];
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the path: shifted windows (conv_direct.cpp) where they apply, im2col + GEMM otherwise
+
+void conv2d_fwd(const float* x, const float* weight, const float* bias, float* y,
+                const ConvGeom& g) {
+    if (!is_pointwise(g) && conv2d_direct_takes(g))
+        conv2d_direct_fwd(x, weight, bias, y, g);
+    else
+        conv2d_gemm_fwd(x, weight, bias, y, g);
+}
+
+void conv2d_bwd(const float* x, const float* weight, const float* gy, float* dx,
+                float* dweight, const ConvGeom& g) {
+    if (!is_pointwise(g) && conv2d_direct_takes(g))
+        conv2d_direct_bwd(x, weight, gy, dx, dweight, g);
+    else
+        conv2d_gemm_bwd(x, weight, gy, dx, dweight, g);
 }
 
 }  // namespace minitl::cpu

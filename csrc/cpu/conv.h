@@ -26,4 +26,11 @@ void conv2d_fwd(const float* x, const float* weight, const float* bias, float* y
 void conv2d_bwd(const float* x, const float* weight, const float* gy, float* dx,
                 float* dweight, const ConvGeom& g);
 
+// The im2col + GEMM implementations of the two above, whatever the geometry (conv2d_fwd /
+// conv2d_bwd pick between them and the shifted windows of conv_direct.h).
+void conv2d_gemm_fwd(const float* x, const float* weight, const float* bias, float* y,
+                     const ConvGeom& g);
+void conv2d_gemm_bwd(const float* x, const float* weight, const float* gy, float* dx,
+                     float* dweight, const ConvGeom& g);
+
 }  // namespace minitl::cpu

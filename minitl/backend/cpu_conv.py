@@ -1,5 +1,6 @@
-"""conv2d forward and backward as whole kernels: the C++ version (csrc/cpu/conv.cpp, one image
-per thread, columns built in L2) and its numpy reference (whole-batch im2col + GEMM).
+"""conv2d forward and backward as whole kernels: the C++ version (one image per thread; shifted
+windows of padded planes in csrc/cpu/conv_direct.cpp, im2col + GEMM with the columns built in
+L2 in csrc/cpu/conv.cpp) and its numpy reference (whole-batch im2col + GEMM).
 
 Both take x (N, C, H, W), weight (Co, C / groups, kh, kw), stride, the (top, left) padding
 `pad_lo`, the (bottom, right) padding `pad_hi`, dilation and groups, so 'same' padding with an

@@ -2,8 +2,10 @@
 dilation, groups incl. depthwise), conv1d (as a conv2d of height 1), max_pool2d, avg_pool2d
 and adaptive_avg_pool2d, all with PyTorch's output-size rules.
 
-Convolution is im2col + GEMM. On the CPU `backend.conv2d_fwd` / `conv2d_bwd` run it whole,
-one image per thread with its columns built in cache (csrc/cpu/conv.cpp). Elsewhere (CUDA)
+On the CPU `backend.conv2d_fwd` / `conv2d_bwd` run each pass whole, one image per thread:
+as sums of shifted windows over zero-padded planes, no columns at all
+(csrc/cpu/conv_direct.cpp), or as im2col + GEMM with the columns built in cache
+(csrc/cpu/conv.cpp; 1x1, depthwise, tiny batches, non-finite operands). Elsewhere (CUDA)
 `backend.im2col_cm` lays every receptive field of the whole batch out as a column,
 (C kh kw, N OH OW), and each group's filters multiply those columns in one 2-D product;
 backward is the adjoint: filters^T @ g gives column gradients that `backend.col2im_cm`

@@ -79,9 +79,28 @@ class LayerNorm(Function):
                 None if db is None else db.reshape(ctx.norm_shape), None, None)
 
 
+def _row_dots(xp: Any, a: Array, b: Array) -> Array:
+    """sum over L of a * b for (N, C, L) operands, as (N, C): a batched (1, L) @ (L, 1)
+    product, which reads both once without a temporary (twice as fast as einsum here)."""
+    return xp.matmul(a[:, :, None, :], b[:, :, :, None])[:, :, 0, 0]
+
+
+def _row_sums(xp: Any, a: Array) -> Array:
+    """sum over L of a (N, C, L), as (N, C): a matrix-vector product with ones, three times
+    as fast as a.sum(axis=2) for resnet-mini's maps."""
+    return xp.matmul(a, xp.ones((a.shape[2], 1), dtype=a.dtype))[:, :, 0]
+
+
 class BatchNorm(Function):
     """y = (x - mean_c) rstd_c w_c + b_c over (N, *spatial) per channel c;
-    training: dx = rstd (g w - mean(g w) - xhat mean(g w xhat)); eval: dx = g w rstd_running."""
+    training: dx = rstd (g w - mean(g w) - xhat mean(g w xhat)); eval: dx = g w rstd_running.
+
+    Both passes see x as (N, C, L) and fold the per-channel factors first, so each touches
+    the activations a handful of times: forward sums x, centres it (kept for backward), takes
+    the centred sum of squares and writes xc * (rstd w) + b; backward takes sum g and
+    sum g xc, then dx = k1 g + k2 xc + k3 per channel. Sums run along rows of L (matrix-
+    vector products) and then over N in float64.
+    """
 
     @staticmethod
     def forward(ctx: Context, x: Array, weight: Array | None, bias: Array | None, *,
@@ -97,50 +116,60 @@ class BatchNorm(Function):
                 raise ValueError(f"batch_norm: {name} of shape {tuple(p.shape)} does not "
                                  f"match {c} channels of input {tuple(x.shape)}")
         _check_dtypes("batch_norm", x, weight, bias)
-        axes = (0,) + tuple(range(2, x.ndim))
-        bshape = (1, c) + (1,) * (x.ndim - 2)  # broadcasts a (C,) vector over x
+        xp = ctx.xp
+        x3 = x.reshape(x.shape[0], c, -1)  # (N, C, L)
+        n = x3.shape[0] * x3.shape[2]
         if training:
-            n = x.size // max(c, 1)
             if n <= 1:
                 raise ValueError(f"batch_norm: expected more than 1 value per channel when "
                                  f"training, got input of shape {tuple(x.shape)}")
-            mean, var, rstd = _stats(x, axes, eps)
+            mean64 = _row_sums(xp, x3).sum(axis=0, dtype=xp.float64) / n  # (C,)
+            xc = x3 - mean64.astype(x.dtype)[:, None]  # (N, C, L)
+            var64 = _row_dots(xp, xc, xc).sum(axis=0, dtype=xp.float64) / n
+            rstd = ((var64 + eps) ** -0.5).astype(x.dtype)
             if running_mean is not None and running_var is not None:
                 # PyTorch tracks the unbiased variance but normalizes with the biased one.
-                running_mean[...] = (1 - momentum) * running_mean + momentum * mean.reshape(c)
+                running_mean[...] = (1 - momentum) * running_mean + momentum * mean64
                 running_var[...] = ((1 - momentum) * running_var
-                                    + momentum * var.reshape(c) * (n / (n - 1)))
+                                    + momentum * var64 * (n / (n - 1)))
                 bump_version(running_mean)  # in-place buffer updates, as in PyTorch
                 bump_version(running_var)
         else:
             if running_mean is None or running_var is None:
                 raise ValueError("batch_norm: running_mean and running_var are required "
                                  "when training=False")
-            mean = running_mean.reshape(bshape)
-            rstd = (running_var.reshape(bshape) + eps) ** -0.5
-        xhat = (x - mean) * rstd
-        y = xhat
-        if weight is not None:
-            y = y * weight.reshape(bshape)
+            xc = x3 - running_mean[:, None]
+            rstd = (running_var + eps) ** -0.5
+        scale = rstd if weight is None else rstd * weight  # (C,)
+        y = xc * scale[:, None]
         if bias is not None:
-            y = y + bias.reshape(bshape)
-        ctx.save_for_backward(xhat, rstd, weight)
-        ctx.axes, ctx.bshape, ctx.training = axes, bshape, training
-        return y.astype(x.dtype, copy=False)
+            y += bias[:, None]
+        ctx.save_for_backward(xc, rstd, weight)
+        ctx.training, ctx.count = training, n
+        return y.reshape(x.shape).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
-        xhat, rstd, weight = ctx.saved
+        xc, rstd, weight = ctx.saved  # xc = x - mean, (N, C, L)
         nx, nw, nb = (ctx.needs_input_grad + (False, False))[:3]
+        xp = ctx.xp
+        g3 = g.reshape(xc.shape)
+        sum_g = _row_sums(xp, g3).sum(axis=0, dtype=xp.float64)  # (C,)
+        sum_gxc = _row_dots(xp, g3, xc).sum(axis=0, dtype=xp.float64)
         dx = dw = db = None
         if nx:
-            dxhat = g if weight is None else g * weight.reshape(ctx.bshape)
-            dx = _input_grad(dxhat, xhat, rstd, ctx.axes) if ctx.training else dxhat * rstd
-            dx = dx.astype(g.dtype, copy=False)
+            k1 = rstd if weight is None else rstd * weight  # d y / d xhat folded with rstd
+            dx = g3 * k1[:, None].astype(g.dtype, copy=False)
+            if ctx.training:
+                n = ctx.count
+                k2 = (-k1 * rstd * rstd * sum_gxc / n).astype(g.dtype)
+                dx += xc * k2[:, None]
+                dx += (-k1 * sum_g / n).astype(g.dtype)[:, None]
+            dx = dx.reshape(g.shape).astype(g.dtype, copy=False)
         if nw:
-            dw = (g * xhat).sum(axis=ctx.axes)
+            dw = (sum_gxc * rstd).astype(g.dtype)
         if nb:
-            db = g.sum(axis=ctx.axes)
+            db = sum_g.astype(g.dtype)
         return dx, dw, db
 
 
