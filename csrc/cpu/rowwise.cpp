@@ -62,6 +62,8 @@ inline float exp_any(float t) {
 constexpr int kLanes = 64;  // one AVX-512 vector, two AVX2 vectors
 
 MINITL_ALWAYS_INLINE float sum_lanes(float* acc) {
+    // unrolled: a rolled halving loop costs more than the row it finishes
+#pragma GCC unroll 8
     for (int w = kLanes / 2; w > 0; w /= 2) {
 #pragma omp simd
         for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
@@ -82,6 +84,29 @@ MINITL_ALWAYS_INLINE float lane_sum(index_t n, const Term& term) {
 #pragma omp simd
     for (int l = 0; l < rest; ++l) acc[l] += term(j + l);
     return sum_lanes(acc);
+}
+
+// lane_sum of two terms at once, into s0 and s1: two independent chains of adds.
+template <class Term0, class Term1>
+MINITL_ALWAYS_INLINE void lane_sum2(index_t n, const Term0& term0, const Term1& term1, float& s0,
+                                    float& s1) {
+    float acc0[kLanes] = {}, acc1[kLanes] = {};
+    index_t j = 0;
+    for (; j + kLanes <= n; j += kLanes) {
+#pragma omp simd
+        for (int l = 0; l < kLanes; ++l) {
+            acc0[l] += term0(j + l);
+            acc1[l] += term1(j + l);
+        }
+    }
+    const int rest = static_cast<int>(n - j);
+#pragma omp simd
+    for (int l = 0; l < rest; ++l) {
+        acc0[l] += term0(j + l);
+        acc1[l] += term1(j + l);
+    }
+    s0 = sum_lanes(acc0);
+    s1 = sum_lanes(acc1);
 }
 
 // The row's max, or NaN when it holds a NaN (a vector max drops NaNs).
@@ -105,6 +130,8 @@ MINITL_ALWAYS_INLINE float row_max(const float* x, index_t n) {
         m[l] = v > m[l] ? v : m[l];
         nan[l] |= v != v;
     }
+    // unrolled: a rolled halving loop costs more than the row it finishes
+#pragma GCC unroll 8
     for (int w = kLanes / 2; w > 0; w /= 2) {
 #pragma omp simd
         for (int l = 0; l < w; ++l) {
@@ -209,14 +236,12 @@ MINITL_CLONES void layernorm_fwd_rows(const float* x, const float* w, const floa
                                       float* y, float* mean, float* rstd, index_t lo,
                                       index_t hi, index_t d) {
     const float inv_d = 1.0f / static_cast<float>(d);
-    for (index_t i = lo; i < hi; ++i) {
-        const float* xi = x + i * d;
-        float* yi = y + i * d;
-        const float mu = row_sum(xi, d) * inv_d;
-        const float v = lane_sum(d, [=](index_t j) { return (xi[j] - mu) * (xi[j] - mu); });
+    const auto finish = [=](index_t i, float mu, float v) {
         const float r = 1.0f / std::sqrt(v * inv_d + eps);
         mean[i] = mu;
         rstd[i] = r;
+        const float* xi = x + i * d;
+        float* yi = y + i * d;
         if (w != nullptr && b != nullptr)
             normalize_row<true, true>(xi, w, b, mu, r, yi, d);
         else if (w != nullptr)
@@ -225,39 +250,94 @@ MINITL_CLONES void layernorm_fwd_rows(const float* x, const float* w, const floa
             normalize_row<false, true>(xi, w, b, mu, r, yi, d);
         else
             normalize_row<false, false>(xi, w, b, mu, r, yi, d);
+    };
+    // two rows at a time: each pass is a chain of dependent adds, two chains overlap
+    index_t i = lo;
+    for (; i + 2 <= hi; i += 2) {
+        const float *xa = x + i * d, *xb = xa + d;
+        float sa, sb, va, vb;
+        lane_sum2(d, [=](index_t j) { return xa[j]; }, [=](index_t j) { return xb[j]; }, sa, sb);
+        const float mua = sa * inv_d, mub = sb * inv_d;
+        lane_sum2(d, [=](index_t j) { return (xa[j] - mua) * (xa[j] - mua); },
+                  [=](index_t j) { return (xb[j] - mub) * (xb[j] - mub); }, va, vb);
+        finish(i, mua, va);
+        finish(i + 1, mub, vb);
+    }
+    if (i < hi) {
+        const float* xi = x + i * d;
+        const float mu = row_sum(xi, d) * inv_d;
+        finish(i, mu, lane_sum(d, [=](index_t j) { return (xi[j] - mu) * (xi[j] - mu); }));
+    }
+}
+
+// Row a, and row b = a + 1 when Pair, of layer_norm backward: one pass adds their g xhat and
+// g to dw_part and db_part and sums dh and dh xhat (dh = g w) per row, then dx where asked.
+// Two rows a pass halve the read-modify-writes of dw_part and db_part and keep four
+// independent sums in flight. Inlined into the clones below: only there is it compiled for
+// AVX2 / AVX-512.
+template <bool HasW, bool Pair>
+MINITL_ALWAYS_INLINE void layernorm_bwd_rows_of(const float* g, const float* x, const float* mean,
+                                                const float* rstd, const float* w, float* dx,
+                                                float* dw_part, float* db_part, index_t a,
+                                                index_t d) {
+    const index_t b = Pair ? a + 1 : a;
+    const float *ga = g + a * d, *xa = x + a * d, *gb = g + b * d, *xb = x + b * d;
+    const float mua = mean[a], ra = rstd[a], mub = mean[b], rb = rstd[b];
+    float sa1[kLanes] = {}, sa2[kLanes] = {}, sb1[kLanes] = {}, sb2[kLanes] = {};
+    const auto step = [&](index_t j, int l) {
+        const float xha = (xa[j] - mua) * ra;
+        const float ha = HasW ? ga[j] * w[j] : ga[j];
+        sa1[l] += ha;
+        sa2[l] += ha * xha;
+        if constexpr (Pair) {
+            const float xhb = (xb[j] - mub) * rb;
+            const float hb = HasW ? gb[j] * w[j] : gb[j];
+            sb1[l] += hb;
+            sb2[l] += hb * xhb;
+            dw_part[j] += ga[j] * xha + gb[j] * xhb;
+            db_part[j] += ga[j] + gb[j];
+        } else {
+            dw_part[j] += ga[j] * xha;
+            db_part[j] += ga[j];
+        }
+    };
+    index_t j = 0;
+    for (; j + kLanes <= d; j += kLanes) {
+#pragma omp simd
+        for (int l = 0; l < kLanes; ++l) step(j + l, l);
+    }
+    const int rest = static_cast<int>(d - j);
+#pragma omp simd
+    for (int l = 0; l < rest; ++l) step(j + l, l);
+    if (dx == nullptr) return;
+    const float inv_d = 1.0f / static_cast<float>(d);
+    for (int row = 0; row < (Pair ? 2 : 1); ++row) {
+        const float* gi = row == 0 ? ga : gb;
+        const float* xi = row == 0 ? xa : xb;
+        const float mu = row == 0 ? mua : mub, r = row == 0 ? ra : rb;
+        const float a1 = sum_lanes(row == 0 ? sa1 : sb1) * inv_d;
+        const float a2 = sum_lanes(row == 0 ? sa2 : sb2) * inv_d;
+        float* di = dx + (a + row) * d;
+#pragma omp simd
+        for (index_t k = 0; k < d; ++k) {
+            const float xh = (xi[k] - mu) * r;
+            const float dh = HasW ? gi[k] * w[k] : gi[k];
+            di[k] = r * (dh - a1 - xh * a2);
+        }
     }
 }
 
 // Rows [lo, hi): dx where asked, and this chunk's sums of g xhat and g into dw_part, db_part.
-// Inlined into the clones below: only there is it compiled for AVX2 / AVX-512.
 template <bool HasW>
 MINITL_ALWAYS_INLINE void layernorm_bwd_chunk(const float* g, const float* x, const float* mean,
                                               const float* rstd, const float* w, float* dx,
                                               float* dw_part, float* db_part, index_t lo,
                                               index_t hi, index_t d) {
-    const float inv_d = 1.0f / static_cast<float>(d);
-    for (index_t i = lo; i < hi; ++i) {
-        const float* gi = g + i * d;
-        const float* xi = x + i * d;
-        const float mu = mean[i], r = rstd[i];
-        // sum dh and sum dh xhat (dh = g w)
-        const float s1 = HasW ? row_dot(gi, w, d) : row_sum(gi, d);
-        const float s2 = lane_sum(d, [=](index_t j) {
-            const float xh = (xi[j] - mu) * r;
-            dw_part[j] += gi[j] * xh;
-            db_part[j] += gi[j];
-            return (HasW ? gi[j] * w[j] : gi[j]) * xh;
-        });
-        if (dx == nullptr) continue;
-        const float a1 = s1 * inv_d, a2 = s2 * inv_d;
-        float* di = dx + i * d;
-#pragma omp simd
-        for (index_t j = 0; j < d; ++j) {
-            const float xh = (xi[j] - mu) * r;
-            const float dh = HasW ? gi[j] * w[j] : gi[j];
-            di[j] = r * (dh - a1 - xh * a2);
-        }
-    }
+    index_t i = lo;
+    for (; i + 2 <= hi; i += 2)
+        layernorm_bwd_rows_of<HasW, true>(g, x, mean, rstd, w, dx, dw_part, db_part, i, d);
+    if (i < hi)
+        layernorm_bwd_rows_of<HasW, false>(g, x, mean, rstd, w, dx, dw_part, db_part, i, d);
 }
 
 MINITL_CLONES void layernorm_bwd_rows(const float* g, const float* x, const float* mean,
