@@ -212,14 +212,18 @@ py::array softmax_xent_bwd(const py::array& x, const py::array& lse, const py::a
         checked_targets(op, target, rows, classes, ignore_index),
         per_column(op, "weight", weight, classes), ignore_index,
         static_cast<float>(label_smoothing)};
-    py::array_t<float> dx({rows, classes});
-    float* out = dx.mutable_data();
+    // numpy.zeros: calloc'd pages that numpy also asks to be huge pages (MADV_HUGEPAGE), so the
+    // kernel can skip the ignored rows (most of an MLM batch) without their pages costing a
+    // fault each when autograd reads them later (4 KB zero pages did: 61k faults a call)
+    py::array dx = py::module_::import("numpy").attr("zeros")(py::make_tuple(rows, classes),
+                                                              "float32");
+    float* out = static_cast<float*>(dx.mutable_data());
     {
         py::gil_scoped_release release;
         minitl::cpu::softmax_xent_bwd(fdata(x), fdata(lse), spec, grad_rows.data(), out, rows,
                                       classes);
     }
-    return std::move(dx);
+    return dx;
 }
 
 }  // namespace

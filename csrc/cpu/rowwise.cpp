@@ -393,10 +393,7 @@ MINITL_CLONES void xent_bwd_rows(const float* x, const float* lse, const XentRow
         const float* xi = x + i * c;
         float* di = dx + i * c;
         const std::int64_t t = s.target[i];
-        if (t == s.ignore_index) {  // 0 even where grad or lse is not finite
-            fill(di, c, 0.0f);
-            continue;
-        }
+        if (t == s.ignore_index) continue;  // dx arrives zeroed: 0 even for a non-finite lse
         const float gi = grad[i];
         const float wt = s.weight != nullptr ? s.weight[t] : 1.0f;
         const float scale = gi * ((1.0f - s.eps) * wt + smooth * row.wsum);

@@ -44,7 +44,8 @@ struct XentSpec {
 // loss is 0 on ignored rows.
 void softmax_xent_fwd(const float* x, const XentSpec& spec, float* loss, float* lse,
                       index_t rows, index_t classes);
-// dx_ic = grad_i (e^(x_ic - lse_i) sum_c q_ic - q_ic); ignored rows are 0.
+// dx_ic = grad_i (e^(x_ic - lse_i) sum_c q_ic - q_ic). dx must arrive zeroed: ignored rows are
+// not written.
 void softmax_xent_bwd(const float* x, const float* lse, const XentSpec& spec,
                       const float* grad, float* dx, index_t rows, index_t classes);
 
