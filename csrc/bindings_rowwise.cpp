@@ -246,7 +246,8 @@ void def_rowwise(py::module_& m) {
     m.def("softmax_xent_bwd", &softmax_xent_bwd, py::arg("x"), py::arg("lse"),
           py::arg("target"), py::arg("weight"), py::arg("ignore_index"),
           py::arg("label_smoothing"), py::arg("grad"),
-          "dx (M, C) of softmax_xent_fwd for the upstream gradient grad of each row (M,) or of all");
+          "dx (M, C) of softmax_xent_fwd for the upstream gradient of each row, grad (M,), "
+          "or one scalar for all rows");
 }
 
 }  // namespace minitl::bind
