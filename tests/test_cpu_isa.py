@@ -27,7 +27,15 @@ a = rng.standard_normal((37, 70), dtype=np.float32)
 b = rng.standard_normal((70, 45), dtype=np.float32)
 C = cpu.native_module()
 x64, g64 = x.astype(np.float64), g.astype(np.float64)
+from minitl.backend import cpu_rowwise
+s = (3 * rng.standard_normal((9, 77))).astype(np.float32)
+lw, lb = rng.standard_normal(77).astype(np.float32), rng.standard_normal(77).astype(np.float32)
+y_ln = cpu_rowwise.layernorm_fwd(s, lw, lb, 1e-5)[0]
 err = {
+    "softmax_fwd": float(np.abs(cpu_rowwise.softmax_fwd(s, True)
+                                - reference.softmax_fwd(s.astype(np.float64), True)).max()),
+    "layernorm_fwd": float(np.abs(y_ln - reference.layernorm_fwd(s.astype(np.float64), lw, lb,
+                                                                  1e-5)[0]).max()),
     "gelu_fwd": float(np.abs(C.gelu_fwd(x, True) - reference.gelu_fwd(x64, "none")).max()),
     "gelu_bwd": float(np.abs(C.gelu_bwd(g, x, False) - reference.gelu_bwd(g64, x64, "tanh")).max()),
     "gemm": float(np.abs(C.gemm(a, b, False, False) - a.astype(np.float64) @ b).max()),
@@ -55,6 +63,7 @@ def test_each_cap_runs_its_path_and_agrees_with_the_reference(isa: str) -> None:
                                                      "avx512": "avx512"}[want])
     assert got["err"]["gelu_fwd"] < 1e-5 and got["err"]["gelu_bwd"] < 1e-5
     assert got["err"]["gemm"] < 1e-3
+    assert got["err"]["softmax_fwd"] < 1e-6 and got["err"]["layernorm_fwd"] < 1e-4
 
 
 def test_an_unknown_cap_is_refused_by_name() -> None:

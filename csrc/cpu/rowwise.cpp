@@ -3,8 +3,8 @@
 //
 // The numba kernels they replace sum in float64 (half the lanes of a float32 vector) and fold
 // each reduction through one accumulator. Here every pass over a row is an `omp simd` loop in
-// a MINITL_CLONES function (AVX-512, AVX2 or baseline, chosen when the library loads) with 16
-// partial sums, exp is the polynomial of vec_math.h, and threads take blocks of whole rows.
+// a MINITL_SIMD_BODY (compiled for AVX-512, AVX2 and the baseline, chosen at run time) with
+// 16 partial sums, exp is the polynomial of vec_math.h, and threads take blocks of whole rows.
 //
 // Napkin math, one core (measured on an AVX-512 EPYC): softmax is bound by the exp polynomial,
 // ~17 vector flops per 16 floats, 0.25 ms of its 0.6 ms over the 1M attention scores of
@@ -16,15 +16,6 @@
 // Non-finite input follows reference.py: a row holding a NaN gives NaN (the vectorised exp
 // would turn a NaN into 0, so each max pass also looks for NaNs), and a row whose max is not
 // finite takes a scalar path that computes what the reference computes.
-
-// GCC keeps a floating-point operation that may trap out of a branch it would turn into a
-// select, so without masked vector instructions (AVX-512) the `t > -87.3 ? p 2^k : 0` of
-// exp_nonpositive stays a branch and every loop calling it runs scalar: 6x slower on AVX2.
-// No minitl code reads the floating-point exception flags, so traps are assumed away here
-// (this changes no result). Before the includes, so the inlined helpers get it too.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
 
 #include "rowwise.h"
 
@@ -38,12 +29,6 @@
 namespace minitl::cpu {
 namespace {
 
-#if defined(__GNUC__)
-#define MINITL_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define MINITL_ALWAYS_INLINE inline
-#endif
-
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr index_t kTaskElems = index_t{1} << 15;  // elements per parallel task
@@ -52,7 +37,7 @@ constexpr index_t kNormChunks = 32;  // layer_norm backward sums dw, db over thi
 // e^t for any t: exp_nonpositive holds up to t = 88 (its 2^k scale tops out at 2^127), a NaN
 // stays NaN, and beyond 88 it is inf (expf overflows at 88.72; backward's x - lse exceeds 0
 // only by rounding unless lse is not the rows' log-sum-exp).
-inline float exp_any(float t) {
+MINITL_SIMD_INLINE float exp_any(float t) {
     const float e = exp_nonpositive(t);
     return t <= 88.0f ? e : (t == t ? kInf : t);
 }
@@ -62,7 +47,7 @@ inline float exp_any(float t) {
 // as long as a whole pass over a 128-float softmax row.
 constexpr int kLanes = 64;  // one AVX-512 vector, two AVX2 vectors
 
-MINITL_ALWAYS_INLINE float sum_lanes(float* acc) {
+MINITL_SIMD_INLINE float sum_lanes(float* acc) {
     // unrolled: a rolled halving loop costs more than the row it finishes
 #pragma GCC unroll 8
     for (int w = kLanes / 2; w > 0; w /= 2) {
@@ -74,7 +59,7 @@ MINITL_ALWAYS_INLINE float sum_lanes(float* acc) {
 
 // sum_j term(j) for j < n; term may also store (softmax keeps each e^(x - max)).
 template <class Term>
-MINITL_ALWAYS_INLINE float lane_sum(index_t n, const Term& term) {
+MINITL_SIMD_INLINE float lane_sum(index_t n, const Term& term) {
     float acc[kLanes] = {};
     index_t j = 0;
     for (; j + kLanes <= n; j += kLanes) {
@@ -89,7 +74,7 @@ MINITL_ALWAYS_INLINE float lane_sum(index_t n, const Term& term) {
 
 // lane_sum of two terms at once, into s0 and s1: two independent chains of adds.
 template <class Term0, class Term1>
-MINITL_ALWAYS_INLINE void lane_sum2(index_t n, const Term0& term0, const Term1& term1, float& s0,
+MINITL_SIMD_INLINE void lane_sum2(index_t n, const Term0& term0, const Term1& term1, float& s0,
                                     float& s1) {
     float acc0[kLanes] = {}, acc1[kLanes] = {};
     index_t j = 0;
@@ -111,7 +96,7 @@ MINITL_ALWAYS_INLINE void lane_sum2(index_t n, const Term0& term0, const Term1& 
 }
 
 // The row's max, or NaN when it holds a NaN (a vector max drops NaNs).
-MINITL_ALWAYS_INLINE float row_max(const float* x, index_t n) {
+MINITL_SIMD_INLINE float row_max(const float* x, index_t n) {
     float m[kLanes];
     int nan[kLanes] = {};
     for (int l = 0; l < kLanes; ++l) m[l] = -kInf;
@@ -143,20 +128,20 @@ MINITL_ALWAYS_INLINE float row_max(const float* x, index_t n) {
     return nan[0] ? kNaN : m[0];
 }
 
-MINITL_ALWAYS_INLINE float row_sum(const float* x, index_t n) {
+MINITL_SIMD_INLINE float row_sum(const float* x, index_t n) {
     return lane_sum(n, [=](index_t j) { return x[j]; });
 }
 
-MINITL_ALWAYS_INLINE float row_dot(const float* x, const float* y, index_t n) {
+MINITL_SIMD_INLINE float row_dot(const float* x, const float* y, index_t n) {
     return lane_sum(n, [=](index_t j) { return x[j] * y[j]; });
 }
 
 // sum_j e^(x_j - mx) for a finite mx (every exponent <= 0).
-MINITL_ALWAYS_INLINE float row_sum_exp(const float* x, index_t n, float mx) {
+MINITL_SIMD_INLINE float row_sum_exp(const float* x, index_t n, float mx) {
     return lane_sum(n, [=](index_t j) { return exp_nonpositive(x[j] - mx); });
 }
 
-inline void fill(float* y, index_t n, float v) {
+MINITL_SIMD_INLINE void fill(float* y, index_t n, float v) {
 #pragma omp simd
     for (index_t j = 0; j < n; ++j) y[j] = v;
 }
@@ -182,8 +167,8 @@ void softmax_nonfinite_row(const float* x, float* y, index_t n) {
     for (index_t j = 0; j < n; ++j) y[j] /= s;
 }
 
-MINITL_CLONES void softmax_fwd_rows(const float* x, float* y, index_t lo, index_t hi,
-                                    index_t n, bool safe) {
+MINITL_SIMD_BODY void softmax_fwd_rows(const float* x, float* y, index_t lo, index_t hi,
+                                       index_t n, bool safe) {
     for (index_t i = lo; i < hi; ++i) {
         const float* xi = x + i * n;
         float* yi = y + i * n;
@@ -206,8 +191,8 @@ MINITL_CLONES void softmax_fwd_rows(const float* x, float* y, index_t lo, index_
     }
 }
 
-MINITL_CLONES void softmax_bwd_rows(const float* g, const float* y, float* dx, index_t lo,
-                                    index_t hi, index_t n) {
+MINITL_SIMD_BODY void softmax_bwd_rows(const float* g, const float* y, float* dx, index_t lo,
+                                       index_t hi, index_t n) {
     for (index_t i = lo; i < hi; ++i) {
         const float* gi = g + i * n;
         const float* yi = y + i * n;
@@ -222,7 +207,7 @@ MINITL_CLONES void softmax_bwd_rows(const float* g, const float* y, float* dx, i
 // layer_norm
 
 template <bool HasW, bool HasB>
-MINITL_ALWAYS_INLINE void normalize_row(const float* x, const float* w, const float* b, float mu,
+MINITL_SIMD_INLINE void normalize_row(const float* x, const float* w, const float* b, float mu,
                                        float r, float* y, index_t d) {
 #pragma omp simd
     for (index_t j = 0; j < d; ++j) {
@@ -233,9 +218,9 @@ MINITL_ALWAYS_INLINE void normalize_row(const float* x, const float* w, const fl
     }
 }
 
-MINITL_CLONES void layernorm_fwd_rows(const float* x, const float* w, const float* b, float eps,
-                                      float* y, float* mean, float* rstd, index_t lo,
-                                      index_t hi, index_t d) {
+MINITL_SIMD_BODY void layernorm_fwd_rows(const float* x, const float* w, const float* b, float eps,
+                                         float* y, float* mean, float* rstd, index_t lo,
+                                         index_t hi, index_t d) {
     const float inv_d = 1.0f / static_cast<float>(d);
     const auto finish = [=](index_t i, float mu, float v) {
         const float r = 1.0f / std::sqrt(v * inv_d + eps);
@@ -277,7 +262,7 @@ MINITL_CLONES void layernorm_fwd_rows(const float* x, const float* w, const floa
 // independent sums in flight. Inlined into the clones below: only there is it compiled for
 // AVX2 / AVX-512.
 template <bool HasW, bool Pair>
-MINITL_ALWAYS_INLINE void layernorm_bwd_rows_of(const float* g, const float* x, const float* mean,
+MINITL_SIMD_INLINE void layernorm_bwd_rows_of(const float* g, const float* x, const float* mean,
                                                 const float* rstd, const float* w, float* dx,
                                                 float* dw_part, float* db_part, index_t a,
                                                 index_t d) {
@@ -330,7 +315,7 @@ MINITL_ALWAYS_INLINE void layernorm_bwd_rows_of(const float* g, const float* x, 
 
 // Rows [lo, hi): dx where asked, and this chunk's sums of g xhat and g into dw_part, db_part.
 template <bool HasW>
-MINITL_ALWAYS_INLINE void layernorm_bwd_chunk(const float* g, const float* x, const float* mean,
+MINITL_SIMD_INLINE void layernorm_bwd_chunk(const float* g, const float* x, const float* mean,
                                               const float* rstd, const float* w, float* dx,
                                               float* dw_part, float* db_part, index_t lo,
                                               index_t hi, index_t d) {
@@ -341,10 +326,10 @@ MINITL_ALWAYS_INLINE void layernorm_bwd_chunk(const float* g, const float* x, co
         layernorm_bwd_rows_of<HasW, false>(g, x, mean, rstd, w, dx, dw_part, db_part, i, d);
 }
 
-MINITL_CLONES void layernorm_bwd_rows(const float* g, const float* x, const float* mean,
-                                      const float* rstd, const float* w, float* dx,
-                                      float* dw_part, float* db_part, index_t lo, index_t hi,
-                                      index_t d) {
+MINITL_SIMD_BODY void layernorm_bwd_rows(const float* g, const float* x, const float* mean,
+                                         const float* rstd, const float* w, float* dx,
+                                         float* dw_part, float* db_part, index_t lo, index_t hi,
+                                         index_t d) {
     if (w != nullptr)
         layernorm_bwd_chunk<true>(g, x, mean, rstd, w, dx, dw_part, db_part, lo, hi, d);
     else
@@ -360,8 +345,8 @@ struct XentRow {
     index_t classes;
 };
 
-MINITL_CLONES void xent_fwd_rows(const float* x, const XentRow& row, float* loss, float* lse,
-                                 index_t lo, index_t hi) {
+MINITL_SIMD_BODY void xent_fwd_rows(const float* x, const XentRow& row, float* loss, float* lse,
+                                    index_t lo, index_t hi) {
     const XentSpec& s = row.spec;
     const index_t c = row.classes;
     for (index_t i = lo; i < hi; ++i) {
@@ -385,8 +370,8 @@ MINITL_CLONES void xent_fwd_rows(const float* x, const XentRow& row, float* loss
     }
 }
 
-MINITL_CLONES void xent_bwd_rows(const float* x, const float* lse, const XentRow& row,
-                                 const float* grad, float* dx, index_t lo, index_t hi) {
+MINITL_SIMD_BODY void xent_bwd_rows(const float* x, const float* lse, const XentRow& row,
+                                    const float* grad, float* dx, index_t lo, index_t hi) {
     const XentSpec& s = row.spec;
     const index_t c = row.classes;
     const float smooth = s.eps / static_cast<float>(c);
@@ -415,6 +400,13 @@ MINITL_CLONES void xent_bwd_rows(const float* x, const float* lse, const XentRow
     }
 }
 
+MINITL_SIMD_DISPATCH(softmax_fwd_rows)
+MINITL_SIMD_DISPATCH(softmax_bwd_rows)
+MINITL_SIMD_DISPATCH(layernorm_fwd_rows)
+MINITL_SIMD_DISPATCH(layernorm_bwd_rows)
+MINITL_SIMD_DISPATCH(xent_fwd_rows)
+MINITL_SIMD_DISPATCH(xent_bwd_rows)
+
 float weight_sum(const float* w, index_t n) {
     if (w == nullptr) return static_cast<float>(n);
     double s = 0.0;
@@ -429,20 +421,20 @@ float weight_sum(const float* w, index_t n) {
 
 void softmax_fwd(const float* x, float* y, index_t rows, index_t n, bool safe) {
     for_row_blocks(rows, n, [&](index_t lo, index_t hi) {
-        softmax_fwd_rows(x, y, lo, hi, n, safe);
+        softmax_fwd_rows_simd(x, y, lo, hi, n, safe);
     });
 }
 
 void softmax_bwd(const float* g, const float* y, float* dx, index_t rows, index_t n) {
     for_row_blocks(rows, n, [&](index_t lo, index_t hi) {
-        softmax_bwd_rows(g, y, dx, lo, hi, n);
+        softmax_bwd_rows_simd(g, y, dx, lo, hi, n);
     });
 }
 
 void layernorm_fwd(const float* x, const float* w, const float* b, float eps, float* y,
                    float* mean, float* rstd, index_t rows, index_t d) {
     for_row_blocks(rows, d, [&](index_t lo, index_t hi) {
-        layernorm_fwd_rows(x, w, b, eps, y, mean, rstd, lo, hi, d);
+        layernorm_fwd_rows_simd(x, w, b, eps, y, mean, rstd, lo, hi, d);
     });
 }
 
@@ -461,7 +453,7 @@ void layernorm_bwd(const float* g, const float* x, const float* mean, const floa
 #pragma omp parallel for schedule(static) if (parallel)
     for (index_t ch = 0; ch < chunks; ++ch) {
         const index_t lo = std::min(rows, ch * per), hi = std::min(rows, lo + per);
-        layernorm_bwd_rows(g, x, mean, rstd, w, dx, dw_part.data() + ch * d,
+        layernorm_bwd_rows_simd(g, x, mean, rstd, w, dx, dw_part.data() + ch * d,
                            db_part.data() + ch * d, lo, hi, d);
     }
     // the chunks in order, in double: the same bits for any thread count
@@ -480,7 +472,7 @@ void softmax_xent_fwd(const float* x, const XentSpec& spec, float* loss, float* 
                       index_t rows, index_t classes) {
     const XentRow row{spec, weight_sum(spec.weight, classes), classes};
     for_row_blocks(rows, classes, [&](index_t lo, index_t hi) {
-        xent_fwd_rows(x, row, loss, lse, lo, hi);
+        xent_fwd_rows_simd(x, row, loss, lse, lo, hi);
     });
 }
 
@@ -488,7 +480,7 @@ void softmax_xent_bwd(const float* x, const float* lse, const XentSpec& spec,
                       const float* grad, float* dx, index_t rows, index_t classes) {
     const XentRow row{spec, weight_sum(spec.weight, classes), classes};
     for_row_blocks(rows, classes, [&](index_t lo, index_t hi) {
-        xent_bwd_rows(x, lse, row, grad, dx, lo, hi);
+        xent_bwd_rows_simd(x, lse, row, grad, dx, lo, hi);
     });
 }
 

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "common.h"
 #include "isa.h"
@@ -30,25 +31,33 @@
 #define MINITL_SIMD_BODY static MINITL_SIMD_INLINE
 
 #if MINITL_X86_64 && defined(__GNUC__)
-#define MINITL_SIMD_DISPATCH(body)                                                          \
-    template <typename... A>                                                                \
-    __attribute__((target("avx512f,avx2,fma"))) void body##_avx512(A... a) { body(a...); }   \
-    template <typename... A>                                                                \
-    __attribute__((target("avx2,fma"))) void body##_avx2(A... a) { body(a...); }             \
-    template <typename... A>                                                                \
-    void body##_generic(A... a) { body(a...); }                                             \
-    template <typename... A>                                                                \
-    void body##_simd(A... a) {                                                              \
-        switch (::minitl::cpu::isa()) {                                                     \
-            case ::minitl::cpu::Isa::Avx512: body##_avx512(a...); return;                   \
-            case ::minitl::cpu::Isa::Avx2: body##_avx2(a...); return;                       \
-            default: body##_generic(a...); return;                                          \
-        }                                                                                   \
+#define MINITL_SIMD_DISPATCH(body)                                                             \
+    template <typename... A>                                                                   \
+    __attribute__((target("avx512f,avx2,fma"))) void body##_avx512(A&&... a) {                 \
+        body(std::forward<A>(a)...);                                                           \
+    }                                                                                          \
+    template <typename... A>                                                                   \
+    __attribute__((target("avx2,fma"))) void body##_avx2(A&&... a) {                           \
+        body(std::forward<A>(a)...);                                                           \
+    }                                                                                          \
+    template <typename... A>                                                                   \
+    void body##_generic(A&&... a) {                                                            \
+        body(std::forward<A>(a)...);                                                           \
+    }                                                                                          \
+    template <typename... A>                                                                   \
+    void body##_simd(A&&... a) {                                                               \
+        switch (::minitl::cpu::isa()) {                                                        \
+            case ::minitl::cpu::Isa::Avx512: body##_avx512(std::forward<A>(a)...); return;     \
+            case ::minitl::cpu::Isa::Avx2: body##_avx2(std::forward<A>(a)...); return;         \
+            default: body##_generic(std::forward<A>(a)...); return;                            \
+        }                                                                                      \
     }
 #else
-#define MINITL_SIMD_DISPATCH(body) \
-    template <typename... A>       \
-    void body##_simd(A... a) { body(a...); }
+#define MINITL_SIMD_DISPATCH(body)   \
+    template <typename... A>         \
+    void body##_simd(A&&... a) {     \
+        body(std::forward<A>(a)...); \
+    }
 #endif
 
 // Until every kernel uses MINITL_SIMD_DISPATCH: the loader picks the widest ISA the CPU has
