@@ -14,6 +14,7 @@ tensor after all tensors computed from it; so an input's gradient is read off at
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from minitl import autograd_state
@@ -21,15 +22,34 @@ from minitl.function import unbroadcast
 from minitl.tensor import Tensor
 from minitl.types import Array
 
+# References to a gradient accumulate_grad may keep: its own name and sys.getrefcount's
+# argument (plus run_backward's local when astype returned the same array). The count is
+# checked on CPython up to 3.13 (tests/test_grad_ownership.py); 3.14 counts some stack
+# references differently, and there every first gradient is copied.
+_HANDED_OVER_REFS = 2
+STEALS_GRADIENTS = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
+
 
 def accumulate_grad(t: Tensor, g: Array) -> None:
     """t.grad += g, atomically: backward passes in other threads may add to the same leaf,
     and an unlocked read-modify-write would drop one of the two contributions. A new array
-    each time, never an in-place add, so a `.grad` someone holds does not change under them."""
-    g = g.astype(t.dtype, copy=False)
+    each time, never an in-place add, so a `.grad` someone holds does not change under them.
+
+    A first gradient that nothing else holds (no other reference, not a view) becomes `.grad`
+    as it is, as PyTorch steals a gradient it owns alone; any other is copied, so `.grad` never
+    shares memory with another tensor's gradient or with an array the caller passed in."""
+    own = g.astype(t.dtype, copy=False)
+    refs = _HANDED_OVER_REFS + (own is g)
+    del g
     with autograd_state.grad_accumulation_lock:
         prev = t._grad
-        t._grad = Tensor._wrap(g.copy() if prev is None else prev.data + g)
+        if prev is not None:
+            t._grad = Tensor._wrap(prev.data + own)
+        elif (STEALS_GRADIENTS and own.base is None and getattr(own.flags, "writeable", True)
+              and sys.getrefcount(own) <= refs):
+            t._grad = Tensor._wrap(own)
+        else:
+            t._grad = Tensor._wrap(own.copy())
 
 
 def topological_order(roots: Sequence[Tensor]) -> list[Tensor]:
@@ -103,6 +123,9 @@ def run_backward(roots: Sequence[Tensor], root_grads: Sequence[Array], retain_gr
             key = id(parent)
             prev = grads.get(key)
             grads[key] = pg if prev is None else prev + pg
+        # drop this frame's references to the gradients just handed on, so a leaf's one can be
+        # seen to be held by the pass alone (accumulate_grad then keeps it without a copy)
+        in_grads = pg = prev = None  # type: ignore[assignment]
         if not retain_graph:
             ctx.release()
     if wanted is None or inputs is None:
