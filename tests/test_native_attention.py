@@ -77,6 +77,15 @@ def test_every_gemm_path(path: str, shape: tuple[int, int, int, int]) -> None:
     _check(rng, (2,), nq, s, e, ev, rng.random((nq, s)) < 0.8, None, 1 / np.sqrt(e))
 
 
+@pytest.mark.parametrize("shape", [(2, 0, 3, 4, 5), (2, 3, 0, 4, 5), (2, 3, 4, 0, 5),
+                                   (2, 3, 4, 5, 0), (0, 3, 4, 5, 6)])
+def test_empty_dimensions(shape: tuple[int, int, int, int, int]) -> None:
+    """No queries, no keys (zero output, as the reference's empty sums), empty heads."""
+    b, nq, s, e, ev = shape
+    rng = np.random.default_rng(8)
+    _check(rng, (b,), nq, s, e, ev, None, None, 0.5)
+
+
 def test_fully_masked_rows_give_zero_weights_and_gradients() -> None:
     rng = np.random.default_rng(0)
     q, k, v, g = _rand(rng, 2, 4, 3), _rand(rng, 2, 6, 3), _rand(rng, 2, 6, 5), \

@@ -83,7 +83,8 @@ def native_ok(q: Any, k: Any, v: Any, mask: Any) -> bool:
 
 
 def _heads(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x).reshape((-1,) + x.shape[-2:])
+    """(..., M, N) -> (H, M, N), C-contiguous (H spelled out: -1 is ambiguous for empty x)."""
+    return np.ascontiguousarray(x).reshape((math.prod(x.shape[:-2]),) + x.shape[-2:])
 
 
 def _mask_operand(mask: np.ndarray, scores: tuple[int, ...]) -> np.ndarray:
@@ -91,7 +92,7 @@ def _mask_operand(mask: np.ndarray, scores: tuple[int, ...]) -> np.ndarray:
     if all(d == 1 for d in mask.shape[:-2]):
         shared = mask.reshape(mask.shape[-2:]) if mask.ndim > 2 else mask
         return np.ascontiguousarray(np.broadcast_to(shared, scores[-2:]))
-    return np.ascontiguousarray(np.broadcast_to(mask, scores)).reshape((-1,) + scores[-2:])
+    return _heads(np.broadcast_to(mask, scores))
 
 
 def attention_fwd(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Any, drop: Any,
