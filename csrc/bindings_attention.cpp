@@ -1,4 +1,5 @@
-// csrc/bindings_attention.cpp — argument checks and m.def lines for scaled dot-product attention (csrc/cpu/attention.cpp).
+// csrc/bindings_attention.cpp — argument checks and m.def lines for scaled dot-product
+// attention (csrc/cpu/attention.cpp).
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -18,7 +19,7 @@ using minitl::cpu::AttentionShape;
 [[noreturn]] void shape_error(const char* op, const std::string& shapes) {
     throw py::value_error(std::string(op) + ": shapes do not fit: " + shapes +
                           " (need q (H, L, E), k (H, S, E), v (H, S, Ev), weights and drop "
-                          "(H, L, S), mask (L, S) or (H, L, S), g (H, L, Ev))");
+                          "(H, L, S), mask (M, L or 1, S) with M dividing H, g (H, L, Ev))");
 }
 
 AttentionShape checked_shape(const char* op, const py::array& q, const py::array& k,
@@ -58,10 +59,12 @@ py::tuple attention_fwd(const py::array& q, const py::array& k, const py::array&
         const bool is_bool = mk.dtype().equal(py::dtype::of<bool>());
         if (!is_bool) check_float32(op, "mask", mk);
         check_c_contiguous(op, "mask", mk);
-        am.per_head = mk.ndim() == 3;
-        if (!(am.per_head ? is_lxs(mk, sh)
-                          : mk.ndim() == 2 && mk.shape(0) == sh.l && mk.shape(1) == sh.s))
+        // (M, rows, S): M slices shared by heads / M heads each, one row or L of them
+        if (mk.ndim() != 3 || mk.shape(2) != sh.s || (mk.shape(1) != 1 && mk.shape(1) != sh.l) ||
+            (mk.shape(0) == 0 ? sh.heads != 0 : sh.heads % mk.shape(0) != 0))
             shape_error(op, "mask " + shape_str(mk));
+        am.slice_heads = mk.shape(0) == 0 ? 1 : sh.heads / mk.shape(0);
+        am.row_stride = mk.shape(1) == sh.l ? sh.s : 0;
         if (is_bool)
             am.keep = static_cast<const std::uint8_t*>(mk.data());
         else
@@ -122,8 +125,8 @@ void def_attention(py::module_& m) {
     m.def("attention_fwd", &attention_fwd, py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("mask"), py::arg("drop"), py::arg("scale"), py::arg("need_weights") = true,
           "(o, p): p = softmax(scale q k^T + mask) (H, L, S), o = (p drop) v (H, L, Ev); mask "
-          "bool (True = attend) or float32, (L, S) or (H, L, S); drop float32 (H, L, S). p is "
-          "None unless need_weights.");
+          "bool (True = attend) or float32 (M, L or 1, S), each of its M slices serving H / M "
+          "consecutive heads; drop float32 (H, L, S). p is None unless need_weights.");
     m.def("attention_bwd", &attention_bwd, py::arg("g"), py::arg("q"), py::arg("k"),
           py::arg("v"), py::arg("p"), py::arg("drop"), py::arg("scale"), py::arg("needs"),
           "(dq, dk, dv, dmask) of attention_fwd; one that `needs` does not ask for is None.");

@@ -50,7 +50,8 @@ def _check(rng: np.random.Generator, lead: tuple[int, ...], nq: int, s: int, e: 
 @settings(max_examples=25, deadline=None)
 @given(nq=st.sampled_from([1, 5, 13, 33]), s=st.sampled_from([1, 7, 17, 40]),
        e=st.sampled_from([1, 8, 13, 64]), ev=st.sampled_from([3, 16, 33]),
-       mask=st.sampled_from(["none", "float", "bool", "bool_heads", "float_heads"]),
+       mask=st.sampled_from(["none", "float", "bool", "bool_heads", "float_heads",
+                             "padding", "per_head_only", "keys_only", "queries_only"]),
        dropout=st.booleans(), seed=st.integers(0, 2**16))
 def test_matches_the_reference(nq: int, s: int, e: int, ev: int, mask: str, dropout: bool,
                                seed: int) -> None:
@@ -63,10 +64,30 @@ def test_matches_the_reference(nq: int, s: int, e: int, ev: int, mask: str, drop
         m = _rand(rng, 2, 1, nq, s)  # per batch, shared by the heads: materialised per head
     elif mask.startswith("bool"):
         m = rng.random((*lead, nq, s) if mask == "bool_heads" else (1, nq, s)) < 0.7
+    elif mask == "padding":  # a key padding mask per batch: (N, 1, 1, S)
+        m = rng.random((2, 1, 1, s)) < 0.8
+    elif mask == "per_head_only":  # varies over heads, broadcast over the batch before them
+        m = _rand(rng, 3, nq, s)
+    elif mask == "keys_only":
+        m = _rand(rng, s)
+    elif mask == "queries_only":  # broadcast along the keys
+        m = _rand(rng, 2, 3, nq, 1)
     drop = None
     if dropout:
         drop = (rng.random((*lead, nq, s)) < 0.8).astype(np.float32) / np.float32(0.8)
     _check(rng, lead, nq, s, e, ev, m, drop, 0.3)
+
+
+@pytest.mark.parametrize("mshape, slices", [
+    ((13, 17), (1, 13, 17)), ((17,), (1, 1, 17)), ((2, 1, 1, 17), (2, 1, 17)),
+    ((1, 3, 13, 17), (6, 13, 17)), ((2, 3, 13, 1), (6, 13, 17)), ((2, 1, 13, 17), (2, 13, 17))])
+def test_mask_layouts(mshape: tuple[int, ...], slices: tuple[int, ...]) -> None:
+    """Each mask reaches the kernel as (M, rows, S) slices, materialised only where it must be
+    (a padding mask stays one row per batch), and gives the reference's answer."""
+    rng = np.random.default_rng(9)
+    for mask in (_rand(rng, *mshape), rng.random(mshape) < 0.7):
+        assert cpu_attention._mask_operand(mask, (2, 3, 13, 17)).shape == slices
+        _check(rng, (2, 3), 13, 17, 8, 5, mask, None, 0.5)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (13, 17, 5, 7), (36, 64, 32, 64),

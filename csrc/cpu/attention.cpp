@@ -345,10 +345,12 @@ void fwd(const float* q, const float* k, const float* v, const AttentionMask& ma
             float* kt = buf.t.get();  // (E, S)
             transpose<T::kSimd>(k + h * s * e, s, e, kt);
             small_gemm<T, false>(q + h * l * e, e, kt, s, ph, s, l, s, e, buf);
-            const index_t mo = mask.per_head ? h * l * s : 0;
-            for (index_t i = 0; i < l; ++i)
-                softmax_row(ph + i * s, s, scale, mask.add ? mask.add + mo + i * s : nullptr,
-                            mask.keep ? mask.keep + mo + i * s : nullptr);
+            const index_t mo = h / mask.slice_heads * (mask.row_stride ? l * s : s);
+            for (index_t i = 0; i < l; ++i) {
+                const index_t mi = mo + i * mask.row_stride;
+                softmax_row(ph + i * s, s, scale, mask.add ? mask.add + mi : nullptr,
+                            mask.keep ? mask.keep + mi : nullptr);
+            }
             const float* weights = ph;
             if (mask.drop != nullptr) {
                 multiply(ph, mask.drop + h * l * s, dropped.get(), l * s);

@@ -13,12 +13,15 @@ struct AttentionShape {
 };
 
 // What the scores see besides scale: at most one of `add` (float, added) and `keep` (bool as
-// bytes, 0 = masked out), each (L, S) shared by every head or (heads, L, S) when per_head;
-// `drop` (heads, L, S) is dropout's 0 or 1/(1-p) scale on the weights, or null.
+// bytes, 0 = masked out), laid out as (heads / slice_heads, rows, S) slices: heads h and h' share
+// a slice when h / slice_heads == h' / slice_heads (a padding mask per batch serves all of
+// its heads), and row_stride is S, or 0 when one row of S serves every query. `drop`
+// (heads, L, S) is dropout's 0 or 1/(1-p) scale on the weights, or null.
 struct AttentionMask {
     const float* add = nullptr;
     const std::uint8_t* keep = nullptr;
-    bool per_head = false;
+    index_t slice_heads = 1;
+    index_t row_stride = 0;
     const float* drop = nullptr;
 };
 

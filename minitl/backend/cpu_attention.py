@@ -88,11 +88,17 @@ def _heads(x: np.ndarray) -> np.ndarray:
 
 
 def _mask_operand(mask: np.ndarray, scores: tuple[int, ...]) -> np.ndarray:
-    """(L, S) when every head shares the mask, else the mask broadcast to (H, L, S)."""
-    if all(d == 1 for d in mask.shape[:-2]):
-        shared = mask.reshape(mask.shape[-2:]) if mask.ndim > 2 else mask
-        return np.ascontiguousarray(np.broadcast_to(shared, scores[-2:]))
-    return _heads(np.broadcast_to(mask, scores))
+    """The mask as the kernel's (M, rows, S) slices: the batch dims it varies over lead (each
+    slice then serves the prod(rest) heads after it, so a (N, 1, 1, S) padding mask stays
+    N x S), rows is 1 when one row serves every query; only dims broadcast between varying
+    ones, and a broadcast S, are materialised."""
+    lead, source = scores[:-2], scores[-1]
+    shape = (1,) * (len(scores) - mask.ndim) + mask.shape
+    varying = max((i + 1 for i, d in enumerate(shape[:-2]) if d != 1), default=0)
+    rows = shape[-2]  # 1 or L: broadcast_shapes in native_ok allowed nothing else
+    target = lead[:varying] + (1,) * (len(lead) - varying) + (rows, source)
+    slices = np.broadcast_to(mask.reshape(shape), target)
+    return np.ascontiguousarray(slices).reshape((math.prod(lead[:varying]), rows, source))
 
 
 def attention_fwd(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Any, drop: Any,
