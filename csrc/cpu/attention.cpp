@@ -274,18 +274,16 @@ MINITL_CLONES void softmax_row(float* x, index_t n, float scale, const float* ad
         }
     }
     if (!(std::fabs(mx) <= 3.4e38f)) return softmax_row_exact(x, n);
-    // the comparisons above skip NaN and exp_nonpositive maps it to 0, so `shifted` sums the
-    // shifted scores to find one: -inf terms keep it -inf, any NaN makes it NaN
-    float sum = 0.0f, shifted = 0.0f;
-#pragma omp simd reduction(+ : sum, shifted)
+    // the comparisons above skip a NaN score and exp_nonpositive would map it to 0: it is kept
+    // NaN instead, so the sum is NaN and so is every weight of the row, as in the reference
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (index_t j = 0; j < n; ++j) {
         const float t = x[j] - mx;
-        shifted += t;
-        x[j] = exp_nonpositive(t);
+        x[j] = t == t ? exp_nonpositive(t) : t;
         sum += x[j];
     }
-    // a NaN score: the reference's sum is NaN, so is every weight of the row
-    const float inv = shifted == shifted ? 1.0f / sum : NAN;
+    const float inv = 1.0f / sum;
 #pragma omp simd
     for (index_t j = 0; j < n; ++j) x[j] *= inv;
 }
