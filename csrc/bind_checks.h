@@ -56,5 +56,6 @@ inline void check_operand(const char* op, const char* name, const py::array& x,
 // them all, so the kernels of one file keep their checks and m.def lines beside each other.
 void def_rowwise(py::module_& m);    // softmax, layer_norm, softmax cross-entropy
 void def_embedding(py::module_& m);  // embedding backward
+void def_attention(py::module_& m);  // scaled dot-product attention
 
 }  // namespace minitl::bind

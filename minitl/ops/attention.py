@@ -3,8 +3,13 @@
 `scaled_dot_product_attention` (arXiv:1706.03762) is one Function, softmax(q k^T * scale +
 mask) v with dropout on the weights, whose backward is written out (see its docstring): one
 graph node instead of the seven a composition of transpose, matmul, mul, where, softmax,
-dropout and matmul records, and no intermediate kept that the backward does not read. The
-row softmax runs on the backend kernels `softmax_fwd` / `softmax_bwd`.
+dropout and matmul records, and no intermediate kept that the backward does not read.
+
+On the CPU, float32 operands whose batch dims agree run the fused C++ kernels of
+`backend/cpu_attention.py` (one (batch, head) per thread, the scores kept in cache from q k^T
+through the softmax to the product with v); everything else (float64, CuPy, batch dims that
+broadcast) runs the composition below, with the row softmax on the backend kernels
+`softmax_fwd` / `softmax_bwd`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from minitl import autograd_state
 from minitl.function import Context, Function
 from minitl.ops.activation import dropout_scale
 from minitl.ops.linalg import bmm
@@ -46,6 +52,18 @@ class ScaledDotProductAttention(Function):
     def forward(ctx: Context, q: Array, k: Array, v: Array, mask: Array | None, scale: float,
                 dropout_p: float) -> Array:
         xp = ctx.xp
+        ctx.scale = scale
+        ctx.fused = _fused_kernels(q, k, v, mask)
+        if ctx.fused is not None:
+            drop = None
+            if dropout_p > 0.0:  # drawn as the composition draws it: one RNG stream
+                drop = dropout_scale(xp, q.shape[:-1] + k.shape[-2:-1], q.dtype, dropout_p)
+            # the weights (..., L, S) are written out only for a backward pass to read
+            recorded = autograd_state.is_grad_enabled() and any(ctx.needs_input_grad)
+            out, attn = ctx.fused.attention_fwd(q, k, v, mask, drop, scale, recorded)
+            if recorded:
+                ctx.save_for_backward(q, k, v, attn, drop)
+            return out
         scores = bmm(ctx, q, k, trans_b=True)  # (..., L, S)
         scores *= scale
         if mask is not None:
@@ -58,13 +76,16 @@ class ScaledDotProductAttention(Function):
         if dropout_p > 0.0:
             drop = dropout_scale(xp, attn.shape, attn.dtype, dropout_p)
         ctx.save_for_backward(q, k, v, attn, drop)
-        ctx.scale = scale
         return bmm(ctx, attn if drop is None else attn * drop, v)  # (..., L, Ev)
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
         q, k, v, attn, drop = ctx.saved
         nq, nk, nv, nm = (ctx.needs_input_grad + (False,))[:4]
+        if ctx.fused is not None:
+            dq, dk, dv, dmask = ctx.fused.attention_bwd(g, q, k, v, attn, drop, ctx.scale,
+                                                        (nq, nk, nv, nm))
+            return dq, dk, dv, dmask, None, None
         dv = None
         if nv:
             dv = bmm(ctx, attn if drop is None else attn * drop, g, trans_a=True)  # (.., S, Ev)
@@ -80,6 +101,18 @@ class ScaledDotProductAttention(Function):
         dq = bmm(ctx, ds, k) if nq else None
         dk = bmm(ctx, ds, q, trans_a=True) if nk else None
         return dq, dk, dv, dmask, None, None
+
+
+def _fused_kernels(q: Array, k: Array, v: Array, mask: Array | None) -> Any:
+    """backend/cpu_attention.py when its C++ kernels take these operands and passed their
+    self-check (and MINITL_KERNELS does not force the references), else None. They are
+    CPU-only, so the op asks for them here rather than through the backend's kernel table,
+    whose every entry also has a CUDA path."""
+    from minitl.backend import cpu, cpu_attention, kernel_mode
+
+    if kernel_mode() == "reference" or not cpu_attention.native_ok(q, k, v, mask):
+        return None
+    return cpu_attention if "attention_fwd" in cpu.native_kernels() else None
 
 
 def _scale_(a: Array, s: float) -> Array:

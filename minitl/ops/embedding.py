@@ -2,7 +2,8 @@
 
 The gradient of a lookup is a scatter-add: every occurrence of id j adds its output gradient
 to row j, so repeated ids accumulate. It is the backend kernel `embedding_bwd` (numpy's
-`ufunc.at` in the reference, a column-parallel numba loop on the CPU).
+`ufunc.at` in the reference; on the CPU a column-parallel C++ loop, csrc/cpu/embedding.cpp, or
+numba's where the extension is not built).
 """
 
 from __future__ import annotations
