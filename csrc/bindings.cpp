@@ -426,7 +426,8 @@ py::dict cpu_features() {
 void set_gemm_path(const std::string& name) {
     if (!minitl::cpu::set_gemm_path(name))
         throw py::value_error("set_gemm_path: unknown or unsupported path '" + name +
-                              "' (expected 'auto', 'generic', 'generic_12x32', 'avx2' or 'avx512' where the CPU has it)");
+                              "' (expected 'auto', 'generic', 'generic_12x32', 'avx2' or "
+                              "'avx512' where the CPU has it)");
 }
 
 }  // namespace
@@ -535,7 +536,8 @@ PYBIND11_MODULE(_C, m) {
           "shifted windows wherever the geometry allows), for tests.");
     m.def("conv_path", &minitl::cpu::conv_path, "conv2d's forced path, or 'auto'.");
     m.def("cpu_features", &cpu_features,
-          "dict: avx2, fma, avx512f (bool), openmp_threads (int), gemm_path, quant_path, isa (str)");
+          "dict: avx2, fma, avx512f (bool), openmp_threads (int), gemm_path, quant_path, "
+          "isa (str)");
     m.def("set_gemm_path", &set_gemm_path, py::arg("name"),
           "Force the GEMM micro-kernel: 'auto' (default), 'generic', 'avx2', 'avx512', or "
           "'generic_12x32' (portable code in the AVX-512 kernel's shape, for tests).");

@@ -1,4 +1,5 @@
-// csrc/bindings_embedding.cpp — argument checks and m.def lines for embedding backward (csrc/cpu/embedding.cpp).
+// csrc/bindings_embedding.cpp — argument checks and m.def lines for embedding backward
+// (csrc/cpu/embedding.cpp).
 #include <cstdint>
 #include <optional>
 #include <string>

@@ -252,6 +252,29 @@ def test_failed_self_check_keeps_the_reference(monkeypatch: pytest.MonkeyPatch) 
         backend.reset_backends()
 
 
+def test_an_extension_older_than_its_wrappers_leaves_their_kernels_to_the_reference(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if not cpu.native_available():
+        pytest.skip("minitl._C not built")
+    from minitl.backend import cpu_embedding
+
+    def stale() -> dict[str, bool]:
+        raise AttributeError("module 'minitl._C' has no attribute 'embedding_bwd'")
+
+    monkeypatch.setattr(cpu_embedding, "self_check", stale)
+    monkeypatch.setattr(cpu, "_verified", None)
+    monkeypatch.delenv("MINITL_KERNELS", raising=False)
+    backend.reset_backends()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            paths = backend.get_backend("cpu").paths
+        assert paths["embedding_bwd"] != "native" and paths["gemm"] == "native"
+        assert any("embedding_bwd" in str(w.message) for w in caught)
+    finally:
+        backend.reset_backends()
+
+
 @needs_native
 def test_self_check_passes_here() -> None:
     assert set(cpu._self_check().values()) == {True}

@@ -251,8 +251,8 @@ void softmax_row_exact(float* x, index_t n) {
 
 // x (n,) <- softmax(scale x + mask row) in place: one pass for the scores and their maximum,
 // one for the exponentials and their sum, one to normalise.
-MINITL_CLONES void softmax_row(float* x, index_t n, float scale, const float* add,
-                               const std::uint8_t* keep) {
+MINITL_SIMD_BODY void softmax_row(float* x, index_t n, float scale, const float* add,
+                                  const std::uint8_t* keep) {
     float mx = -INFINITY;
     if (keep != nullptr) {
 #pragma omp simd reduction(max : mx)
@@ -287,10 +287,11 @@ MINITL_CLONES void softmax_row(float* x, index_t n, float scale, const float* ad
 #pragma omp simd
     for (index_t j = 0; j < n; ++j) x[j] *= inv;
 }
+MINITL_SIMD_DISPATCH(softmax_row)
 
 // da (n,) <- scale * p (da drop - sum(da drop p)), and dmask <- the same unscaled.
-MINITL_CLONES void softmax_bwd_row(const float* p, float* da, const float* drop, float* dmask,
-                                   index_t n, float scale) {
+MINITL_SIMD_BODY void softmax_bwd_row(const float* p, float* da, const float* drop, float* dmask,
+                                      index_t n, float scale) {
     if (drop != nullptr) {
 #pragma omp simd
         for (index_t j = 0; j < n; ++j) da[j] *= drop[j];
@@ -310,11 +311,13 @@ MINITL_CLONES void softmax_bwd_row(const float* p, float* da, const float* drop,
         for (index_t j = 0; j < n; ++j) da[j] = (da[j] * p[j] - p[j] * dot) * scale;
     }
 }
+MINITL_SIMD_DISPATCH(softmax_bwd_row)
 
-MINITL_CLONES void multiply(const float* x, const float* y, float* out, index_t n) {
+MINITL_SIMD_BODY void multiply(const float* x, const float* y, float* out, index_t n) {
 #pragma omp simd
     for (index_t j = 0; j < n; ++j) out[j] = x[j] * y[j];
 }
+MINITL_SIMD_DISPATCH(multiply)
 
 // ---------------------------------------------------------------------------------------------
 // one head at a time
@@ -346,12 +349,12 @@ void fwd(const float* q, const float* k, const float* v, const AttentionMask& ma
             const index_t mo = h / mask.slice_heads * (mask.row_stride ? l * s : s);
             for (index_t i = 0; i < l; ++i) {
                 const index_t mi = mo + i * mask.row_stride;
-                softmax_row(ph + i * s, s, scale, mask.add ? mask.add + mi : nullptr,
+                softmax_row_simd(ph + i * s, s, scale, mask.add ? mask.add + mi : nullptr,
                             mask.keep ? mask.keep + mi : nullptr);
             }
             const float* weights = ph;
             if (mask.drop != nullptr) {
-                multiply(ph, mask.drop + h * l * s, dropped.get(), l * s);
+                multiply_simd(ph, mask.drop + h * l * s, dropped.get(), l * s);
                 weights = dropped.get();
             }
             small_gemm<T, false>(weights, s, v + h * s * ev, ev, o + h * l * ev, ev, l, ev, s,
@@ -378,7 +381,7 @@ void bwd(const float* g, const float* q, const float* k, const float* v, const f
             if (dv != nullptr) {
                 const float* weights = ph;
                 if (droph != nullptr) {
-                    multiply(ph, droph, work.get(), l * s);
+                    multiply_simd(ph, droph, work.get(), l * s);
                     weights = work.get();
                 }
                 small_gemm<T, true>(weights, s, gh, ev, dv + h * s * ev, ev, s, ev, l, buf);
@@ -389,7 +392,7 @@ void bwd(const float* g, const float* q, const float* k, const float* v, const f
             float* ds = work.get();  // da, then scale * ds in place
             small_gemm<T, false>(gh, ev, vt, s, ds, s, l, s, ev, buf);
             for (index_t i = 0; i < l; ++i)
-                softmax_bwd_row(ph + i * s, ds + i * s, droph ? droph + i * s : nullptr,
+                softmax_bwd_row_simd(ph + i * s, ds + i * s, droph ? droph + i * s : nullptr,
                                 dmask ? dmask + h * l * s + i * s : nullptr, s, scale);
             if (dq != nullptr)
                 small_gemm<T, false>(ds, s, k + h * s * e, e, dq + h * l * e, e, l, e, s, buf);

@@ -190,7 +190,8 @@ struct Layout {
     index_t np = 0;          // pixel tiles: flat pixels computed, a multiple of VW
     index_t cv = 0, r = 0;   // channel tiles: which one, its pixels
     index_t rc = 0;          // channel tiles: cols rounded up to r
-    index_t s_m = 0, s_row = 0, s_col = 0;  // out (i, row, col) = out[i s_m + row s_row + col s_col]
+    // out (i, row, col) = out[i s_m + row s_row + col s_col]
+    index_t s_m = 0, s_row = 0, s_col = 0;
 
     index_t out_size() const { return by_channel ? rows * rc * mp : mp * np; }
     index_t reach() const { return by_channel ? (rows - 1) * pw + rc : np; }  // past an offset

@@ -16,8 +16,8 @@ namespace {
 
 constexpr index_t kMinColumns = 64;  // a thread's smallest slice: 4 cache lines per row
 
-MINITL_CLONES void scatter_columns(const float* g, const std::int64_t* ids, index_t m, index_t d,
-                                   std::int64_t padding_idx, index_t j0, index_t j1, float* dw) {
+MINITL_SIMD_BODY void scatter_columns(const float* g, const std::int64_t* ids, index_t m, index_t d,
+                                      std::int64_t padding_idx, index_t j0, index_t j1, float* dw) {
     for (index_t i = 0; i < m; ++i) {
         if (ids[i] == padding_idx) continue;
         float* __restrict dst = dw + ids[i] * d;
@@ -26,6 +26,7 @@ MINITL_CLONES void scatter_columns(const float* g, const std::int64_t* ids, inde
         for (index_t j = j0; j < j1; ++j) dst[j] += src[j];
     }
 }
+MINITL_SIMD_DISPATCH(scatter_columns)
 
 // Each row touched, once, divided by its id's count (as the reference's dw / max(count, 1)).
 void divide_by_counts(const std::int64_t* ids, index_t m, index_t d, index_t n,
@@ -53,7 +54,7 @@ index_t embedding_bwd(const float* g, const std::int64_t* ids, index_t m, index_
 #pragma omp parallel for schedule(static) if (slices > 1)
     for (index_t s = 0; s < slices; ++s) {
         const index_t j0 = std::min(d, s * width), j1 = std::min(d, j0 + width);
-        if (j0 < j1) scatter_columns(g, ids, m, d, padding_idx, j0, j1, dw);
+        if (j0 < j1) scatter_columns_simd(g, ids, m, d, padding_idx, j0, j1, dw);
     }
     if (scale_grad_by_freq) divide_by_counts(ids, m, d, n, padding_idx, dw);
     return -1;

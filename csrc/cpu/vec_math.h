@@ -4,9 +4,9 @@
 // numba and a plain std::exp loop call libm once per element (~4 ns); the polynomial here is
 // straight-line code that GCC turns into AVX2 or AVX-512 instructions. A kernel's loop body is
 // written once as a MINITL_SIMD_BODY function and MINITL_SIMD_DISPATCH(body) compiles it three
-// times (AVX-512F, AVX2, each with FMA; the baseline) and defines body_simd(...), which runs the variant
-// isa() picks (isa.h: the CPU's widest, capped by MINITL_CPU_ISA) — the binary itself stays
-// generic x86-64:
+// times (AVX-512F, AVX2, each with FMA; the baseline) and defines body_simd(...), which runs
+// the variant isa() picks (isa.h: the CPU's widest, capped by MINITL_CPU_ISA) — the binary
+// itself stays generic x86-64:
 //
 //     MINITL_SIMD_BODY void scale_block(const float* x, float* y, index_t n, float s) {
 //     #pragma omp simd
@@ -58,14 +58,6 @@
     void body##_simd(A&&... a) {     \
         body(std::forward<A>(a)...); \
     }
-#endif
-
-// Until every kernel uses MINITL_SIMD_DISPATCH: the loader picks the widest ISA the CPU has
-// (target_clones), which MINITL_CPU_ISA cannot cap.
-#if MINITL_X86_64 && defined(__GNUC__) && !defined(__clang__)
-#define MINITL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MINITL_CLONES
 #endif
 
 namespace minitl::cpu {
