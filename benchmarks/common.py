@@ -136,7 +136,7 @@ ISA_ENV = ("MINITL_CPU_ISA", "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY", "ONEDNN
 
 def machine_info() -> dict[str, Any]:
     """CPU, cores, library versions and the kernel path minitl takes."""
-    from minitl.backend import cpu, get_backend
+    from minitl.backend import cpu, get_backend, kernel_mode
 
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
@@ -144,7 +144,10 @@ def machine_info() -> dict[str, Any]:
         "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "numpy": f"{np.__version__} ({_blas()})",
-        "minitl_kernels": get_backend("cpu").paths,
+        # plus the kernels ops call directly when built (CPU only, not backend kernels)
+        "minitl_kernels": {**get_backend("cpu").paths,
+                           **{k: "native" for k in ("attention_fwd", "attention_bwd")
+                              if kernel_mode() == "auto" and k in cpu.native_kernels()}},
         "minitl_cpu": cpu.cpu_features(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         # what narrows each library's SIMD set (docs/cpu_speed.md: AVX2-only runs on AVX-512)
