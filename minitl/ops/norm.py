@@ -6,7 +6,8 @@ All three share one identity: with xhat = (x - mean) * rstd over the normalized 
 dxhat = g * weight,
     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
 LayerNorm runs on the backend kernels `layernorm_fwd` / `layernorm_bwd` over (M, D) rows (numpy
-reference in backend/reference.py, a one-pass numba kernel on the CPU).
+reference in backend/reference.py; on the CPU the vectorised C++ of csrc/cpu/rowwise.cpp, or
+numba without the extension).
 """
 
 from __future__ import annotations
