@@ -57,5 +57,6 @@ inline void check_operand(const char* op, const char* name, const py::array& x,
 void def_rowwise(py::module_& m);    // softmax, layer_norm, softmax cross-entropy
 void def_embedding(py::module_& m);  // embedding backward
 void def_attention(py::module_& m);  // scaled dot-product attention
+void def_batchnorm(py::module_& m);  // BatchNorm statistics and affine passes
 
 }  // namespace minitl::bind

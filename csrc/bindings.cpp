@@ -474,6 +474,7 @@ PYBIND11_MODULE(_C, m) {
     minitl::bind::def_rowwise(m);
     minitl::bind::def_embedding(m);
     minitl::bind::def_attention(m);
+    minitl::bind::def_batchnorm(m);
 
     m.def("gelu_fwd", &gelu_fwd, py::arg("x"), py::arg("exact"),
           "GELU of a C-contiguous float32 array (exact: erf form, else tanh form)");

@@ -137,8 +137,9 @@ CASES = [
     Case("Permute", lambda a: a.permute(1, 0), [X]),
     Case("Reshape", lambda a: a.reshape(6, 2), [X]),
     Case("View", lambda a: a.view(2, 6), [X]),
+    # x is saved, as PyTorch saves it (not x - mean)
     Case("BatchNorm", lambda x, w, bias: F.batch_norm(x, None, None, w, bias, training=True),
-         [f(4, 3, 2), f(3), f(3)], (1,)),
+         [f(4, 3, 2), f(3), f(3)], (0, 1)),
     Case("GroupNorm", lambda x, w, bias: F.group_norm(x, 2, w, bias), [f(2, 4, 3), f(4), f(4)],
          (1,)),
     Case("LayerNorm", lambda x, w, bias: F.layer_norm(x, (4,), w, bias), [X, f(4), f(4)], (0, 1)),

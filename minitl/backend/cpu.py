@@ -234,7 +234,8 @@ _OWN_KERNELS = ("gemm", "gemm_batched", "lora_linear_fwd", "lora_linear_bwd",
                 "quant_lora_linear_bwd", "dequantize_rows", "gelu_fwd", "gelu_bwd")
 # Modules beside this one that wrap a kernel file of their own; each has KERNELS (the names it
 # wraps) and self_check() -> {name: agrees with the reference}.
-_KERNEL_HOMES = ("cpu_conv", "cpu_rowwise", "cpu_embedding", "cpu_attention")
+_KERNEL_HOMES = ("cpu_conv", "cpu_rowwise", "cpu_embedding", "cpu_attention",
+                 "cpu_batchnorm")
 
 
 def _home(module: str) -> ModuleType:

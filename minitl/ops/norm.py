@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from minitl.autograd_state import bump_version
+from minitl.backend import cpu_batchnorm
 from minitl.function import Context, Function
 from minitl.tensor import Tensor
 from minitl.types import Array
@@ -96,11 +97,13 @@ class BatchNorm(Function):
     """y = (x - mean_c) rstd_c w_c + b_c over (N, *spatial) per channel c;
     training: dx = rstd (g w - mean(g w) - xhat mean(g w xhat)); eval: dx = g w rstd_running.
 
-    Both passes see x as (N, C, L) and fold the per-channel factors first, so each touches
-    the activations a handful of times: forward sums x, centres it (kept for backward), takes
-    the centred sum of squares and writes xc * (rstd w) + b; backward takes sum g and
-    sum g xc, then dx = k1 g + k2 xc + k3 per channel. Sums run along rows of L (matrix-
-    vector products) and then over N in float64.
+    Both passes see x as (N, C, L) and fold the per-channel factors first: forward is
+    y = x s_c + t_c with s = rstd w and t = b - mean s; backward takes sum g and
+    sum g (x - mean), then dx = k1 g + k2 (x - mean) + k3 per channel. x itself is saved (as
+    PyTorch does), not x - mean. float32 CPU arrays run these passes in C++
+    (backend/cpu_batchnorm.py: statistics summed per row in float and over rows in float64,
+    two reads of x forward and one of g and x backward); other arrays run the same algebra in
+    numpy, sums along rows of L (matrix-vector products) and then over N in float64.
     """
 
     @staticmethod
@@ -120,13 +123,18 @@ class BatchNorm(Function):
         xp = ctx.xp
         x3 = x.reshape(x.shape[0], c, -1)  # (N, C, L)
         n = x3.shape[0] * x3.shape[2]
+        mod = cpu_batchnorm.native(x3)
         if training:
             if n <= 1:
                 raise ValueError(f"batch_norm: expected more than 1 value per channel when "
                                  f"training, got input of shape {tuple(x.shape)}")
-            mean64 = _row_sums(xp, x3).sum(axis=0, dtype=xp.float64) / n  # (C,)
-            xc = x3 - mean64.astype(x.dtype)[:, None]  # (N, C, L)
-            var64 = _row_dots(xp, xc, xc).sum(axis=0, dtype=xp.float64) / n
+            if mod is not None:
+                mean64, var64 = cpu_batchnorm.stats(mod, x3)
+            else:
+                mean64 = _row_sums(xp, x3).sum(axis=0, dtype=xp.float64) / n  # (C,)
+                xc = x3 - mean64.astype(x.dtype)[:, None]
+                var64 = _row_dots(xp, xc, xc).sum(axis=0, dtype=xp.float64) / n
+            mean = mean64.astype(x.dtype)
             rstd = ((var64 + eps) ** -0.5).astype(x.dtype)
             if running_mean is not None and running_var is not None:
                 # PyTorch tracks the unbiased variance but normalizes with the biased one.
@@ -139,33 +147,48 @@ class BatchNorm(Function):
             if running_mean is None or running_var is None:
                 raise ValueError("batch_norm: running_mean and running_var are required "
                                  "when training=False")
-            xc = x3 - running_mean[:, None]
-            rstd = (running_var + eps) ** -0.5
+            mean = xp.array(running_mean, dtype=x.dtype)  # a copy: the buffer may change
+            rstd = ((running_var + eps) ** -0.5).astype(x.dtype)
         scale = rstd if weight is None else rstd * weight  # (C,)
-        y = xc * scale[:, None]
-        if bias is not None:
-            y += bias[:, None]
-        ctx.save_for_backward(xc, rstd, weight)
-        ctx.training, ctx.count = training, n
+        shift = -mean * scale if bias is None else bias - mean * scale
+        if mod is not None:
+            y = cpu_batchnorm.affine(mod, x3, scale, shift)
+        else:
+            y = x3 * scale[:, None] + shift[:, None]
+        ctx.save_for_backward(x3, weight)
+        ctx.mean, ctx.rstd, ctx.training, ctx.count = mean, rstd, training, n
         return y.reshape(x.shape).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx: Context, g: Array) -> tuple[Array | None, ...]:
-        xc, rstd, weight = ctx.saved  # xc = x - mean, (N, C, L)
+        x3, weight = ctx.saved  # (N, C, L)
+        mean, rstd = ctx.mean, ctx.rstd
         nx, nw, nb = (ctx.needs_input_grad + (False, False))[:3]
         xp = ctx.xp
-        g3 = g.reshape(xc.shape)
-        sum_g = _row_sums(xp, g3).sum(axis=0, dtype=xp.float64)  # (C,)
-        sum_gxc = _row_dots(xp, g3, xc).sum(axis=0, dtype=xp.float64)
+        g3 = g.reshape(x3.shape)
+        mod = cpu_batchnorm.native(g3, x3)
+        if mod is not None:
+            sum_g, sum_gxc = cpu_batchnorm.bwd_sums(mod, g3, x3, mean)
+        else:
+            xc = x3 - mean[:, None]
+            sum_g = _row_sums(xp, g3).sum(axis=0, dtype=xp.float64)  # (C,)
+            sum_gxc = _row_dots(xp, g3, xc).sum(axis=0, dtype=xp.float64)
         dx = dw = db = None
         if nx:
             k1 = rstd if weight is None else rstd * weight  # d y / d xhat folded with rstd
-            dx = g3 * k1[:, None].astype(g.dtype, copy=False)
+            k2 = xp.zeros_like(k1)
+            k3 = xp.zeros_like(k1)
             if ctx.training:
                 n = ctx.count
                 k2 = (-k1 * rstd * rstd * sum_gxc / n).astype(g.dtype)
-                dx += xc * k2[:, None]
-                dx += (-k1 * sum_g / n).astype(g.dtype)[:, None]
+                k3 = (-k1 * sum_g / n).astype(g.dtype)
+            if mod is not None:
+                dx = cpu_batchnorm.bwd_dx(mod, g3, x3, mean, k1, k2, k3)
+            else:
+                dx = g3 * k1[:, None].astype(g.dtype, copy=False)
+                if ctx.training:
+                    dx += xc * k2[:, None]
+                    dx += k3[:, None]
             dx = dx.reshape(g.shape).astype(g.dtype, copy=False)
         if nw:
             dw = (sum_gxc * rstd).astype(g.dtype)
