@@ -190,6 +190,21 @@ def test_reset_classifier_swaps_only_the_head_for_transfer() -> None:
     ViT(net.config).load_state_dict(net.state_dict())  # the saved config rebuilds it
 
 
+def test_forward_blocks_ends_in_forward_features_and_follows_each_block() -> None:
+    mt.manual_seed(0)
+    net = small_vit()
+    net.eval()
+    x = mt.randn(3, 2, 12, 12)
+    outs = net.forward_blocks(x)
+    assert len(outs) == len(net.blocks)
+    assert all(o.shape == (3, 1 + net.num_patches, net.config.embed_dim) for o in outs)
+    np.testing.assert_allclose(outs[-1].numpy(), net.forward_features(x).numpy(),
+                               rtol=1e-6, atol=1e-6)
+    # The last block run on the one before it gives the last output, before the final norm.
+    np.testing.assert_allclose(net.norm(net.blocks[-1](outs[-2])).numpy(), outs[-1].numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
 # ---- MAE ---------------------------------------------------------------------------------------
 
 def test_masking_ratio_per_image_randomness_and_reproducibility() -> None:

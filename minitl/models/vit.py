@@ -209,6 +209,19 @@ class ViT(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.encode(self.patch_tokens(x))  # (N, 1 + num_patches, D)
 
+    def forward_blocks(self, x: Tensor) -> list[Tensor]:
+        """Every block's output, (N, 1 + num_patches, D) each, the last one after the final
+        norm (it equals `forward_features`): the intermediate features a probe may read."""
+        tokens = self.patch_tokens(x)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], 1, -1)
+        h = self.pos_drop(cat([cls, tokens], dim=1))
+        outs = []
+        for block in self.blocks:
+            h = block(h)
+            outs.append(h)
+        outs[-1] = self.norm(h)
+        return outs
+
     def pool(self, h: Tensor) -> Tensor:
         """(N, 1 + K, D) encoder output -> (N, D) by the configured pooling."""
         return h[:, 0] if self.config.pool == "cls" else h[:, 1:].mean(1)
