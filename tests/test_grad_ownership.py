@@ -35,6 +35,11 @@ class _Scale(Function):
         if _Scale.mode == "view":
             buf = np.concatenate([dx.ravel(), dx.ravel()])
             dx = buf[: g.size].reshape(g.shape)
+        if _Scale.mode == "reshaped":  # a kernel's flat result reshaped to the output
+            dx = np.ascontiguousarray(dx.ravel()).reshape(g.shape)
+        if _Scale.mode == "reshaped, base kept":
+            KEPT.append(np.ascontiguousarray(dx.ravel()))
+            dx = KEPT[-1].reshape(g.shape)
         _Scale.made = weakref.ref(dx)
         return dx
 
@@ -61,7 +66,22 @@ def test_a_gradient_someone_else_holds_is_copied() -> None:
     np.testing.assert_array_equal(x.grad.data, np.full((2, 3), 3.0, np.float32))
 
 
-def test_a_view_is_copied_into_its_own_buffer() -> None:
+@pytest.mark.skipif(not STEALS_GRADIENTS, reason="first gradients are copied on this Python")
+def test_a_reshape_of_a_buffer_nothing_else_holds_is_kept() -> None:
+    x, made = _leaf_grad("reshaped")
+    assert made is not None and x.grad.data is made
+    np.testing.assert_array_equal(x.grad.data, np.full((2, 3), 3.0, np.float32))
+
+
+def test_a_reshape_of_a_buffer_someone_holds_is_copied() -> None:
+    KEPT.clear()
+    x, made = _leaf_grad("reshaped, base kept")
+    assert x.grad.data is not made and not np.shares_memory(x.grad.data, KEPT[-1])
+    KEPT[-1][...] = -1.0
+    np.testing.assert_array_equal(x.grad.data, np.full((2, 3), 3.0, np.float32))
+
+
+def test_a_view_of_part_of_a_buffer_is_copied_into_its_own_buffer() -> None:
     x, _ = _leaf_grad("view")
     assert x.grad.data.base is None
     np.testing.assert_array_equal(x.grad.data, np.full((2, 3), 3.0, np.float32))

@@ -30,14 +30,28 @@ _HANDED_OVER_REFS = 2
 STEALS_GRADIENTS = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
 
 
+def _held_by_the_pass_alone(a: Array, refs: int) -> bool:
+    """No reference to `a` but the `refs` counted by the caller (plus this call's), and its
+    memory its own: either it owns its buffer, or it is a reshape of a whole buffer that
+    nothing else holds (kernels return (M, N) arrays that ops reshape to their output)."""
+    if not getattr(a.flags, "writeable", True) or sys.getrefcount(a) > refs:
+        return False
+    if a.base is None:
+        return True
+    # two references to the base: the view's and getrefcount's argument
+    return (type(a.base) is type(a) and a.base.base is None and a.base.size == a.size
+            and a.base.dtype == a.dtype and sys.getrefcount(a.base) <= 2)
+
+
 def accumulate_grad(t: Tensor, g: Array) -> None:
     """t.grad += g, atomically: backward passes in other threads may add to the same leaf,
     and an unlocked read-modify-write would drop one of the two contributions. A new array
     each time, never an in-place add, so a `.grad` someone holds does not change under them.
 
-    A first gradient that nothing else holds (no other reference, not a view) becomes `.grad`
-    as it is, as PyTorch steals a gradient it owns alone; any other is copied, so `.grad` never
-    shares memory with another tensor's gradient or with an array the caller passed in."""
+    A first gradient that nothing else holds (no other reference; its own buffer, or a reshape
+    of a whole buffer nobody else holds) becomes `.grad` as it is, as PyTorch steals a
+    gradient it owns alone; any other is copied, so `.grad` never shares memory with another
+    tensor's gradient or with an array the caller passed in."""
     own = g.astype(t.dtype, copy=False)
     refs = _HANDED_OVER_REFS + (own is g)
     del g
@@ -45,8 +59,7 @@ def accumulate_grad(t: Tensor, g: Array) -> None:
         prev = t._grad
         if prev is not None:
             t._grad = Tensor._wrap(prev.data + own)
-        elif (STEALS_GRADIENTS and own.base is None and getattr(own.flags, "writeable", True)
-              and sys.getrefcount(own) <= refs):
+        elif STEALS_GRADIENTS and _held_by_the_pass_alone(own, refs + 1):
             t._grad = Tensor._wrap(own)
         else:
             t._grad = Tensor._wrap(own.copy())
