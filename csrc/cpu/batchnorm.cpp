@@ -10,27 +10,11 @@
 
 #include <algorithm>
 
+#include "lane_sums.h"
 #include "vec_math.h"
 
 namespace minitl::cpu {
 namespace {
-
-constexpr int kLanes = 16;
-
-// sum of f(j) for j < l in kLanes float partial sums, returned in double
-template <class F>
-MINITL_SIMD_INLINE double lane_sum(index_t l, const F& f) {
-    float acc[kLanes] = {};
-    index_t j = 0;
-    for (; j + kLanes <= l; j += kLanes) {
-#pragma omp simd
-        for (int k = 0; k < kLanes; ++k) acc[k] += f(j + k);
-    }
-    double s = 0.0;
-    for (; j < l; ++j) s += double(f(j));
-    for (int k = 0; k < kLanes; ++k) s += double(acc[k]);
-    return s;
-}
 
 MINITL_SIMD_BODY void stats_channel(const float* x, index_t n, index_t c, index_t l, index_t ch,
                                     double* mean, double* var) {
@@ -38,17 +22,17 @@ MINITL_SIMD_BODY void stats_channel(const float* x, index_t n, index_t c, index_
     double s = 0.0;
     for (index_t i = 0; i < n; ++i) {
         const float* row = x + (i * c + ch) * l;
-        s += lane_sum(l, [=](index_t j) { return row[j]; });
+        s += double(lane_sum(l, [=](index_t j) { return row[j]; }));
     }
     const double m = s / count;
     const float mf = float(m);
     double q = 0.0;
     for (index_t i = 0; i < n; ++i) {
         const float* row = x + (i * c + ch) * l;
-        q += lane_sum(l, [=](index_t j) {
+        q += double(lane_sum(l, [=](index_t j) {
             const float v = row[j] - mf;
             return v * v;
-        });
+        }));
     }
     mean[ch] = m;
     var[ch] = q / count;
@@ -61,8 +45,11 @@ MINITL_SIMD_BODY void bwd_sums_channel(const float* g, const float* x, float mea
     for (index_t i = 0; i < n; ++i) {
         const float* gr = g + i * c * l;
         const float* xr = x + i * c * l;
-        sg += lane_sum(l, [=](index_t j) { return gr[j]; });
-        sgx += lane_sum(l, [=](index_t j) { return gr[j] * (xr[j] - mean); });
+        float row_g, row_gx;  // one read of the two rows for both sums
+        lane_sum2(l, [=](index_t j) { return gr[j]; },
+                  [=](index_t j) { return gr[j] * (xr[j] - mean); }, row_g, row_gx);
+        sg += double(row_g);
+        sgx += double(row_gx);
     }
     *sum_g = sg;
     *sum_gxc = sgx;
