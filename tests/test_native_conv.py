@@ -257,3 +257,20 @@ def test_frozen_weight_keeps_no_input() -> None:
     want, _ = cpu_conv.conv2d_bwd_reference(x, wt, gy, (1, 1), (1, 1), (1, 1), (1, 1), 1,
                                             True, False)
     np.testing.assert_allclose(mx.grad.numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", CONV_PATHS)
+def test_weight_gradient_is_the_same_from_run_to_run_on_two_threads(path: str) -> None:
+    # per-thread partial sums of dW are added in a fixed order; the images each thread sums
+    # must be fixed too, or dW's last bits change with whichever thread was free
+    rng = np.random.default_rng(3)
+    x, w, gy = _rand(rng, 24, 16, 14, 14), _rand(rng, 16, 16, 3, 3), _rand(rng, 24, 16, 14, 14)
+    before = mt.get_num_threads()
+    mt.set_num_threads(2)
+    try:
+        with _conv_path(path):
+            runs = {cpu_conv.conv2d_bwd(x, w, gy, (1, 1), (1, 1), (1, 1), (1, 1), 1, True,
+                                        True)[1].tobytes() for _ in range(12)}
+    finally:
+        mt.set_num_threads(before)
+    assert len(runs) == 1

@@ -285,7 +285,10 @@ void conv2d_gemm_bwd(const float* x, const float* weight, const float* gy, float
         std::vector<float> dw_tmp(!direct && dweight ? size_t(cog * kg) : 0);
         float* dw_mine = dweight ? dw_parts.data() + size_t(thread_id()) * size_t(wsize)
                                  : nullptr;
-#pragma omp for schedule(dynamic, 1)
+        // static: each thread's part then sums a fixed set of images, so dW is the same from
+        // run to run (a dynamic schedule handed images to whichever thread was free, and the
+        // parts' sums, hence dW's last bits, changed with it)
+#pragma omp for schedule(static)
         for (index_t t = 0; t < tasks; ++t) {
             const index_t b = t / g.groups, grp = t % g.groups;
             const index_t xoff = (b * g.c + grp * cg) * g.h * g.w;

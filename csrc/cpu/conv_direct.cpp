@@ -474,7 +474,9 @@ void conv2d_direct_bwd(const float* x, const float* weight, const float* gy, flo
         std::vector<float> out(dx ? size_t(out_size) : 0);
         float* acc = dweight ? acc_parts.data() + size_t(thread_id()) * size_t(acc_size)
                              : nullptr;
-#pragma omp for schedule(dynamic, 1)
+        // static, so each thread's partial dW sums a fixed set of jobs and dW is the same from
+        // run to run (see conv.cpp's backward)
+#pragma omp for schedule(static)
         for (index_t job = 0; job < jobs; ++job) {
             const index_t b0 = job / g.groups * chunk, grp = job % g.groups;
             const index_t nimg = std::min(chunk, g.n - b0);
