@@ -37,6 +37,10 @@ def import_mpi() -> Any:
     return MPI
 
 
+# Seconds a failing rank waits between writing its last words and aborting the job.
+_DRAIN_S = 0.2
+
+
 class MPIProcessGroup(ProcessGroup):
     backend = "mpi"
 
@@ -61,6 +65,9 @@ class MPIProcessGroup(ProcessGroup):
         sys.stderr.write(f"minitl.distributed: rank {self.rank} of {self.size} stopped on "
                          f"{kind.__name__}; aborting all ranks\n")
         sys.stderr.flush()
+        # MPI_Abort has the launcher kill every rank, and it may do so before it has forwarded
+        # the last lines this rank wrote: give its output forwarding a moment to drain
+        time.sleep(_DRAIN_S)
         self.abort(1)
 
     def _abort_if_broken(self) -> None:
