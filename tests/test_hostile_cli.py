@@ -381,3 +381,17 @@ def test_data_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixtur
     bad.write_bytes(b"fine\n\xff\xfe not utf-8\n" * 50)
     assert pretrain(bad, tmp_path / "w.safetensors") == 1
     assert f"{bad}: not UTF-8 text (invalid start byte at byte 5)" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("var, value, says", [
+    ("MINITL_CPU_ISA", "avx1024", "MINITL_CPU_ISA must be one of auto, avx512, avx2, generic"),
+    ("MINITL_KERNELS", "fast", "MINITL_KERNELS must be auto or reference, got 'fast'"),
+])
+def test_a_misspelt_kernel_setting_is_one_usage_line(var: str, value: str, says: str,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(var, value)
+    assert main(["bench", "--list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minitl bench: error: ") and says in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -34,12 +34,19 @@ _lock = threading.Lock()
 CPU_ISAS = ("auto", "avx512", "avx2", "generic")
 
 
-def _import_native() -> ModuleType:
-    # the extension reads MINITL_CPU_ISA itself and would ignore a misspelling: refuse it here
+def cpu_isa_setting() -> str:
+    """MINITL_CPU_ISA (default auto); ValueError naming the choices for any other value. The
+    extension reads the variable itself and would ignore a misspelling, so it is checked here
+    before the extension loads."""
     isa = os.environ.get("MINITL_CPU_ISA", "auto")
     if isa not in CPU_ISAS:
         raise ValueError(f"MINITL_CPU_ISA must be one of {', '.join(CPU_ISAS)} (the widest SIMD "
                          f"instruction set the native kernels may use), got {isa!r}")
+    return isa
+
+
+def _import_native() -> ModuleType:
+    cpu_isa_setting()
     return importlib.import_module("minitl._C")
 
 

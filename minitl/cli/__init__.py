@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from minitl import __version__
-from minitl.cli.args import describe, exit_code
+from minitl.cli.args import UsageError, describe, exit_code
 
 # command name -> (module under minitl.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,12 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_environment() -> None:
+    """MINITL_KERNELS and MINITL_CPU_ISA are read when the first kernel runs, possibly deep in
+    a command (or in a benchmark's own process): a misspelt value is a usage error up front."""
+    from minitl.backend import cpu, kernel_mode
+
+    try:
+        kernel_mode()
+        cpu.cpu_isa_setting()
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
 def run_command(prog: str, func: Callable[[argparse.Namespace], int],
                 args: argparse.Namespace) -> int:
     """`func(args)`, with the errors a user can act on printed as one line on stderr and
     turned into an exit status; a bug's traceback (every traceback with MINITL_DEBUG=1)
     goes through."""
     try:
+        _check_environment()
         return int(func(args))
     except BaseException as e:
         code = exit_code(e)
