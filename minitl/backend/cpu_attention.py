@@ -29,12 +29,7 @@ def attention_fwd_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: A
     """o = (p drop) v with p = softmax(scale q k^T + mask), a fully masked row giving zeros."""
     scores = np.matmul(q, np.swapaxes(k, -1, -2))
     scores *= scale
-    if mask is not None:
-        if mask.dtype == np.bool_:
-            scores = np.where(mask, scores, -math.inf).astype(q.dtype, copy=False)
-        else:
-            scores = scores + mask
-    p = reference.softmax_fwd(scores, True)
+    p = reference.softmax_fwd(reference.masked_scores(scores, mask), True)
     return np.matmul(p if drop is None else p * drop, v), p
 
 

@@ -224,6 +224,16 @@ def softmax_xent_bwd(x: Array, lse: Array, target: Array, weight: Array | None,
 # ---- softmax along the last axis ----------------------------------------------------
 
 
+def masked_scores(scores: Array, mask: Array | None) -> Array:
+    """Attention scores with a mask applied: a bool mask keeps the True places (the rest
+    become -inf), a float mask is added; `scores` itself may be changed."""
+    if mask is None:
+        return scores
+    if mask.dtype == bool:
+        return _xp(scores).where(mask, scores, -math.inf).astype(scores.dtype, copy=False)
+    return scores + mask
+
+
 def softmax_fwd(x: Array, safe: bool) -> Array:
     """y = e^(x - max) / sum e^(x - max) over the last axis of x (M, S). With `safe`, a row
     that is entirely -inf gives zeros instead of NaN (fully masked attention rows)."""

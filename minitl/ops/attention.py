@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from minitl import autograd_state
+from minitl.backend.reference import masked_scores
 from minitl.function import Context, Function
 from minitl.ops.activation import dropout_scale
 from minitl.ops.linalg import bmm
@@ -66,12 +67,7 @@ class ScaledDotProductAttention(Function):
             return out
         scores = bmm(ctx, q, k, trans_b=True)  # (..., L, S)
         scores *= scale
-        if mask is not None:
-            if mask.dtype == np.bool_:
-                scores = xp.where(mask, scores, -math.inf).astype(q.dtype, copy=False)
-            else:
-                scores = scores + mask
-        attn = ctx.backend.softmax_fwd(scores, True)  # a fully masked row gives zeros
+        attn = ctx.backend.softmax_fwd(masked_scores(scores, mask), True)  # masked rows: 0
         drop = None
         if dropout_p > 0.0:
             drop = dropout_scale(xp, attn.shape, attn.dtype, dropout_p)
