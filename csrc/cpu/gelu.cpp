@@ -35,6 +35,13 @@ MINITL_SIMD_INLINE float phi(float t) {
 }
 
 
+// The tanh form's argument u = sqrt(2/pi) (v + 0.044715 v^3) and a = e^-2|u| <= 1, from which
+// tanh u = sign(u) (1 - a) / (1 + a) without overflow.
+MINITL_SIMD_INLINE void tanh_form(float v, float& u, float& a) {
+    u = kTanhK * (v + kTanhC * v * v * v);
+    a = exp_nonpositive(-2.0f * std::fabs(u));
+}
+
 MINITL_SIMD_BODY void fwd_block(const float* x, float* y, index_t n, bool exact) {
     if (exact) {
 #pragma omp simd
@@ -44,8 +51,8 @@ MINITL_SIMD_BODY void fwd_block(const float* x, float* y, index_t n, bool exact)
 #pragma omp simd
         for (index_t i = 0; i < n; ++i) {
             const float v = x[i];
-            const float u = kTanhK * (v + kTanhC * v * v * v);
-            const float a = exp_nonpositive(-2.0f * std::fabs(u));
+            float u, a;
+            tanh_form(v, u, a);
             y[i] = (u >= 0.0f ? v : v * a) / (1.0f + a);
         }
     }
@@ -64,8 +71,8 @@ MINITL_SIMD_BODY void bwd_block(const float* g, const float* x, float* dx, index
 #pragma omp simd
         for (index_t i = 0; i < n; ++i) {
             const float v = x[i];
-            const float u = kTanhK * (v + kTanhC * v * v * v);
-            const float a = exp_nonpositive(-2.0f * std::fabs(u));
+            float u, a;
+            tanh_form(v, u, a);
             const float r = 1.0f / (1.0f + a);
             const float s = u >= 0.0f ? r : a * r;
             const float du = kTanhK * (1.0f + 3.0f * kTanhC * v * v);
