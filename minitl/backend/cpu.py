@@ -267,15 +267,24 @@ NATIVE_DTYPES = (np.dtype(np.float32),)  # what csrc/cpu is compiled for
 _verified: tuple[str, ...] | None = None
 
 
+def float32_draws(rng: np.random.Generator) -> Any:
+    """rand(*shape): standard-normal float32 arrays from `rng`, for the self-checks."""
+    def rand(*shape: int) -> np.ndarray:
+        return np.asarray(rng.standard_normal(shape), dtype=np.float32)
+
+    return rand
+
+
+def all_close(got: Any, want: Any, rtol: float = 1e-4, atol: float = 1e-4) -> bool:
+    """Each array of `got` within tolerance of its partner in `want` (a self-check's test)."""
+    return all(np.allclose(g, w, rtol=rtol, atol=atol) for g, w in zip(got, want))
+
+
 def _self_check() -> dict[str, bool]:
     """Each native kernel against its reference on shapes that cut micro-tiles (a few ms)."""
     rng = np.random.default_rng(0)
 
-    def rand(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape).astype(np.float32)
-
-    def close(got: Any, want: Any) -> bool:
-        return all(np.allclose(g, w, rtol=1e-4, atol=1e-4) for g, w in zip(got, want))
+    rand, close = float32_draws(rng), all_close
 
     a, b = rand(37, 13), rand(19, 37)
     ok = {"gemm": close([gemm(a, b, True, True), gemm(b, a)],

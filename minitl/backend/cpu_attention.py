@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from minitl.backend import reference
-from minitl.backend.cpu import native_module
+from minitl.backend.cpu import all_close, float32_draws, native_module
 
 KERNELS = ("attention_fwd", "attention_bwd")
 Needs = tuple[bool, bool, bool, bool]
@@ -133,11 +133,7 @@ def self_check() -> dict[str, bool]:
     a fully masked row, and dropout, at sizes that cut the register tiles (ms)."""
     rng = np.random.default_rng(0)
 
-    def rand(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape).astype(np.float32)
-
-    def close(got: Any, want: Any) -> bool:
-        return all(np.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(got, want))
+    rand, close = float32_draws(rng), all_close
 
     q, k, v, g = rand(2, 3, 13, 5), rand(2, 3, 17, 5), rand(2, 3, 17, 7), rand(2, 3, 13, 7)
     keep = rng.random((2, 3, 13, 17)) < 0.7

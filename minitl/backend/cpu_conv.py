@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from minitl.backend import reference
-from minitl.backend.cpu import native_module
+from minitl.backend.cpu import all_close, float32_draws, native_module
 
 Pair = tuple[int, int]
 KERNELS = ("conv2d_fwd", "conv2d_bwd")
@@ -107,11 +107,7 @@ def self_check() -> dict[str, bool]:
     """Native against reference on a strided, padded, grouped case and a depthwise one (ms)."""
     rng = np.random.default_rng(0)
 
-    def rand(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape).astype(np.float32)
-
-    def close(got: Any, want: Any) -> bool:
-        return all(np.allclose(g, r, rtol=1e-4, atol=1e-4) for g, r in zip(got, want))
+    rand, close = float32_draws(rng), all_close
 
     ok_f, ok_b = True, True
     # (x, w, stride, pad_lo, pad_hi, dilation, groups)

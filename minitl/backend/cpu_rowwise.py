@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from minitl.backend import reference
-from minitl.backend.cpu import native_module
+from minitl.backend.cpu import all_close, float32_draws, native_module
 from minitl.backend.guards import check_length, check_same_shape, checked_indices
 from minitl.types import Array
 
@@ -119,11 +119,10 @@ def self_check() -> dict[str, bool]:
     with weights, a bias, ignored targets and label smoothing (a few ms)."""
     rng = np.random.default_rng(0)
 
-    def rand(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape).astype(np.float32)
+    rand = float32_draws(rng)
 
     def close(got: Any, want: Any) -> bool:
-        return all(np.allclose(g, w, rtol=1e-4, atol=1e-5) for g, w in zip(got, want))
+        return all_close(got, want, atol=1e-5)
 
     ok = dict.fromkeys(KERNELS, True)
     for n in (1, 17, 131):
