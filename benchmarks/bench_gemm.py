@@ -5,12 +5,18 @@ transformer layer runs.
     python -m benchmarks.bench_gemm            # full sweep (~2 minutes on two cores)
     python -m benchmarks.bench_gemm --quick    # smoke run
 
+It ends with minitl's GEMM timed right after a numpy product against the same GEMM in a run of
+minitl GEMMs, with numpy's OpenBLAS on minitl's OpenMP team (minitl.threads.share_blas_pool,
+the default) and on its own threads.
+
 Napkin math: 2*M*N*K flops per call; a Zen 3 / Haswell-class core peaks at 32 flop/cycle
 (two 8-wide FMAs), ~93 GFLOP/s per core at 2.9 GHz.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +90,48 @@ def bench_shape(s: Shape, rounds: int, calls: int) -> tuple[common.Row, common.R
     return vs_numpy, vs_torch
 
 
+def bench_after_numpy(n: int, rounds: int) -> list[common.Row]:
+    """minitl's n^3 GEMM timed right after a numpy n^3 product ("minitl" column) against the
+    same GEMM in a run of minitl GEMMs with no numpy product anywhere near ("other"), with
+    numpy's OpenBLAS sharing minitl's thread pool and then on its own threads (the sharing is
+    restored as found). The run of GEMMs starts with warm-up calls: on an idle machine the
+    first calls also pay for waking the cores, which is not what is measured here."""
+    from minitl import threads
+
+    a, b = operands(Shape(n, n, n))
+    mod = cpu.native_module()
+    assert mod is not None, "minitl._C is not built: python setup.py build_ext --inplace"
+
+    def timed_gemm() -> float:
+        t0 = time.perf_counter()
+        mod.gemm(a, b, False, False)
+        return time.perf_counter() - t0
+
+    time.sleep(common.SETTLE_S)  # numpy's own workers, if any, stop spinning
+    for _ in range(3):
+        mod.gemm(a, b, False, False)
+    alone = [timed_gemm() for _ in range(rounds)]
+    was_shared = threads.blas_pool_shared()
+    rows = []
+    try:
+        for shared in (True, False):
+            if threads.share_blas_pool(shared) != shared:
+                continue  # numpy's BLAS takes no threads callback: nothing to compare
+            after_numpy = []
+            for _ in range(rounds):
+                a @ b
+                after_numpy.append(timed_gemm())
+            pool = "shared pool" if shared else "numpy's own pool"
+            rows.append(common.Row(f"gemm after numpy ({pool})", f"{n}^3",
+                                   statistics.median(after_numpy), statistics.median(alone),
+                                   "minitl alone", 2.0 * n**3 / 1e9,
+                                   spread=(common.spread_of(after_numpy),
+                                           common.spread_of(alone))))
+    finally:
+        threads.share_blas_pool(was_shared)
+    return rows
+
+
 def plot(rows: list[common.Row], path: str) -> None:
     """GFLOP/s against size for the square shapes, if matplotlib is installed."""
     try:
@@ -129,12 +177,15 @@ def main() -> None:
         vs_numpy.append(row_np)
         vs_torch.append(row_torch)
         common.print_rows([row_np, row_torch])
+    after_numpy = [r for n in ([256] if args.quick else [1024, 2048])
+                   for r in bench_after_numpy(n, 3 if args.quick else 9)]
+    common.print_rows(after_numpy)
     print("summary vs numpy:")
     common.print_rows(vs_numpy)
     print("summary vs torch:")
     common.print_rows(vs_torch)
     if not args.no_save:
-        path = common.save_rows("gemm", vs_numpy + vs_torch, info, args)
+        path = common.save_rows("gemm", vs_numpy + vs_torch + after_numpy, info, args)
         plot(vs_numpy, str(path.with_suffix(".png")))
 
 

@@ -9,11 +9,13 @@
 #include <pybind11/stl.h>  // std::optional: b=None
 
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "bind_checks.h"
+#include "cpu/blas_pool.h"
 #include "cpu/conv.h"
 #include "cpu/conv_direct.h"
 #include "cpu/gelu.h"
@@ -536,6 +538,15 @@ PYBIND11_MODULE(_C, m) {
           "Force conv2d's path: 'auto' (default), 'gemm' (im2col + GEMM) or 'direct' (the "
           "shifted windows wherever the geometry allows), for tests.");
     m.def("conv_path", &minitl::cpu::conv_path, "conv2d's forced path, or 'auto'.");
+    m.def("blas_jobs_callback",
+          [] { return reinterpret_cast<std::uintptr_t>(&minitl::cpu::run_blas_jobs); },
+          "Address of a function with OpenBLAS's openblas_threads_callback signature that runs "
+          "OpenBLAS's parallel jobs on minitl's OpenMP team (csrc/cpu/blas_pool.h).");
+    m.def("blas_job_counts", [] {
+              const minitl::cpu::BlasJobCounts c = minitl::cpu::blas_job_counts();
+              return py::make_tuple(c.calls, c.on_started_threads);
+          },
+          "(calls, calls on started threads) of the OpenBLAS jobs callback so far.");
     m.def("cpu_features", &cpu_features,
           "dict: avx2, fma, avx512f (bool), openmp_threads (int), gemm_path, quant_path, "
           "isa (str)");

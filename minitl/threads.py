@@ -2,14 +2,16 @@
 
 minitl runs CPU work in two pools: the OpenMP team of the native extension `minitl._C`
 (GEMM, LoRA and quantized kernels; the benchmarks report it as "N OpenMP threads") and
-numba's parallel kernels. numpy's own BLAS pool (OpenBLAS) is a third: after a numpy matrix
-product its workers spin for a while (~0.25 s) waiting for more work, and on a small machine
-they take the cores minitl's next kernel wanted (a minitl GEMM right after a numpy one ran at
-half speed on 2 cores). minitl's own ops never call numpy's BLAS on the CPU (ops.linalg.bmm);
-code that mixes the two can hold numpy's pool at one thread with `blas_threads(1)`, or set
-OPENBLAS_NUM_THREADS before Python starts.
+numba's parallel kernels. numpy's own BLAS pool (OpenBLAS) would be a third: after a numpy
+matrix product its workers spin for a while waiting for more work, and on a small machine they
+take the cores minitl's next kernel wanted (a minitl GEMM right after a numpy one ran at half
+speed on 2 cores). So when the extension loads, minitl hands numpy's OpenBLAS a callback that
+runs OpenBLAS's parallel jobs on minitl's OpenMP team (`share_blas_pool`; OpenBLAS 0.3.27 or
+newer): one pool, whose threads the next kernel finds idle. MINITL_SHARE_BLAS_POOL=0 leaves
+numpy's pool alone; then `blas_threads(1)` around numpy's products, or OPENBLAS_NUM_THREADS=1
+before Python starts, keeps its workers quiet. minitl's own ops never call numpy's BLAS on the
+CPU (ops.linalg.bmm).
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +21,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["blas_threads", "get_blas_threads", "get_num_threads", "set_num_threads"]
+__all__ = ["blas_threads", "blas_pool_shared", "get_blas_threads", "get_num_threads",
+           "set_num_threads", "share_blas_pool"]
 
 _OPENMP_NAMES = ("libgomp", "libomp", "libiomp")
 
@@ -110,9 +113,8 @@ _OPENBLAS_SYMBOLS = ("scipy_openblas_{}64_", "openblas_{}64_", "openblas_{}")
 
 
 @functools.cache
-def _openblas() -> tuple[Any, Any] | None:
-    """(set_num_threads, get_num_threads) of the OpenBLAS numpy loaded, or None (another
-    BLAS, not Linux)."""
+def _openblas_library() -> tuple[Any, str] | None:
+    """(the OpenBLAS numpy loaded, its symbol pattern), or None (another BLAS, not Linux)."""
     import numpy as np
 
     np.ones(2) @ np.ones(2)  # make sure numpy's BLAS is loaded
@@ -129,14 +131,53 @@ def _openblas() -> tuple[Any, Any] | None:
         except OSError:
             continue
         for pattern in _OPENBLAS_SYMBOLS:
-            try:
-                set_n, get_n = (getattr(lib, pattern.format(f"{op}_num_threads"))
-                                for op in ("set", "get"))
-            except AttributeError:
-                continue
-            set_n.argtypes, get_n.restype = [ctypes.c_int], ctypes.c_int
-            return set_n, get_n
+            if hasattr(lib, pattern.format("set_num_threads")):
+                return lib, pattern
     return None
+
+
+@functools.cache
+def _openblas() -> tuple[Any, Any] | None:
+    """(set_num_threads, get_num_threads) of the OpenBLAS numpy loaded, or None."""
+    found = _openblas_library()
+    if found is None:
+        return None
+    lib, pattern = found
+    set_n, get_n = (getattr(lib, pattern.format(f"{op}_num_threads")) for op in ("set", "get"))
+    set_n.argtypes, get_n.restype = [ctypes.c_int], ctypes.c_int
+    return set_n, get_n
+
+
+_blas_pool_shared = False
+
+
+def share_blas_pool(enabled: bool = True) -> bool:
+    """Run numpy's OpenBLAS parallel work on minitl's OpenMP team (`enabled`), or hand it back
+    to OpenBLAS's own threads; returns whether the pool is now shared. False, doing nothing,
+    when numpy's BLAS is not an OpenBLAS with the threads callback (0.3.27+) or the native
+    extension is not built. Called with True when the extension loads, unless
+    MINITL_SHARE_BLAS_POOL=0 (see the module docstring)."""
+    global _blas_pool_shared
+    from minitl.backend.cpu import native_module
+
+    native = native_module()
+    found = _openblas_library()
+    if native is None or found is None:
+        return False
+    lib, pattern = found
+    try:
+        set_callback = getattr(lib, pattern.format("set_threads_callback_function"))
+    except AttributeError:
+        return False
+    set_callback.argtypes, set_callback.restype = [ctypes.c_void_p], None
+    set_callback(native.blas_jobs_callback() if enabled else None)
+    _blas_pool_shared = bool(enabled)
+    return _blas_pool_shared
+
+
+def blas_pool_shared() -> bool:
+    """True while numpy's OpenBLAS runs its parallel work on minitl's OpenMP team."""
+    return _blas_pool_shared
 
 
 def get_blas_threads() -> int | None:

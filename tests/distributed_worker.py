@@ -5,9 +5,9 @@
     mpiexec -n 2 python tests/distributed_worker.py fault-raise|fault-exit|fault-hang|mismatch
     mpiexec -n 2 python tests/distributed_worker.py resume DIR STEPS [RESUME_FROM]
 
-`parity`: BERT-small and resnet-mini, each taking 20 AdamW steps on a global batch split over
-the ranks (rank 0 saves losses and final weights); `accum` does the BERT run as two
-micro-batches per rank, the first under no_sync. Every rank starts from a different seed: the
+`parity`: BERT-small (float32 and float64) and resnet-mini (float64), each taking 20 AdamW
+steps on a global batch split over the ranks (rank 0 saves losses and final weights); `accum`
+does the BERT run as two micro-batches per rank, the first under no_sync. Every rank starts from a different seed: the
 weights all ranks train are rank 0's, broadcast by DistributedDataParallel.
 """
 
@@ -90,13 +90,18 @@ def train(build: str, accum: int = 1, bucket_cap_mb: float = 0.02) -> dict[str, 
 def parity(path: str) -> None:
     out: dict[str, np.ndarray] = {}
     out.update(train("bert"))
-    out.update(train("resnet"))
     accum = train("bert", accum=2)
     out.update({k.replace("bert/", "bert-accum/"): v for k, v in accum.items()})
     mt.set_default_dtype(mt.float64)  # the same in float64: only the summation order differs
     f64 = train("bert")
+    # resnet-mini only in float64: a float32 rounding difference of one ulp can move a ReLU
+    # or max-pool input across its kink, and from that step AdamW's trajectories part (on a
+    # Zen 5 the 2-rank loss jumped from 1e-7 to 1.7e-5 relative at step 7 while the step-0
+    # gradients agreed to 2e-7); in float64 no input comes that close.
+    f64.update(train("resnet"))
     mt.set_default_dtype(mt.float32)
-    out.update({k.replace("bert/", "bert-f64/"): v for k, v in f64.items()})
+    out.update({k.replace("bert/", "bert-f64/").replace("resnet/", "resnet-f64/"): v
+                for k, v in f64.items()})
     if dist.get_rank() == 0:  # rank 0 alone writes
         np.savez(path, **out)
 

@@ -58,13 +58,13 @@ def parity_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
 
 @needs_mpi
 @pytest.mark.parametrize("run, loss_tol, weight_tol", [
-    ("bert", 1e-6, 1e-5), ("resnet", 1e-6, 1e-5), ("bert-accum", 1e-6, 1e-5),
-    ("bert-f64", 1e-12, 1e-12)])
+    ("bert", 1e-6, 1e-5), ("bert-accum", 1e-6, 1e-5), ("bert-f64", 1e-12, 1e-12),
+    ("resnet-f64", 1e-12, 1e-12)])
 def test_two_ranks_half_batch_reproduce_one_rank_full_batch(
         parity_runs: tuple[dict, dict], run: str, loss_tol: float, weight_tol: float) -> None:
     """20 AdamW steps: 2 ranks x B/2 against 1 rank x B. Measured (float32): losses within
     1.2e-7 relative, every weight tensor within 1.2e-6 (relative norm of the difference);
-    float64: 1e-15. The tolerances leave room for other summation orders, not for bugs."""
+    float64: 1e-15 (resnet-f64 on a Zen 5: 3.8e-16 and 8.0e-16). The tolerances leave room for other summation orders, not for bugs."""
     one, two = parity_runs
     la, lb = one[f"{run}/losses"], two[f"{run}/losses"]
     assert len(la) == 20

@@ -45,8 +45,19 @@ def cpu_isa_setting() -> str:
     return isa
 
 
+def share_blas_pool_setting() -> bool:
+    """MINITL_SHARE_BLAS_POOL (default 1: numpy's OpenBLAS runs its parallel work on minitl's
+    OpenMP team, see minitl/threads.py); ValueError for anything but 0 or 1."""
+    share = os.environ.get("MINITL_SHARE_BLAS_POOL", "1")
+    if share not in ("0", "1"):
+        raise ValueError("MINITL_SHARE_BLAS_POOL must be 0 (numpy's OpenBLAS keeps its own "
+                         f"threads) or 1 (it runs on minitl's OpenMP team), got {share!r}")
+    return share == "1"
+
+
 def _import_native() -> ModuleType:
     cpu_isa_setting()
+    share_blas_pool_setting()
     return importlib.import_module("minitl._C")
 
 
@@ -67,6 +78,11 @@ def native_module() -> ModuleType | None:
                         RuntimeWarning,
                         stacklevel=2,
                     )
+                if (_module is not None and hasattr(_module, "blas_jobs_callback")
+                        and share_blas_pool_setting()):
+                    from minitl.threads import share_blas_pool
+
+                    share_blas_pool(True)
     return _module
 
 
