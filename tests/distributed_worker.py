@@ -7,8 +7,9 @@
 
 `parity`: BERT-small (float32 and float64) and resnet-mini (float64), each taking 20 AdamW
 steps on a global batch split over the ranks (rank 0 saves losses and final weights); `accum`
-does the BERT run as two micro-batches per rank, the first under no_sync. Every rank starts from a different seed: the
-weights all ranks train are rank 0's, broadcast by DistributedDataParallel.
+does the BERT run as two micro-batches per rank, the first under no_sync. Every rank starts
+from a different seed: the weights all ranks train are rank 0's, broadcast by
+DistributedDataParallel.
 """
 
 from __future__ import annotations

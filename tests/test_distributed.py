@@ -64,7 +64,8 @@ def test_two_ranks_half_batch_reproduce_one_rank_full_batch(
         parity_runs: tuple[dict, dict], run: str, loss_tol: float, weight_tol: float) -> None:
     """20 AdamW steps: 2 ranks x B/2 against 1 rank x B. Measured (float32): losses within
     1.2e-7 relative, every weight tensor within 1.2e-6 (relative norm of the difference);
-    float64: 1e-15 (resnet-f64 on a Zen 5: 3.8e-16 and 8.0e-16). The tolerances leave room for other summation orders, not for bugs."""
+    float64: 1e-15 (resnet-f64 on a Zen 5: 3.8e-16 and 8.0e-16). The tolerances leave room
+    for other summation orders, not for bugs."""
     one, two = parity_runs
     la, lb = one[f"{run}/losses"], two[f"{run}/losses"]
     assert len(la) == 20
