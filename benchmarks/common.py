@@ -136,7 +136,7 @@ ISA_ENV = ("MINITL_CPU_ISA", "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY", "ONEDNN
 
 def machine_info() -> dict[str, Any]:
     """CPU, cores, library versions and the kernel path minitl takes."""
-    from minitl import threads
+    from minitl import memory, threads
     from minitl.backend import cpu, get_backend, kernel_mode
 
     info: dict[str, Any] = {
@@ -152,6 +152,8 @@ def machine_info() -> dict[str, Any]:
         "minitl_cpu": cpu.cpu_features(),
         "numpy_blas_pool": ("minitl's OpenMP team" if threads.blas_pool_shared()
                             else "OpenBLAS's own threads"),
+        "malloc": ("freed memory retained (minitl.memory)" if memory.memory_retained()
+                   else "the C library's defaults"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         # what narrows each library's SIMD set (docs/cpu_speed.md: AVX2-only runs on AVX-512)
         "isa_env": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
@@ -189,7 +191,7 @@ def print_machine(info: dict[str, Any]) -> None:
     print(f"minitl  : SIMD {feats.get('isa')}, "
           f"gemm path {feats.get('gemm_path')}, {feats.get('openmp_threads', 1)} OpenMP "
           f"threads, kernels {info['minitl_kernels']}")
-    print(f"numpy's BLAS runs on {info.get('numpy_blas_pool')}")
+    print(f"numpy's BLAS runs on {info.get('numpy_blas_pool')}; malloc: {info.get('malloc')}")
     print()
 
 

@@ -2,6 +2,10 @@
 
 from typing import TYPE_CHECKING
 
+from minitl import memory
+
+memory.retain_at_import()  # freed activations stay in the heap (minitl/memory.py)
+
 from minitl import (  # noqa: E402
     assets,
     autograd,

@@ -387,6 +387,7 @@ def test_data_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixtur
     ("MINITL_CPU_ISA", "avx1024", "MINITL_CPU_ISA must be one of auto, avx512, avx2, generic"),
     ("MINITL_KERNELS", "fast", "MINITL_KERNELS must be auto or reference, got 'fast'"),
     ("MINITL_SHARE_BLAS_POOL", "yes", "MINITL_SHARE_BLAS_POOL must be 0 (numpy's OpenBLAS"),
+    ("MINITL_RETAIN_MEMORY", "on", "MINITL_RETAIN_MEMORY must be 0 (malloc keeps glibc's"),
 ])
 def test_a_misspelt_kernel_setting_is_one_usage_line(var: str, value: str, says: str,
                                                      monkeypatch: pytest.MonkeyPatch,

@@ -51,14 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_environment() -> None:
     """MINITL_KERNELS, MINITL_CPU_ISA and MINITL_SHARE_BLAS_POOL are read when the first kernel
-    runs, possibly deep in a command (or in a benchmark's own process): a misspelt value is a
-    usage error up front."""
+    runs, possibly deep in a command (or in a benchmark's own process), MINITL_RETAIN_MEMORY at
+    import (where a misspelling only warns): a misspelt value is a usage error up front."""
+    from minitl import memory
     from minitl.backend import cpu, kernel_mode
 
     try:
         kernel_mode()
         cpu.cpu_isa_setting()
         cpu.share_blas_pool_setting()
+        memory.retain_memory_setting()
     except ValueError as e:
         raise UsageError(str(e)) from e
 
