@@ -2,16 +2,13 @@
 
 from typing import TYPE_CHECKING
 
-from minitl import memory
-
-memory.retain_at_import()  # freed activations stay in the heap (minitl/memory.py)
-
 from minitl import (  # noqa: E402
     assets,
     autograd,
     cuda,
     data,
     dtypes,
+    memory,
     models,
     nn,
     optim,
@@ -90,6 +87,8 @@ from minitl.functional import (  # noqa: E402
 from minitl.io import load, save  # noqa: E402
 from minitl.tensor import Tensor, get_default_dtype, set_default_dtype
 from minitl.threads import get_num_threads, set_num_threads
+
+memory.retain_at_import()  # freed activations stay in the heap (minitl/memory.py)
 
 if TYPE_CHECKING:
     from minitl import recipes

@@ -20,6 +20,7 @@ import ctypes.util
 import os
 import sys
 import warnings
+from typing import Any
 
 __all__ = ["memory_retained", "retain_at_import", "retain_freed_memory",
            "retain_memory_setting"]
@@ -42,7 +43,8 @@ def retain_memory_setting() -> bool:
     return value == "1"
 
 
-def _glibc_mallopt() -> ctypes._CFuncPtr | None:
+def _glibc_mallopt() -> Any:
+    """glibc's mallopt, or None (not Linux, or another C library)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
