@@ -16,11 +16,11 @@ MINITL_RETAIN_MEMORY=0; the setting is the process's, so it holds for every libr
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import os
 import sys
 import warnings
 from typing import Any
+
+from minitl import env
 
 __all__ = ["memory_retained", "retain_at_import", "retain_freed_memory",
            "retain_memory_setting"]
@@ -36,11 +36,8 @@ _retained = False
 
 def retain_memory_setting() -> bool:
     """MINITL_RETAIN_MEMORY (default 1); ValueError for anything but 0 or 1."""
-    value = os.environ.get("MINITL_RETAIN_MEMORY", "1")
-    if value not in ("0", "1"):
-        raise ValueError("MINITL_RETAIN_MEMORY must be 0 (malloc keeps glibc's defaults) or 1 "
-                         f"(freed arrays stay in the heap for reuse), got {value!r}")
-    return value == "1"
+    return env.switch("MINITL_RETAIN_MEMORY", "malloc keeps glibc's defaults",
+                      "freed arrays stay in the heap for reuse")
 
 
 def _glibc_mallopt() -> Any:

@@ -12,9 +12,9 @@ the asynchronous jobs of its parallel LU (numpy.linalg.solve, inv, det) on its o
 those mix the two pools and ran 1.2-1.5x slower (n = 1500, 2 cores); matrix products are
 unchanged. MINITL_SHARE_BLAS_POOL=0 (or `share_blas_pool(False)`) leaves numpy's pool alone;
 then `blas_threads(1)` around numpy's products, or OPENBLAS_NUM_THREADS=1 before Python starts,
-keeps its workers quiet. minitl's own ops never call numpy's BLAS on the
-CPU (ops.linalg.bmm).
+keeps its workers quiet. minitl's own ops never call numpy's BLAS on the CPU (ops.linalg.bmm).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -165,8 +165,8 @@ def share_blas_pool(enabled: bool = True) -> bool:
 
     native = native_module()
     found = _openblas_library()
-    if native is None or found is None:
-        return False
+    if native is None or found is None or not hasattr(native, "blas_jobs_callback"):
+        return False  # (the last: an extension built before the callback existed)
     lib, pattern = found
     try:
         set_callback = getattr(lib, pattern.format("set_threads_callback_function"))

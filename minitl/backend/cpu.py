@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from minitl import env
 from minitl.backend import reference
 from minitl.backend.guards import checked_indices
 
@@ -48,11 +49,8 @@ def cpu_isa_setting() -> str:
 def share_blas_pool_setting() -> bool:
     """MINITL_SHARE_BLAS_POOL (default 1: numpy's OpenBLAS runs its parallel work on minitl's
     OpenMP team, see minitl/threads.py); ValueError for anything but 0 or 1."""
-    share = os.environ.get("MINITL_SHARE_BLAS_POOL", "1")
-    if share not in ("0", "1"):
-        raise ValueError("MINITL_SHARE_BLAS_POOL must be 0 (numpy's OpenBLAS keeps its own "
-                         f"threads) or 1 (it runs on minitl's OpenMP team), got {share!r}")
-    return share == "1"
+    return env.switch("MINITL_SHARE_BLAS_POOL", "numpy's OpenBLAS keeps its own threads",
+                      "it runs on minitl's OpenMP team")
 
 
 def _import_native() -> ModuleType:
