@@ -76,11 +76,10 @@ def native_module() -> ModuleType | None:
                         RuntimeWarning,
                         stacklevel=2,
                     )
-                if (_module is not None and hasattr(_module, "blas_jobs_callback")
-                        and share_blas_pool_setting()):
+                if _module is not None and share_blas_pool_setting():
                     from minitl.threads import share_blas_pool
 
-                    share_blas_pool(True)
+                    share_blas_pool(True)  # False, changing nothing, where it cannot
     return _module
 
 
