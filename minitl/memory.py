@@ -1,13 +1,13 @@
 """How minitl's process gets memory for its arrays: glibc's malloc thresholds.
 
-numpy takes each array's buffer from malloc. glibc serves a block above M_MMAP_THRESHOLD
-(128 KiB at start, raised as large blocks are freed, at most 32 MiB) with a fresh mmap and
-hands it back with munmap when freed, and it gives back the top of its heap once more than
+numpy takes each array's buffer from malloc. glibc serves a block above M_MMAP_THRESHOLD (128
+KiB at start, raised as large blocks are freed, at most 32 MiB) with a fresh mmap and hands it
+back with munmap when freed, and it gives back the top of its heap once more than
 M_TRIM_THRESHOLD of it is free. A training step frees its activations and allocates them again
 the next step, so every step faulted its activation memory in anew: on a Zen 5 under KVM a
 resnet-mini step (N 64, one thread) took 32,000 minor page faults and 65 ms of system time
-beside 89 ms of user time. `retain_freed_memory` raises both thresholds, so freed activations stay in the
-heap for the next step (2 faults a step). It runs at `import minitl` unless
+beside 89 ms of user time. `retain_freed_memory` raises both thresholds, so freed activations
+stay in the heap for the next step (2 faults a step). It runs at `import minitl` unless
 MINITL_RETAIN_MEMORY=0; the setting is the process's, so it holds for every library in it
 (PyTorch's CPU tensors come from the same malloc). The price is memory kept: up to
 `trim_threshold` of freed heap stays with the process instead of going back to the OS.

@@ -1,17 +1,18 @@
 """`mt.set_num_threads` / `mt.get_num_threads`: the size of minitl's CPU thread pools.
 
-minitl runs CPU work in two pools: the OpenMP team of the native extension `minitl._C`
-(GEMM, LoRA and quantized kernels; the benchmarks report it as "N OpenMP threads") and
-numba's parallel kernels. numpy's own BLAS pool (OpenBLAS) would be a third: after a numpy
-matrix product its workers spin for a while waiting for more work, and on a small machine they
-take the cores minitl's next kernel wanted (a minitl GEMM right after a numpy one ran at half
-speed on 2 cores of a Zen 4 and of a Zen 5). So when the extension loads, minitl hands numpy's OpenBLAS a callback that
-runs OpenBLAS's parallel jobs on minitl's OpenMP team (`share_blas_pool`; OpenBLAS 0.3.27 or
-newer): one pool, whose threads the next kernel finds idle. The cost: OpenBLAS still runs
-the asynchronous jobs of its parallel LU on its own threads, so numpy.linalg.solve and inv
-mix the two pools and ran 1.3-1.5x slower (n = 1500, 2 cores of a Zen 5); matrix products,
-Cholesky, eigh and SVD were unchanged. MINITL_SHARE_BLAS_POOL=0 (or `share_blas_pool(False)`) leaves numpy's pool alone;
-then `blas_threads(1)` around numpy's products, or OPENBLAS_NUM_THREADS=1 before Python starts,
+minitl runs CPU work in two pools: the OpenMP team of the native extension `minitl._C` (GEMM,
+LoRA and quantized kernels; the benchmarks report it as "N OpenMP threads") and numba's
+parallel kernels. numpy's own BLAS pool (OpenBLAS) would be a third: after a numpy matrix
+product its workers spin for a while waiting for more work, and on a small machine they take
+the cores minitl's next kernel wanted (a minitl GEMM right after a numpy one ran at half speed
+on 2 cores of a Zen 4 and of a Zen 5). So when the extension loads, minitl hands numpy's
+OpenBLAS a callback that runs OpenBLAS's parallel jobs on minitl's OpenMP team
+(`share_blas_pool`; OpenBLAS 0.3.27 or newer): one pool, whose threads the next kernel finds
+idle. The cost: OpenBLAS still runs the asynchronous jobs of its parallel LU on its own
+threads, so numpy.linalg.solve and inv mix the two pools and ran 1.3-1.5x slower (n = 1500, 2
+cores of a Zen 5); matrix products, Cholesky, eigh and SVD were unchanged.
+MINITL_SHARE_BLAS_POOL=0 (or `share_blas_pool(False)`) leaves numpy's pool alone; then
+`blas_threads(1)` around numpy's products, or OPENBLAS_NUM_THREADS=1 before Python starts,
 keeps its workers quiet. minitl's own ops never call numpy's BLAS on the CPU (ops.linalg.bmm).
 """
 
