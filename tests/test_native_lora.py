@@ -234,22 +234,29 @@ def test_op_lora_linear_native_equals_reference(monkeypatch: pytest.MonkeyPatch)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def _fresh_cpu_paths(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], list[str]]:
+    """The CPU backend's kernel paths chosen anew (MINITL_KERNELS unset), with the warnings the
+    choice printed; the backends are rebuilt again afterwards for the tests that follow."""
+    monkeypatch.delenv("MINITL_KERNELS", raising=False)
+    backend.reset_backends()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            paths = dict(backend.get_backend("cpu").paths)
+        return paths, [str(w.message) for w in caught]
+    finally:
+        backend.reset_backends()
+
+
 def test_failed_self_check_keeps_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     if not cpu.native_available():
         pytest.skip("minitl._C not built")
     monkeypatch.setattr(cpu, "_verified", None)
     monkeypatch.setattr(cpu, "_self_check", lambda: {"gemm": True, "lora_linear_fwd": False,
                                                      "lora_linear_bwd": True})
-    monkeypatch.delenv("MINITL_KERNELS", raising=False)
-    backend.reset_backends()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            paths = backend.get_backend("cpu").paths
-        assert paths["lora_linear_fwd"] == "reference" and paths["gemm"] == "native"
-        assert any("lora_linear_fwd" in str(w.message) for w in caught)
-    finally:
-        backend.reset_backends()
+    paths, said = _fresh_cpu_paths(monkeypatch)
+    assert paths["lora_linear_fwd"] == "reference" and paths["gemm"] == "native"
+    assert any("lora_linear_fwd" in m for m in said)
 
 
 def test_an_extension_older_than_its_wrappers_leaves_their_kernels_to_the_reference(
@@ -263,16 +270,9 @@ def test_an_extension_older_than_its_wrappers_leaves_their_kernels_to_the_refere
 
     monkeypatch.setattr(cpu_embedding, "self_check", stale)
     monkeypatch.setattr(cpu, "_verified", None)
-    monkeypatch.delenv("MINITL_KERNELS", raising=False)
-    backend.reset_backends()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            paths = backend.get_backend("cpu").paths
-        assert paths["embedding_bwd"] != "native" and paths["gemm"] == "native"
-        assert any("embedding_bwd" in str(w.message) for w in caught)
-    finally:
-        backend.reset_backends()
+    paths, said = _fresh_cpu_paths(monkeypatch)
+    assert paths["embedding_bwd"] != "native" and paths["gemm"] == "native"
+    assert any("embedding_bwd" in m for m in said)
 
 
 @needs_native
